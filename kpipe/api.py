@@ -1,0 +1,250 @@
+"""The public plugin API: what a sink or deserializer implements, and what the runner promises it.
+
+Contract in one paragraph: the runtime owns offsets, sinks own durability. The runner hands
+a sink whole batches, one per (topic, partition), each covering a contiguous range of
+consumed offsets ``[start_offset, next_offset)``. When ``Sink.write`` returns, every batch
+it was given is durable; only then does the runner commit ``next_offset``. A sink that
+declares ``stores_offsets`` keeps that next offset itself, atomically with the data, and
+the runner seeks to it when a partition is assigned; the Kafka commit then only mirrors it.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = [
+    "API_VERSION",
+    "Capabilities",
+    "Batch",
+    "SinkContext",
+    "Sink",
+    "Deserializer",
+    "SinkPlugin",
+    "DeserializerPlugin",
+    "KpipeError",
+    "RetryableError",
+    "BadRecordError",
+    "FatalError",
+    "OffsetConflict",
+    "TopicPartition",
+]
+
+API_VERSION = 1
+
+TopicPartition = tuple  # (topic: str, partition: int); a plain tuple keeps dict lookups cheap
+
+
+# --- errors: a small taxonomy with one meaning each -------------------------------------
+
+
+class KpipeError(Exception):
+    """Base of every error kpipe raises on purpose."""
+
+
+class RetryableError(KpipeError):
+    """A transient failure (connection refused, timeout, throttling).
+
+    Nothing was made durable by the failed call. The runner retries the same batches with
+    capped exponential backoff and jitter, and fails closed (exit 3) when its budget runs out.
+    Never raise this for bad data.
+    """
+
+
+class BadRecordError(KpipeError):
+    """One record cannot be processed: bad bytes, a value that does not fit, a constraint.
+
+    ``index`` is the record's position in the list the plugin was given. Everything before
+    ``index`` was handled; the runner applies the pipeline's error policy to that record.
+    """
+
+    def __init__(self, message: str, index: int = 0):
+        super().__init__(message)
+        self.index = index
+
+
+class FatalError(KpipeError):
+    """Retrying cannot help (misconfiguration, permission denied, disk full). The run stops, exit 2."""
+
+
+class OffsetConflict(KpipeError):
+    """Fencing: another writer has already made these partitions durable past our batch start.
+
+    The listed partitions were NOT written; every other batch in the call IS durable. The
+    runner drops what it buffered for them, reloads their offsets from the sink and seeks.
+    """
+
+    def __init__(self, partitions: Mapping[TopicPartition, int]):
+        self.partitions = dict(partitions)  # (topic, partition) -> the sink's next offset
+        super().__init__(
+            "another writer is ahead on "
+            + ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(self.partitions.items()))
+        )
+
+
+# --- the data a sink sees ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a plugin promises; the runner reads these flags instead of branching on names."""
+
+    stores_offsets: bool = False
+    """The sink stores each partition's next offset atomically with the data (``load_offsets``)."""
+    idempotent_writes: bool = False
+    """Writing the same batch twice leaves one copy."""
+
+
+class Batch:
+    """Consumed records of one (topic, partition), covering offsets ``[start_offset, next_offset)``.
+
+    ``values`` holds the deserialized values in offset order. The range is what was consumed,
+    so it may be wider than the records (compaction gaps, filtered or skipped records).
+    ``offsets``, ``keys``, ``timestamps`` and ``headers`` are built on first access, so a sink
+    that does not read them pays nothing.
+    """
+
+    __slots__ = ("topic", "partition", "start_offset", "next_offset", "values", "_messages", "nbytes")
+
+    def __init__(self, topic: str, partition: int, start_offset: int, next_offset: int,
+                 values: list, messages: list, nbytes: int = 0):
+        self.topic = topic
+        self.partition = partition
+        self.start_offset = start_offset
+        self.next_offset = next_offset
+        self.values = values
+        self._messages = messages  # confluent_kafka.Message objects, parallel to values
+        self.nbytes = nbytes
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return (f"Batch({self.topic}[{self.partition}] {self.start_offset}..{self.next_offset}, "
+                f"{len(self.values)} records)")
+
+    @property
+    def last_offset(self) -> int:
+        """The last offset the batch covers (``next_offset - 1``)."""
+        return self.next_offset - 1
+
+    @property
+    def offsets(self) -> list[int]:
+        return [m.offset() for m in self._messages]
+
+    @property
+    def keys(self) -> list[bytes | None]:
+        return [m.key() for m in self._messages]
+
+    @property
+    def timestamps(self) -> list[int | None]:
+        """Kafka timestamps in milliseconds since the epoch (None when the broker has none)."""
+        return [ts if kind else None for kind, ts in (m.timestamp() for m in self._messages)]
+
+    @property
+    def headers(self) -> list[list[tuple[str, bytes]] | None]:
+        return [m.headers() for m in self._messages]
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may know about the pipeline it serves."""
+
+    pipeline: str
+    group: str
+    spec_file: str = ""
+    log: Any = None  # a logging.Logger
+
+
+class Sink(abc.ABC):
+    """A destination. Subclasses implement ``write``; the rest has safe defaults."""
+
+    def __init__(self, config: Mapping[str, Any], context: SinkContext):
+        self.config = config
+        self.context = context
+
+    def open(self) -> None:
+        """Connect and prepare. Raising ``RetryableError`` means "try again later"."""
+
+    def load_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Return the next offset to consume for each partition the sink has data for.
+
+        Called on assignment, only for sinks with ``stores_offsets``. Partitions missing from
+        the result fall back to the group's committed offset, then to ``source.start``.
+        """
+        return {}
+
+    @abc.abstractmethod
+    def write(self, batches: Sequence[Batch]) -> None:
+        """Make every batch durable. Returning means durable; the runner then commits.
+
+        Raise ``RetryableError`` if nothing became durable and a retry may help,
+        ``OffsetConflict`` for fenced partitions (all others durable), ``BadRecordError``
+        for one bad record, ``FatalError`` otherwise. Writing a batch again must be harmless.
+        """
+
+    def revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        """Forget any state kept for partitions this instance no longer owns."""
+
+    def close(self) -> None:
+        """Release resources. Must be safe to call twice and after a failed ``open``."""
+
+
+class Deserializer(abc.ABC):
+    """Turns raw Kafka values into Python values, a whole list at a time."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+
+    @abc.abstractmethod
+    def deserialize(self, raw: list[bytes | None]) -> list[Any]:
+        """Return one value per raw value, in order.
+
+        Raise ``BadRecordError(index=i)`` at the first value that cannot be decoded; the
+        runner keeps the values before ``i`` and applies the error policy to record ``i``.
+        """
+
+
+# --- plugin descriptors: cheap to import, so validation never loads heavy dependencies ---
+
+
+def _load(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class SinkPlugin:
+    """What a ``kpipe.sinks`` entry point points at.
+
+    ``factory`` is ``"module:Class"``, imported only when a pipeline actually runs the sink.
+    ``config_schema`` is a JSON Schema for the ``sink:`` mapping without its ``type`` key.
+    """
+
+    name: str
+    config_schema: Mapping[str, Any]
+    factory: str | Callable[..., Sink]
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    description: str = ""
+
+    def create(self, config: Mapping[str, Any], context: SinkContext) -> Sink:
+        factory = _load(self.factory) if isinstance(self.factory, str) else self.factory
+        return factory(config, context)
+
+
+@dataclass(frozen=True)
+class DeserializerPlugin:
+    """What a ``kpipe.deserializers`` entry point points at (see ``SinkPlugin``)."""
+
+    name: str
+    config_schema: Mapping[str, Any]
+    factory: str | Callable[..., Deserializer]
+    description: str = ""
+
+    def create(self, config: Mapping[str, Any]) -> Deserializer:
+        factory = _load(self.factory) if isinstance(self.factory, str) else self.factory
+        return factory(config)

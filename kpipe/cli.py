@@ -1,0 +1,147 @@
+"""The ``kpipe`` command line.
+
+Exit codes (documented in the README; cron, systemd and Kubernetes rely on them):
+  0  done: caught up, --max-messages reached, or stopped by SIGINT/SIGTERM after draining
+  1  invalid spec or usage
+  2  runtime failure (a bad record, a fatal Kafka or sink error)
+  3  a dependency (Kafka, the sink) stayed unreachable after retries
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["main", "EXIT_OK", "EXIT_USAGE", "EXIT_RUNTIME", "EXIT_UNAVAILABLE"]
+
+EXIT_OK, EXIT_USAGE, EXIT_RUNTIME, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 by default; 2 means runtime failure here
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    root = logging.getLogger("kpipe")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _load(paths):
+    """Load every spec; print all problems of all files. Returns specs, or None if any is invalid."""
+    from kpipe.spec import SpecError, load_spec
+
+    specs, ok = [], True
+    for path in paths:
+        try:
+            specs.append(load_spec(path))
+        except SpecError as err:
+            print(err, file=sys.stderr)
+            ok = False
+        except OSError as exc:
+            print(f"{path}: {exc.strerror}", file=sys.stderr)
+            ok = False
+    return specs if ok else None
+
+
+def cmd_validate(args) -> int:
+    specs = _load(args.specs)
+    if specs is None:
+        return EXIT_USAGE
+    for spec in specs:
+        print(f"{spec.file}: ok ({spec.name}: {', '.join(spec.topics)} -> {spec.sink_type})")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    specs = _load([args.spec])
+    if specs is None:
+        return EXIT_USAGE
+    from kpipe.runtime import Runner
+
+    spec = specs[0]
+    runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
+    result = runner.run()
+    log = logging.getLogger("kpipe")
+    log.info("%s: consumed %d, wrote %d records in %d batches%s", spec.name, result.consumed,
+             result.written, result.batches, f"; failed: {result.reason}" if result.exit_code else "")
+    return result.exit_code
+
+
+def cmd_demo(args) -> int:
+    from kpipe.demo import demo
+
+    return demo(messages=args.messages, keep=args.keep)
+
+
+def cmd_plugins(args) -> int:
+    from kpipe.plugins import registry
+
+    reg = registry()
+    for kind in sorted(reg.plugins):
+        for name in reg.names(kind):
+            dist, version = reg.dists[(kind, name)]
+            caps = getattr(reg.plugins[kind][name], "capabilities", None)
+            flags = ",".join(k for k, v in vars(caps).items() if v) if caps else ""
+            print(f"{kind:13} {name:12} {dist} {version}  {flags}")
+        for name, why in sorted(reg.broken[kind].items()):
+            print(f"{kind:13} {name:12} BROKEN: {why}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kpipe import __version__
+
+    p = _Parser(prog="kpipe", description="Declarative, exactly-once Kafka sink pipelines.",
+                epilog="exit codes: 0 ok, 1 invalid spec or usage, 2 runtime failure, "
+                       "3 dependency unreachable after retries")
+    p.add_argument("--version", action="version", version=f"kpipe {__version__}")
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    v = sub.add_parser("validate", parents=[verbosity], help="check specs without connecting to anything",
+                       description="Check specs without connecting to anything. Prints every problem "
+                                   "as FILE:LINE:COL: PATH: MESSAGE and exits 1 if there is any.")
+    v.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec file(s)")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser("run", parents=[verbosity], help="run a pipeline",
+                       description="Run a pipeline until SIGINT/SIGTERM (then drain, commit and exit 0), "
+                                   "or until caught up, or for N messages.")
+    r.add_argument("spec", metavar="SPEC", help="pipeline spec file")
+    r.add_argument("--until-caught-up", action="store_true",
+                   help="record the end offsets at start, exit 0 once all of them are written and committed")
+    r.add_argument("--max-messages", type=int, metavar="N", help="stop after consuming N messages")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", parents=[verbosity], help="run the quickstart on a bundled broker",
+                       description="Start the bundled broker, produce sample orders, run "
+                                   "pipelines/quickstart.yaml into local files, show what landed, clean up.")
+    d.add_argument("--messages", type=int, default=1000, metavar="N", help="sample events to produce")
+    d.add_argument("--keep", metavar="DIR", help="keep the output in DIR instead of a temp directory")
+    d.set_defaults(func=cmd_demo)
+
+    pl = sub.add_parser("plugins", parents=[verbosity], help="list installed plugins",
+                        description="List installed sinks and deserializers with their distribution "
+                                    "and capabilities.")
+    pl.set_defaults(func=cmd_plugins)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_OK

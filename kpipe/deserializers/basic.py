@@ -1,0 +1,55 @@
+"""``json``, ``string`` and ``bytes``: the deserializers that need no schema."""
+from __future__ import annotations
+
+import orjson
+
+from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin
+
+__all__ = ["JsonDeserializer", "StringDeserializer", "BytesDeserializer",
+           "json_plugin", "string_plugin", "bytes_plugin"]
+
+_NO_OPTIONS = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+class JsonDeserializer(Deserializer):
+    """UTF-8 JSON via orjson. A tombstone (null value) becomes ``None``."""
+
+    def deserialize(self, raw):
+        loads = orjson.loads
+        try:
+            # The common case: one C-level pass, no per-record try block.
+            return [loads(v) if v is not None else None for v in raw]
+        except orjson.JSONDecodeError:
+            pass
+        out = []
+        for i, v in enumerate(raw):
+            try:
+                out.append(loads(v) if v is not None else None)
+            except orjson.JSONDecodeError as exc:
+                raise BadRecordError(f"invalid JSON: {exc}", index=i) from None
+        return out
+
+
+class StringDeserializer(Deserializer):
+    """UTF-8 text."""
+
+    def deserialize(self, raw):
+        out = []
+        for i, v in enumerate(raw):
+            try:
+                out.append(v.decode() if v is not None else None)
+            except UnicodeDecodeError as exc:
+                raise BadRecordError(f"invalid UTF-8: {exc}", index=i) from None
+        return out
+
+
+class BytesDeserializer(Deserializer):
+    """The raw bytes, untouched."""
+
+    def deserialize(self, raw):
+        return list(raw)
+
+
+json_plugin = DeserializerPlugin("json", _NO_OPTIONS, JsonDeserializer, "UTF-8 JSON values (orjson)")
+string_plugin = DeserializerPlugin("string", _NO_OPTIONS, StringDeserializer, "UTF-8 text values")
+bytes_plugin = DeserializerPlugin("bytes", _NO_OPTIONS, BytesDeserializer, "raw bytes, untouched")

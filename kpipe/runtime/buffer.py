@@ -1,0 +1,79 @@
+"""Per-partition buffers that cut batches where the data says, not where the clock says.
+
+Cuts by ``max_records`` and ``max_bytes`` fall at the same offsets whatever the consume chunk
+sizes were, which is what makes a replay of the same offsets produce the same files.
+"""
+from __future__ import annotations
+
+from itertools import accumulate
+
+from kpipe.api import Batch
+
+__all__ = ["PartitionBuffer"]
+
+
+class PartitionBuffer:
+    """Records consumed from one partition and not yet handed to the sink.
+
+    ``start`` is where the unflushed range begins (the durable position when empty);
+    ``position`` is the next offset expected from the broker.
+    """
+
+    __slots__ = ("topic", "partition", "start", "position", "msgs", "values", "nbytes", "first_at")
+
+    def __init__(self, topic: str, partition: int, position: int):
+        self.topic = topic
+        self.partition = partition
+        self.start = position
+        self.position = position
+        self.msgs: list = []
+        self.values: list = []
+        self.nbytes = 0
+        self.first_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self.msgs)
+
+    def add(self, msgs: list, values: list, nbytes: int, now: float) -> None:
+        if not self.msgs:
+            self.first_at = now
+        self.msgs += msgs
+        self.values += values
+        self.nbytes += nbytes
+        self.position = msgs[-1].offset() + 1
+
+    def skip_to(self, position: int) -> None:
+        """Advance past offsets that produced no record (e.g. a record dropped by policy)."""
+        self.position = max(self.position, position)
+
+    def cut(self, max_records: int, max_bytes: int, out: list) -> None:
+        """Move every full batch to ``out``."""
+        while len(self.msgs) >= max_records:
+            out.append(self._take(max_records))
+        if self.nbytes > max_bytes and self.msgs:
+            sizes = [len(m.value() or b"") for m in self.msgs]
+            while self.msgs and self.nbytes > max_bytes:
+                n = 0
+                for n, total in enumerate(accumulate(sizes), 1):
+                    if total > max_bytes:
+                        n = max(1, n - 1)
+                        break
+                out.append(self._take(n, sum(sizes[:n])))
+                del sizes[:n]
+
+    def take_all(self, out: list) -> None:
+        """Move everything buffered to ``out``, including a range that produced no records."""
+        if self.msgs or self.position > self.start:
+            out.append(self._take(len(self.msgs), self.nbytes, self.position))
+
+    def _take(self, n: int, nbytes: int | None = None, next_offset: int | None = None) -> Batch:
+        msgs, values = self.msgs[:n], self.values[:n]
+        del self.msgs[:n], self.values[:n]
+        if next_offset is None:
+            next_offset = msgs[-1].offset() + 1
+        if nbytes is None:
+            nbytes = sum(len(m.value() or b"") for m in msgs) if self.msgs else self.nbytes
+        batch = Batch(self.topic, self.partition, self.start, next_offset, values, msgs, nbytes)
+        self.start = next_offset
+        self.nbytes -= nbytes
+        return batch

@@ -1,0 +1,422 @@
+"""The consumer loop: consume in chunks, deserialize, buffer per partition, write, then commit.
+
+Invariants the rest of kpipe relies on:
+- an offset is committed only after ``Sink.write`` returned for the batch that covers it;
+- a partition's start position comes from the sink's own offset store when it has one, so
+  a crash between the sink write and the Kafka commit costs nothing and duplicates nothing;
+- a revoked partition's buffer is dropped, never written after the revoke.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from kpipe.api import (BadRecordError, FatalError, OffsetConflict, RetryableError, SinkContext)
+from kpipe.plugins import registry
+from kpipe.runtime.buffer import PartitionBuffer
+from kpipe.runtime.retry import Backoff, DependencyUnavailable, retry
+
+__all__ = ["Runner", "RunResult", "consumer_config"]
+
+log = logging.getLogger("kpipe.run")
+
+# librdkafka reports these when a commit races a rebalance: nothing was committed, and the
+# partition's next owner will start from the last durable position. Not a reason to crash.
+_REBALANCE_CODES = {
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError._NO_OFFSET,
+    KafkaError._STATE,
+}
+_CHUNK = 10_000  # messages per Consumer.consume call
+
+
+@dataclass
+class RunResult:
+    exit_code: int = 0
+    consumed: int = 0
+    written: int = 0
+    batches: int = 0
+    reason: str = ""
+    partitions: dict = field(default_factory=dict)  # (topic, partition) -> committed next offset
+
+
+def consumer_config(spec) -> dict:
+    conf = {
+        "bootstrap.servers": spec.brokers,
+        "group.id": spec.group,
+        "auto.offset.reset": spec.start,
+        "client.id": f"kpipe-{spec.name}",
+    }
+    conf.update(spec.options)  # librdkafka settings pass through unchanged
+    # The runner owns offsets; these two are not negotiable (validation rejects them too).
+    conf["enable.auto.commit"] = False
+    conf["enable.auto.offset.store"] = False
+    return conf
+
+
+class Runner:
+    def __init__(self, spec, *, until_caught_up: bool = False, max_messages: int | None = None,
+                 backoff: Backoff = Backoff()):
+        self.spec = spec
+        self.until_caught_up = until_caught_up
+        self.max_messages = max_messages
+        self.backoff = backoff
+        reg = registry()
+        self.sink_plugin = reg.get("sink", spec.sink_type)
+        self.stores_offsets = self.sink_plugin.capabilities.stores_offsets
+        self.deserializer = reg.get("deserializer", spec.deserializer_type).create(spec.deserializer_config)
+        self.sink = None
+        self.consumer = None
+        self.buffers: dict[tuple, PartitionBuffer] = {}
+        self.durable: dict[tuple, int] = {}      # next offset the sink holds durably
+        self.committed: dict[tuple, int] = {}    # next offset the group has committed
+        self.targets: dict[tuple, int] = {}      # end offsets to reach with --until-caught-up
+        self.assigned_once = False
+        self.rebalancing = False
+        self.mirror_pending: set = set()
+        self.stop_requested = 0
+        self.result = RunResult()
+        self._callback_error: BaseException | None = None
+        # The Python client cannot report the negotiated protocol; the strategy decides it.
+        self.cooperative = "cooperative" in str(spec.options.get("partition.assignment.strategy", ""))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self, signum=None, frame=None) -> None:
+        self.stop_requested += 1
+        if self.stop_requested == 1:
+            log.info("stopping: draining buffered records (signal again to drop them)")
+
+    def run(self) -> RunResult:
+        spec = self.spec
+        ctx = SinkContext(pipeline=spec.name, group=spec.group, spec_file=spec.file,
+                          log=logging.getLogger(f"kpipe.sink.{spec.sink_type}"))
+        old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.sink = self.sink_plugin.create(spec.sink_config, ctx)
+            retry(f"opening sink {spec.sink_type}", self.sink.open, self.backoff, log)
+            self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error})
+            self._snapshot_targets()
+            self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self._loop()
+        except DependencyUnavailable as exc:
+            self._fail(3, str(exc))
+        except (FatalError, BadRecordError, KafkaException) as exc:
+            self._fail(2, str(exc))
+        finally:
+            self._shutdown()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self.result
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.result.exit_code = code
+        self.result.reason = reason
+        log.error("%s", reason)
+
+    def _shutdown(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()  # leave the group now, so it rebalances at once
+            except Exception as exc:  # closing must never mask the real outcome
+                log.warning("closing the consumer: %s", exc)
+        if self.sink is not None:
+            try:
+                self.sink.close()
+            except Exception as exc:
+                log.warning("closing the sink: %s", exc)
+        self.result.partitions = dict(self.committed)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        spec = self.spec
+        timeout = min(1.0, max(0.05, spec.max_age / 2))
+        budget = self.max_messages
+        while not self.stop_requested:
+            msgs = self.consumer.consume(_CHUNK if budget is None else max(1, min(_CHUNK, budget)), timeout)
+            if self._callback_error is not None:
+                raise self._callback_error
+            now = time.monotonic()
+            ready: list = []
+            bad = None
+            if msgs:
+                bad = self._ingest(msgs, now, ready)
+                if budget is not None:
+                    budget -= len(msgs)
+            self._collect_due(now, ready, drain=bad is not None or (budget is not None and budget <= 0))
+            if ready:
+                self._write(ready)
+            if self.mirror_pending:
+                self._commit(self.mirror_pending)
+            if bad is not None:
+                raise bad
+            if budget is not None and budget <= 0:
+                log.info("reached --max-messages %d", self.max_messages)
+                return
+            if self.until_caught_up and self._caught_up():
+                log.info("caught up with the end offsets recorded at start")
+                return
+        if self.stop_requested == 1:
+            ready = []
+            self._collect_due(time.monotonic(), ready, drain=True)
+            if ready:
+                self._write(ready)
+
+    def _ingest(self, msgs: list, now: float, ready: list):
+        """Buffer a consumed chunk; returns the BadRecordError that stops the run, if any."""
+        by_tp: dict = {}
+        for m in msgs:
+            if m.error() is not None:
+                self._on_message_error(m)
+                continue
+            tp = (m.topic(), m.partition())
+            lst = by_tp.get(tp)
+            if lst is None:
+                by_tp[tp] = [m]
+            else:
+                lst.append(m)
+        spec = self.spec
+        for tp, lst in by_tp.items():
+            buf = self.buffers.get(tp)
+            if buf is None:
+                continue  # not ours (any more): a revoke raced this chunk
+            if lst[0].offset() < buf.position:
+                # Stale messages from before a seek; never buffer an offset twice.
+                lst = [m for m in lst if m.offset() >= buf.position]
+                if not lst:
+                    continue
+            raw = [m.value() for m in lst]
+            try:
+                nbytes = sum(map(len, raw))
+            except TypeError:  # tombstones
+                nbytes = sum(len(v) for v in raw if v is not None)
+            self.result.consumed += len(lst)
+            try:
+                values = self.deserializer.deserialize(raw)
+            except BadRecordError as exc:
+                i = exc.index
+                if i:
+                    buf.add(lst[:i], values_before(self.deserializer, raw[:i]), 0, now)
+                m = lst[i]
+                # The error policy arrives with a later issue; until then, every bad record fails
+                # the run after what precedes it is written, and nothing past it is committed.
+                return BadRecordError(
+                    f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: deserializer "
+                    f"{spec.deserializer_type!r}: {exc}", index=i)
+            buf.add(lst, values, nbytes, now)
+            buf.cut(spec.max_records, spec.max_bytes, ready)
+        return None
+
+    def _collect_due(self, now: float, ready: list, drain: bool = False) -> None:
+        max_age = self.spec.max_age
+        for tp, buf in self.buffers.items():
+            if drain:
+                buf.take_all(ready)
+            elif buf.msgs and now - buf.first_at >= max_age:
+                buf.take_all(ready)
+            elif self.until_caught_up and buf.position > buf.start and buf.position >= self.targets.get(tp, 0):
+                buf.take_all(ready)
+
+    def _write(self, batches: list) -> None:
+        conflicts: dict = {}
+
+        def attempt():
+            try:
+                self.sink.write(batches)
+            except OffsetConflict as exc:
+                conflicts.update(exc.partitions)
+
+        retry(f"writing to sink {self.spec.sink_type}", attempt, self.backoff, log)
+        done = []
+        for b in batches:
+            tp = (b.topic, b.partition)
+            if tp in conflicts:
+                continue
+            self.durable[tp] = b.next_offset
+            self.result.written += len(b.values)
+            self.result.batches += 1
+            done.append(tp)
+        for tp, head in conflicts.items():
+            self._rewind(tp, head)
+        self._commit(done)
+
+    def _rewind(self, tp, head: int) -> None:
+        """Another writer got ahead on ``tp``: drop what we buffered and resume at its head."""
+        log.warning("%s[%d]: another writer already published up to offset %d; resuming there",
+                    tp[0], tp[1], head)
+        if tp in self.buffers:
+            self.buffers[tp] = PartitionBuffer(tp[0], tp[1], head)
+            self.durable[tp] = head
+            try:
+                self.consumer.seek(TopicPartition(tp[0], tp[1], head))
+            except KafkaException as exc:
+                log.warning("seek %s[%d]@%d failed (%s); expecting a rebalance", tp[0], tp[1], head, exc)
+
+    def _commit(self, tps) -> None:
+        offsets = [TopicPartition(t, p, self.durable[(t, p)]) for (t, p) in tps
+                   if (t, p) in self.durable and (t, p) in self.buffers]
+        self.mirror_pending.clear()
+        if not offsets:
+            return
+        try:
+            result = self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() in _REBALANCE_CODES:
+                log.info("commit not accepted during a rebalance (%s); the next owner resumes "
+                         "from the sink's durable position", err.name())
+                return
+            log.warning("commit failed: %s; will retry with the next batch", err)
+            self.mirror_pending.update((o.topic, o.partition) for o in offsets)
+            return
+        for o in result or ():
+            if o.error is not None:
+                log.warning("commit %s[%d]@%d failed: %s", o.topic, o.partition, o.offset, o.error)
+                self.mirror_pending.add((o.topic, o.partition))
+            else:
+                self.committed[(o.topic, o.partition)] = o.offset
+
+    # -- --until-caught-up -----------------------------------------------------------------
+
+    def _snapshot_targets(self) -> None:
+        """Record the end offset of every partition of the source topics, once, at start."""
+
+        def fetch():
+            try:
+                md = self.consumer.list_topics(timeout=10)
+            except KafkaException as exc:
+                raise RetryableError(f"cannot reach the brokers at {self.spec.brokers}: {exc.args[0]}")
+            parts = []
+            for topic in self.spec.topics:
+                t = md.topics.get(topic)
+                if t is None or t.error is not None:
+                    if self.until_caught_up:
+                        raise FatalError(f"topic {topic!r} does not exist on {self.spec.brokers}")
+                    log.warning("topic %r does not exist (yet); waiting for it", topic)
+                    continue
+                parts += [(topic, p) for p in t.partitions]
+            return parts
+
+        parts = retry("connecting to Kafka", fetch, self.backoff, log)
+        if self.until_caught_up:
+            for tp in parts:
+                self.targets[tp] = self._high_watermark(tp)
+
+    def _high_watermark(self, tp) -> int:
+        def fetch():
+            try:
+                return self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
+            except KafkaException as exc:
+                raise RetryableError(f"end offset of {tp[0]}[{tp[1]}]: {exc.args[0]}")
+        return retry("reading end offsets", fetch, self.backoff, log)
+
+    def _caught_up(self) -> bool:
+        if not self.assigned_once or self.rebalancing:
+            return False
+        for tp in self.buffers:
+            target = self.targets.get(tp, 0)
+            if self.committed.get(tp, -1) < target and self.durable.get(tp, -1) < target:
+                return False
+            if tp in self.mirror_pending:
+                return False
+        return True
+
+    # -- rebalance callbacks (run inside consume) ------------------------------------------
+
+    def _on_assign(self, consumer, partitions) -> None:
+        try:
+            self._assign(consumer, partitions)
+        except BaseException as exc:  # surfaced from the loop; raising here would be swallowed
+            self._callback_error = exc
+
+    def _assign(self, consumer, partitions) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        starts: dict = {}
+        if tps and self.stores_offsets:
+            starts = retry("loading offsets from the sink",
+                           lambda: self.sink.load_offsets(tps), self.backoff, log)
+        missing = [tp for tp in tps if tp not in starts]
+        if missing:
+            for c in consumer.committed([TopicPartition(*tp) for tp in missing], timeout=10):
+                if c.offset >= 0 and c.error is None:
+                    starts[(c.topic, c.partition)] = c.offset
+        for tp in tps:
+            if tp not in starts:
+                low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)
+                starts[tp] = low if self.spec.start == "earliest" else high
+            if self.until_caught_up and tp not in self.targets:
+                self.targets[tp] = self._high_watermark(tp)
+        for p in partitions:
+            p.offset = starts.get((p.topic, p.partition), OFFSET_INVALID)
+            tp = (p.topic, p.partition)
+            self.buffers[tp] = PartitionBuffer(p.topic, p.partition, p.offset)
+            self.durable[tp] = p.offset
+            if self.committed.get(tp) != p.offset:
+                self.mirror_pending.add(tp)  # make the group's offset agree with the sink's
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        self.assigned_once = True
+        self.rebalancing = False
+        if tps:
+            log.info("assigned %s", ", ".join(f"{t}[{p}]@{starts[(t, p)]}" for t, p in sorted(tps)))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        try:
+            tps = [(p.topic, p.partition) for p in partitions]
+            # Buffered records are dropped, not written: the next owner reads them again from
+            # the last durable position. Mirror that position for lag tools while we still can.
+            self._commit([tp for tp in tps if tp in self.durable])
+            self._drop(tps)
+            self.rebalancing = not self.cooperative
+            if self.cooperative:
+                consumer.incremental_unassign(partitions)
+            if tps:
+                log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+        except BaseException as exc:
+            self._callback_error = exc
+
+    def _on_lost(self, consumer, partitions) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        log.warning("lost %s without a clean revoke; dropping their buffers",
+                    ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+        self._drop(tps)
+
+    def _drop(self, tps) -> None:
+        for tp in tps:
+            self.buffers.pop(tp, None)
+            self.durable.pop(tp, None)
+            self.mirror_pending.discard(tp)
+        if self.sink is not None:
+            self.sink.revoke(tps)
+
+    # -- errors from librdkafka ------------------------------------------------------------
+
+    def _on_message_error(self, m) -> None:
+        err = m.error()
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise FatalError(f"Kafka: {err}")
+        log.warning("Kafka: %s", err)
+
+    def _on_kafka_error(self, err) -> None:
+        if err.fatal():
+            self._callback_error = FatalError(f"Kafka: {err}")
+        else:
+            log.warning("Kafka: %s", err)
+
+
+def values_before(deserializer, raw: list) -> list:
+    """Re-decode the records that preceded a bad one (they decoded fine the first time)."""
+    return deserializer.deserialize(raw) if raw else []

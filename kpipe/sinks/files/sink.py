@@ -1,0 +1,165 @@
+"""The files sink: each batch becomes one immutable file whose name is its offset range.
+
+Layout: ``<path>/<topic>/<partition>/<topic>+<partition>+<first>+<last>.<ext>``, offsets
+zero-padded to 19 digits so names sort in offset order. The files are the offset store: the
+next offset of a partition is the last file's ``last + 1``. A file appears only through an
+atomic rename after fsync, so publishing the file and committing its offsets are one step.
+Names starting with ``.`` (the lock file, temp files of a crashed writer) are never data.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from contextlib import contextmanager
+from typing import Sequence
+
+from kpipe.api import Batch, FatalError, OffsetConflict, Sink, SinkContext
+from kpipe.formats import EXTENSIONS, FORMATS
+
+__all__ = ["FilesSink", "file_name", "parse_name"]
+
+_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d{19})\+(?P<last>\d{19})\.[a-z]+$")
+
+
+def file_name(topic: str, partition: int, first: int, last: int, ext: str) -> str:
+    return f"{topic}+{partition}+{first:019d}+{last:019d}{ext}"
+
+
+def parse_name(name: str):
+    """``(topic, partition, first, last)`` for a data file name, else None."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    return m["topic"], int(m["partition"]), int(m["first"]), int(m["last"])
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesSink(Sink):
+    def __init__(self, config, context: SinkContext):
+        super().__init__(config, context)
+        self.root = os.path.abspath(config["path"])
+        self.format = config.get("format", "jsonl")
+        self.encode = FORMATS[self.format]
+        self.ext = EXTENSIONS[self.format]
+        self.fsync = config.get("fsync", True)
+        self._dirs: dict[tuple, str] = {}
+
+    def open(self) -> None:
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise FatalError(f"cannot create output directory {self.root}: {exc.strerror}") from exc
+        if not os.access(self.root, os.W_OK):
+            raise FatalError(f"output directory {self.root} is not writable")
+
+    # -- per-partition directory, lock and head ------------------------------------------
+
+    def _dir(self, tp) -> str:
+        d = self._dirs.get(tp)
+        if d is None:
+            d = os.path.join(self.root, tp[0], str(tp[1]))
+            if not os.path.isdir(d):
+                os.makedirs(d, exist_ok=True)
+                if self.fsync:  # make the new directory entries themselves durable
+                    _fsync_dir(os.path.dirname(d))
+                    _fsync_dir(self.root)
+            self._dirs[tp] = d
+        return d
+
+    @contextmanager
+    def _locked(self, d: str):
+        # Every writer of a partition directory holds this lock from its check of the head
+        # to its rename, so two instances (say, a zombie and the new owner) never interleave.
+        fd = os.open(os.path.join(d, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _head(self, d: str) -> int | None:
+        """The next offset after the newest file, or None. Caller holds the lock.
+
+        Temp files found here belong to a crashed writer (a live one would hold the lock),
+        so they are removed.
+        """
+        head = None
+        with os.scandir(d) as entries:
+            for e in entries:
+                name = e.name
+                if name.startswith("."):
+                    if name.endswith(".tmp"):
+                        os.unlink(e.path)
+                    continue
+                parsed = parse_name(name)
+                if parsed is not None and (head is None or parsed[3] + 1 > head):
+                    head = parsed[3] + 1
+        return head
+
+    # -- the Sink contract ---------------------------------------------------------------
+
+    def load_offsets(self, partitions):
+        found = {}
+        for tp in partitions:
+            d = self._dir(tp)
+            with self._locked(d):
+                head = self._head(d)
+            if head is not None:
+                found[tp] = head
+        return found
+
+    def write(self, batches: Sequence[Batch]) -> None:
+        conflicts = {}
+        for b in batches:
+            if not b.values:
+                continue  # nothing to publish; the Kafka commit still records the progress
+            tp = (b.topic, b.partition)
+            d = self._dir(tp)
+            name = file_name(b.topic, b.partition, b.start_offset, b.last_offset, self.ext)
+            data = self.encode(b.values)
+            with self._locked(d):
+                head = self._head(d)
+                if head is not None and b.start_offset < head:
+                    # Someone already published past our start: writing would duplicate.
+                    conflicts[tp] = head
+                    continue
+                self._publish(d, name, data)
+        if conflicts:
+            raise OffsetConflict(conflicts)
+
+    def _publish(self, d: str, name: str, data: bytes) -> None:
+        tmp = os.path.join(d, f".{name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, os.path.join(d, name))
+            if self.fsync:
+                _fsync_dir(d)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise FatalError(f"cannot write {os.path.join(d, name)}: {exc.strerror}") from exc
+
+    def revoke(self, partitions) -> None:
+        for tp in partitions:
+            self._dirs.pop(tp, None)
+
+    def close(self) -> None:
+        self._dirs.clear()
