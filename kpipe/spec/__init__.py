@@ -1,0 +1,42 @@
+"""Pipeline specs: load a YAML file, validate it, and get a normalized ``Spec``.
+
+Every problem is reported at once, each as ``FILE:LINE:COL: PATH: MESSAGE``::
+
+    try:
+        spec = load_spec("orders.yaml")
+    except SpecError as err:
+        print(err)  # one problem per line, in file order
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from .model import Spec, build_spec
+from .problems import Problem, SpecError, format_path
+from .schema import pipeline_schema
+from .units import parse_duration, parse_size
+from .validate import validate_document
+from .yamlnodes import parse_document
+
+__all__ = ["load_spec", "Spec", "SpecError", "Problem", "format_path",
+           "pipeline_schema", "parse_size", "parse_duration"]
+
+
+def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
+    """Read, interpolate and validate the spec at ``path``; raise ``SpecError`` listing every problem.
+
+    ``env`` supplies ``${VAR}`` values and defaults to ``os.environ``.
+    """
+    file = str(path)
+    env = os.environ if env is None else env
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Problem(file, 1, 1, format_path(()), f"cannot read the spec: {exc}")]) from None
+    doc = parse_document(text, file, env)
+    problems = validate_document(doc)
+    if problems:
+        raise SpecError(problems)
+    return build_spec(doc)

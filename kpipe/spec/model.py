@@ -1,0 +1,100 @@
+"""The validated, normalized spec the runtime reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from kpipe.plugins import registry
+
+from .schema import schema_default
+from .units import parse_duration, parse_size
+from .yamlnodes import Document
+
+__all__ = ["Spec", "build_spec"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A pipeline spec with every default applied. Values are plain Python data."""
+
+    file: str
+    name: str
+    group: str
+    brokers: str
+    topics: list[str]
+    start: str
+    options: dict[str, Any]
+    deserializer_type: str
+    deserializer_config: dict[str, Any]
+    transforms: list
+    sink_type: str
+    sink_config: dict[str, Any]
+    max_records: int
+    max_bytes: int
+    max_age: float
+    _positions: Mapping = field(default_factory=dict, repr=False, compare=False)
+
+    def locate(self, path: tuple) -> tuple[int, int]:
+        """1-based (line, col) of the value at ``path`` such as ``("sink", "path")``.
+
+        A path the file does not spell out (a default) resolves to its nearest written
+        ancestor, so a runtime error can always point somewhere in the spec.
+        """
+        path = tuple(path)
+        while path:
+            if path in self._positions:
+                return self._positions[path]
+            path = path[:-1]
+        return (1, 1)
+
+    def where(self, path: tuple) -> str:
+        """``FILE:LINE:COL`` of the value at ``path``, for messages that point back at the spec."""
+        line, col = self.locate(path)
+        return f"{self.file}:{line}:{col}"
+
+
+def _with_defaults(kind: str, name: str, config: dict) -> dict:
+    """``config`` plus the ``default`` of each top-level property the plugin schema declares."""
+    plugin = registry().get(kind, name)
+    properties = plugin.config_schema.get("properties", {}) if plugin is not None else {}
+    filled = dict(config)
+    for key, prop in properties.items():
+        if key not in filled and isinstance(prop, Mapping) and "default" in prop:
+            filled[key] = prop["default"]
+    return filled
+
+
+def build_spec(doc: Document) -> Spec:
+    """Normalize a document that passed validation (see ``validate_document``)."""
+    data = doc.data
+    source = data["source"]
+    batch = data.get("batch", schema_default("batch"))
+    deserializer = data.get("deserializer", schema_default("deserializer"))
+    sink = data["sink"]
+    positions = dict(doc.values)
+    if "topic" in source:
+        topics = [source["topic"]]
+        # Runtime errors about source.topics[0] point at the `topic:` line.
+        positions[("source", "topics")] = positions[("source", "topic")]
+        positions[("source", "topics", 0)] = positions[("source", "topic")]
+    else:
+        topics = list(source["topics"])
+    return Spec(
+        file=doc.file,
+        name=data["name"],
+        group=source.get("group", data["name"]),
+        brokers=source["brokers"],
+        topics=topics,
+        start=source.get("start", schema_default("source", "start")),
+        options=dict(source.get("options", {})),
+        deserializer_type=deserializer["type"],
+        deserializer_config=_with_defaults(
+            "deserializer", deserializer["type"], {k: v for k, v in deserializer.items() if k != "type"}),
+        transforms=list(data.get("transforms", [])),
+        sink_type=sink["type"],
+        sink_config=_with_defaults("sink", sink["type"], {k: v for k, v in sink.items() if k != "type"}),
+        max_records=int(batch.get("max_records", schema_default("batch", "max_records"))),
+        max_bytes=parse_size(batch.get("max_bytes", schema_default("batch", "max_bytes"))),
+        max_age=parse_duration(batch.get("max_age", schema_default("batch", "max_age"))),
+        _positions=positions,
+    )

@@ -1,0 +1,47 @@
+"""What a spec check reports: problems that name a file, a line, a column and a key path."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+__all__ = ["Problem", "SpecError", "format_path", "ROOT"]
+
+ROOT = "<root>"
+
+
+def format_path(path: Iterable) -> str:
+    """``("source", "topics", 1)`` -> ``source.topics[1]``; the empty path is ``<root>``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or ROOT
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, at a 1-based line and column."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"
+
+
+def _order(problem: Problem) -> tuple:
+    return (problem.line, problem.col, problem.path, problem.message)
+
+
+class SpecError(Exception):
+    """A spec cannot be used. ``problems`` holds every problem found, in file order."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        # Deduplicate: two schema keywords may well describe the same mistake.
+        self.problems: list[Problem] = sorted(set(problems), key=_order)
+        super().__init__("\n".join(map(str, self.problems)))

@@ -1,0 +1,192 @@
+"""Checks a parsed spec: the envelope schema, each plugin's config schema, then lints.
+
+Every jsonschema error becomes a ``Problem`` at the YAML node it is about: unknown keys at
+the key itself, missing keys at the enclosing mapping, bad values at the value.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Iterable
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+
+from kpipe.plugins import PluginLoadError, registry
+
+from .problems import Problem, format_path
+from .schema import cached_schema
+from .units import parse_size
+from .yamlnodes import Document
+
+__all__ = ["validate_document", "did_you_mean"]
+
+# Keywords whose errors are about keys, not about the value at the error's path.
+_KEY_KEYWORDS = {"required", "additionalProperties", "propertyNames", "dependentRequired",
+                 "minProperties", "maxProperties"}
+
+_KPIPE_OWNS = {
+    "enable.auto.commit": "kpipe commits offsets itself, only after the sink write is durable; remove this option",
+    "enable.auto.offset.store": "kpipe commits offsets itself, only after the sink write is durable; remove this option",
+    "group.id": "set the consumer group with source.group, not in options",
+    "bootstrap.servers": "set the brokers with source.brokers, not in options",
+}
+
+
+def did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_document(doc: Document) -> list[Problem]:
+    """Every problem with ``doc`` beyond YAML syntax, plus those found while parsing it."""
+    found: list[Problem] = list(doc.problems)
+    checker = _Checker(doc, found)
+    checker.check(cached_schema(), doc.data, ())
+    for kind in ("deserializer", "sink"):
+        checker.check_plugin(kind)
+    _lint(doc, checker)
+    return found
+
+
+class _Checker:
+    def __init__(self, doc: Document, out: list):
+        self.doc = doc
+        self.out = out
+
+    def report(self, pos: tuple, path: tuple, message: str) -> None:
+        if not self.doc.is_tainted(path):  # an unset variable already explains this value
+            self.out.append(Problem(self.doc.file, pos[0], pos[1], format_path(path), message))
+
+    def check(self, schema: dict, instance: Any, prefix: tuple) -> None:
+        for error in Draft202012Validator(schema).iter_errors(instance):
+            self._translate(error, prefix)
+
+    def check_plugin(self, kind: str) -> None:
+        """Look up ``<kind>.type`` in the registry and validate the rest of the mapping with
+        the plugin's ``config_schema``, reporting paths under ``<kind>.``."""
+        section = self.doc.data.get(kind)
+        type_path = (kind, "type")
+        if not isinstance(section, dict) or not isinstance(section.get("type"), str) \
+                or self.doc.is_tainted(type_path):
+            return
+        name = section["type"]
+        where = self.doc.value_at(type_path)
+        try:
+            reg = registry()
+            plugin = reg.get(kind, name)
+        except PluginLoadError as exc:
+            self.report(where, type_path, str(exc))
+            return
+        if plugin is None:
+            installed = reg.names(kind)
+            self.report(where, type_path, f"unknown {kind} type {name!r}{did_you_mean(name, installed)} "
+                                          f"(installed: {', '.join(installed) or 'none'})")
+            return
+        try:
+            Draft202012Validator.check_schema(plugin.config_schema)
+        except SchemaError as exc:
+            self.report(where, type_path, f"{kind} plugin {name!r} has an invalid config schema: {exc.message}")
+            return
+        config = {k: v for k, v in section.items() if k != "type"}
+        self.check(dict(plugin.config_schema), config, (kind,))
+
+    def _translate(self, error: ValidationError, prefix: tuple) -> None:
+        path = prefix + tuple(error.absolute_path)
+        keyword, instance, schema = error.validator, error.instance, error.schema
+        at_value = self.doc.value_at(path)
+
+        if keyword == "additionalProperties" and isinstance(instance, dict):
+            allowed = list(schema.get("properties", {}))
+            patterns = list(schema.get("patternProperties", {}))
+            for key in instance:
+                if key not in allowed and not any(re.search(p, key) for p in patterns):
+                    self.report(self.doc.key_at(path + (key,)), path + (key,),
+                                f"unknown key {key!r}{did_you_mean(key, allowed)}")
+        elif keyword == "required" and isinstance(instance, dict):
+            # jsonschema yields one error per missing key; SpecError drops the repeats.
+            for key in error.validator_value:
+                if key not in instance:
+                    self.report(at_value, path + (key,), f"missing required key {key!r}")
+        elif keyword in ("oneOf", "anyOf") and _only_required(error.validator_value):
+            self._exactly_one(error, path)
+        elif "x-expected" in schema and keyword not in _KEY_KEYWORDS:
+            self.report(at_value, path, f"expected {schema['x-expected']}, got {_show(instance)}")
+        elif keyword in ("oneOf", "anyOf") and error.context:
+            best = best_match(error.context)
+            if best is not None and best is not error:
+                self._translate(best, prefix)
+            else:
+                self.report(at_value, path, f"{_show(instance)} does not match any allowed form")
+        elif keyword == "enum":
+            choices = error.validator_value
+            suggestion = did_you_mean(instance, choices) if isinstance(instance, str) else ""
+            self.report(at_value, path, f"{_show(instance)} is not one of {choices!r}{suggestion}")
+        elif keyword == "type":
+            types = error.validator_value
+            names = ", ".join(repr(t) for t in (types if isinstance(types, list) else [types]))
+            self.report(at_value, path, f"{_show(instance)} is not of type {names}")
+        else:
+            self.report(at_value, path, error.message)
+
+    def _exactly_one(self, error: ValidationError, path: tuple) -> None:
+        """``oneOf: [{required: [a]}, {required: [b]}]`` means "set exactly one of a or b"."""
+        instance = error.instance
+        if not isinstance(instance, dict):
+            return  # `required` says nothing about non-mappings; the type error covers it
+        keys = [k for alt in error.validator_value for k in alt["required"]]
+        choice = " or ".join(repr(k) for k in keys)
+        present = sorted((k for k in keys if k in instance), key=lambda k: self.doc.key_at(path + (k,)))
+        if len(present) > 1:
+            extra = path + (present[1],)
+            self.report(self.doc.key_at(extra), extra, f"set exactly one of {choice}, not both")
+        elif not present:
+            self.report(self.doc.value_at(path), path, f"set exactly one of {choice}")
+
+
+def _only_required(alternatives: Any) -> bool:
+    return isinstance(alternatives, list) and bool(alternatives) and all(
+        isinstance(alt, dict) and set(alt) == {"required"} and len(alt["required"]) == 1
+        for alt in alternatives)
+
+
+def _lint(doc: Document, checker: _Checker) -> None:
+    """Rules one schema cannot express: settings kpipe owns, and limits that parse to nothing."""
+    data = doc.data
+    source = data.get("source")
+    options = source.get("options") if isinstance(source, dict) else None
+    if isinstance(options, dict):
+        for key, value in options.items():
+            if key not in _KPIPE_OWNS:
+                continue
+            if key.startswith("enable.") and (value is False or str(value).strip().lower() == "false"):
+                continue  # turning auto-commit off is what kpipe wants anyway
+            path = ("source", "options", key)
+            checker.report(doc.key_at(path), path, _KPIPE_OWNS[key])
+
+    transforms = data.get("transforms")
+    if isinstance(transforms, list) and transforms:
+        path = ("transforms", 0)
+        checker.report(doc.value_at(path), path,
+                       "transforms are not supported yet; leave the list empty or remove it")
+
+    batch = data.get("batch")
+    size = batch.get("max_bytes") if isinstance(batch, dict) else None
+    if isinstance(size, str):
+        try:
+            too_small = parse_size(size) < 1
+        except ValueError:
+            too_small = False  # the schema pattern already reported it
+        if too_small:
+            path = ("batch", "max_bytes")
+            checker.report(doc.value_at(path), path, f"{size!r} is less than 1 byte")
