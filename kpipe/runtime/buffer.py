@@ -5,8 +5,6 @@ sizes were, which is what makes a replay of the same offsets produce the same fi
 """
 from __future__ import annotations
 
-from itertools import accumulate
-
 from kpipe.api import Batch
 
 __all__ = ["PartitionBuffer"]
@@ -47,19 +45,26 @@ class PartitionBuffer:
         self.position = max(self.position, position)
 
     def cut(self, max_records: int, max_bytes: int, out: list) -> None:
-        """Move every full batch to ``out``."""
-        while len(self.msgs) >= max_records:
-            out.append(self._take(max_records))
-        if self.nbytes > max_bytes and self.msgs:
-            sizes = [len(m.value() or b"") for m in self.msgs]
-            while self.msgs and self.nbytes > max_bytes:
-                n = 0
-                for n, total in enumerate(accumulate(sizes), 1):
-                    if total > max_bytes:
-                        n = max(1, n - 1)
-                        break
-                out.append(self._take(n, sum(sizes[:n])))
-                del sizes[:n]
+        """Move every full batch to ``out``.
+
+        A batch is the longest prefix within both limits (at least one record). It is cut only
+        once the buffer holds more than that prefix could grow to, so the cut point is a
+        function of the records alone.
+        """
+        while self.msgs and (len(self.msgs) >= max_records or self.nbytes > max_bytes):
+            if self.nbytes <= max_bytes:  # every prefix fits in bytes: no sizes needed
+                out.append(self._take(max_records))
+                continue
+            n = total = 0
+            for m in self.msgs[:max_records]:
+                size = len(m.value() or b"")
+                if total + size > max_bytes:
+                    break
+                n += 1
+                total += size
+            if n == 0:  # one record larger than max_bytes goes alone
+                n, total = 1, len(self.msgs[0].value() or b"")
+            out.append(self._take(n, total))
 
     def take_all(self, out: list) -> None:
         """Move everything buffered to ``out``, including a range that produced no records."""

@@ -47,6 +47,32 @@ class RunResult:
     partitions: dict = field(default_factory=dict)  # (topic, partition) -> committed next offset
 
 
+class _Throttle(logging.Filter):
+    """Let one copy of a repeated message through per ``window`` seconds.
+
+    A broker that is down makes librdkafka report the same failure every few milliseconds.
+    """
+
+    def __init__(self, window: float = 30.0):
+        super().__init__()
+        self.window = window
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage()
+        now = time.monotonic()
+        if now - self.last.get(key, -self.window) < self.window:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+kafka_log = logging.getLogger("kpipe.kafka")
+kafka_log.addFilter(_Throttle())
+
+
 def consumer_config(spec) -> dict:
     conf = {
         "bootstrap.servers": spec.brokers,
@@ -63,11 +89,12 @@ def consumer_config(spec) -> dict:
 
 class Runner:
     def __init__(self, spec, *, until_caught_up: bool = False, max_messages: int | None = None,
-                 backoff: Backoff = Backoff()):
+                 backoff: Backoff | None = None):
         self.spec = spec
         self.until_caught_up = until_caught_up
         self.max_messages = max_messages
-        self.backoff = backoff
+        self.backoff = backoff or Backoff(spec.retry_attempts, spec.retry_initial_backoff,
+                                          spec.retry_max_backoff)
         reg = registry()
         self.sink_plugin = reg.get("sink", spec.sink_type)
         self.stores_offsets = self.sink_plugin.capabilities.stores_offsets
@@ -102,7 +129,8 @@ class Runner:
         try:
             self.sink = self.sink_plugin.create(spec.sink_config, ctx)
             retry(f"opening sink {spec.sink_type}", self.sink.open, self.backoff, log)
-            self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error})
+            self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
+                                      "logger": kafka_log})
             self._snapshot_targets()
             self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
                                     on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -294,7 +322,7 @@ class Runner:
             try:
                 md = self.consumer.list_topics(timeout=10)
             except KafkaException as exc:
-                raise RetryableError(f"cannot reach the brokers at {self.spec.brokers}: {exc.args[0]}")
+                raise RetryableError(f"cannot reach the brokers at {self.spec.brokers}: {exc.args[0].str()}")
             parts = []
             for topic in self.spec.topics:
                 t = md.topics.get(topic)
@@ -316,7 +344,7 @@ class Runner:
             try:
                 return self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
             except KafkaException as exc:
-                raise RetryableError(f"end offset of {tp[0]}[{tp[1]}]: {exc.args[0]}")
+                raise RetryableError(f"end offset of {tp[0]}[{tp[1]}]: {exc.args[0].str()}")
         return retry("reading end offsets", fetch, self.backoff, log)
 
     def _caught_up(self) -> bool:
@@ -408,13 +436,13 @@ class Runner:
             return
         if err.fatal():
             raise FatalError(f"Kafka: {err}")
-        log.warning("Kafka: %s", err)
+        kafka_log.warning("%s", err.str())
 
     def _on_kafka_error(self, err) -> None:
         if err.fatal():
             self._callback_error = FatalError(f"Kafka: {err}")
         else:
-            log.warning("Kafka: %s", err)
+            kafka_log.warning("%s", err.str())
 
 
 def values_before(deserializer, raw: list) -> list:

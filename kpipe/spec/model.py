@@ -32,6 +32,9 @@ class Spec:
     max_records: int
     max_bytes: int
     max_age: float
+    retry_attempts: int = 8
+    retry_initial_backoff: float = 0.5
+    retry_max_backoff: float = 30.0
     _positions: Mapping = field(default_factory=dict, repr=False, compare=False)
 
     def locate(self, path: tuple) -> tuple[int, int]:
@@ -69,6 +72,7 @@ def build_spec(doc: Document) -> Spec:
     data = doc.data
     source = data["source"]
     batch = data.get("batch", schema_default("batch"))
+    retry = data.get("retry", schema_default("retry"))
     deserializer = data.get("deserializer", schema_default("deserializer"))
     sink = data["sink"]
     positions = dict(doc.values)
@@ -96,5 +100,8 @@ def build_spec(doc: Document) -> Spec:
         max_records=int(batch.get("max_records", schema_default("batch", "max_records"))),
         max_bytes=parse_size(batch.get("max_bytes", schema_default("batch", "max_bytes"))),
         max_age=parse_duration(batch.get("max_age", schema_default("batch", "max_age"))),
+        retry_attempts=int(retry.get("max_attempts", schema_default("retry", "max_attempts"))),
+        retry_initial_backoff=parse_duration(retry.get("initial_backoff", schema_default("retry", "initial_backoff"))),
+        retry_max_backoff=parse_duration(retry.get("max_backoff", schema_default("retry", "max_backoff"))),
         _positions=positions,
     )
