@@ -34,8 +34,8 @@ _KPIPE_OWNS = {
 
 
 def did_you_mean(word: Any, choices: Iterable[str]) -> str:
-    # 0.7, not difflib's 0.6: at 0.6 an unrelated key like 'extra' was "corrected" to 'retry'.
     """``"; did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
+    # 0.7, not difflib's 0.6: at 0.6 an unrelated key like 'extra' was "corrected" to 'retry'.
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.7)
     return f"; did you mean {close[0]!r}?" if close else ""
 
