@@ -55,13 +55,18 @@ class RetryableError(KpipeError):
 class BadRecordError(KpipeError):
     """One record cannot be processed: bad bytes, a value that does not fit, a constraint.
 
-    ``index`` is the record's position in the list the plugin was given. Everything before
-    ``index`` was handled; the runner applies the pipeline's error policy to that record.
+    ``index`` is the record's position in the list the plugin was given (for a sink: in the
+    batch of ``topic``/``partition``). A deserializer has handled everything before ``index``;
+    a sink has made nothing durable. The runner applies the pipeline's error policy to the
+    record and hands the sink what remains.
     """
 
-    def __init__(self, message: str, index: int = 0):
+    def __init__(self, message: str, index: int = 0, topic: str | None = None,
+                 partition: int | None = None):
         super().__init__(message)
         self.index = index
+        self.topic = topic
+        self.partition = partition
 
 
 class FatalError(KpipeError):
@@ -123,6 +128,15 @@ class Batch:
     def __repr__(self) -> str:
         return (f"Batch({self.topic}[{self.partition}] {self.start_offset}..{self.next_offset}, "
                 f"{len(self.values)} records)")
+
+    def head(self, index: int) -> "Batch":
+        """The records before ``index``, covering offsets up to (not including) that record's."""
+        stop = self._messages[index].offset()
+        return Batch(self.topic, self.partition, self.start_offset, stop, self.values[:index],
+                     self._messages[:index])
+
+    def offset_of(self, index: int) -> int:
+        return self._messages[index].offset()
 
     @property
     def last_offset(self) -> int:
@@ -230,10 +244,11 @@ class SinkPlugin:
     factory: str | Callable[..., Sink]
     capabilities: Capabilities = field(default_factory=Capabilities)
     description: str = ""
+    extra: str = ""
+    """The ``kpipe[extra]`` that installs this plugin's dependencies, for the error message."""
 
     def create(self, config: Mapping[str, Any], context: SinkContext) -> Sink:
-        factory = _load(self.factory) if isinstance(self.factory, str) else self.factory
-        return factory(config, context)
+        return _create(self, config, context)
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,16 @@ class DeserializerPlugin:
     factory: str | Callable[..., Deserializer]
     description: str = ""
 
+    extra: str = ""
+
     def create(self, config: Mapping[str, Any]) -> Deserializer:
-        factory = _load(self.factory) if isinstance(self.factory, str) else self.factory
-        return factory(config)
+        return _create(self, config)
+
+
+def _create(plugin, *args):
+    try:
+        factory = _load(plugin.factory) if isinstance(plugin.factory, str) else plugin.factory
+    except ImportError as exc:
+        hint = f'; run: pip install "kpipe[{plugin.extra}]"' if plugin.extra else ""
+        raise FatalError(f"plugin {plugin.name!r} needs {exc.name or exc}, which is not installed{hint}") from None
+    return factory(*args)

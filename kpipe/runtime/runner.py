@@ -256,6 +256,7 @@ class Runner:
 
     def _write(self, batches: list) -> None:
         conflicts: dict = {}
+        failure = None
 
         def attempt():
             try:
@@ -263,7 +264,24 @@ class Runner:
             except OffsetConflict as exc:
                 conflicts.update(exc.partitions)
 
-        retry(f"writing to sink {self.spec.sink_type}", attempt, self.backoff, log)
+        while True:
+            try:
+                retry(f"writing to sink {self.spec.sink_type}", attempt, self.backoff, log)
+                break
+            except BadRecordError as exc:
+                # The sink narrowed a data error to one record and made nothing durable. The
+                # error policy arrives with a later issue; until then it is "fail": write what
+                # precedes the record, commit that, and stop.
+                bad = next((b for b in batches if (b.topic, b.partition) == (exc.topic, exc.partition)), None)
+                if bad is None:
+                    raise
+                failure = failure or BadRecordError(
+                    f"bad record at {bad.topic}[{bad.partition}]@{bad.offset_of(exc.index)}: "
+                    f"sink {self.spec.sink_type!r}: {exc}", exc.index, bad.topic, bad.partition)
+                head = bad.head(exc.index)
+                batches = [b for b in batches if b is not bad] + ([head] if head.next_offset > head.start_offset else [])
+                if not batches:
+                    break
         done = []
         for b in batches:
             tp = (b.topic, b.partition)
@@ -276,6 +294,8 @@ class Runner:
         for tp, head in conflicts.items():
             self._rewind(tp, head)
         self._commit(done)
+        if failure is not None:
+            raise failure
 
     def _rewind(self, tp, head: int) -> None:
         """Another writer got ahead on ``tp``: drop what we buffered and resume at its head."""

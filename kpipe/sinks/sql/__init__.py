@@ -1,0 +1,65 @@
+"""The ``postgres`` and ``sql`` sinks: rows plus their offsets in one database transaction."""
+from kpipe.api import Capabilities, SinkPlugin
+
+__all__ = ["postgres_plugin", "sql_plugin", "CONFIG_SCHEMA", "COLUMN_TYPES", "METADATA_COLUMNS"]
+
+COLUMN_TYPES = ["bigint", "integer", "smallint", "double", "real", "numeric", "text", "varchar",
+                "boolean", "timestamp", "timestamptz", "date", "json", "bytes", "uuid"]
+METADATA_COLUMNS = ["_topic", "_partition", "_offset", "_timestamp", "_key"]
+
+CONFIG_SCHEMA = {
+    "type": "object",
+    "description": "Writes records as rows, with each partition's next offset in the same transaction.",
+    "properties": {
+        "url": {"type": "string", "minLength": 1, "x-secret": True,
+                "description": "SQLAlchemy database URL, e.g. postgresql+psycopg://user:${PGPASSWORD}@host:5432/db, "
+                               "sqlite:///out.db or mysql+pymysql://user:pw@host/db. The password is never printed."},
+        "table": {"type": "string", "minLength": 1, "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$",
+                  "description": "Target table, optionally schema-qualified (public.orders)."},
+        "mode": {"enum": ["insert", "upsert"], "default": "insert",
+                 "description": "insert appends every record; upsert keeps one row per key, the one from the highest offset."},
+        "key": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True,
+                "description": "Key columns; required for upsert. Created tables get them as primary key."},
+        "columns": {
+            "description": "auto: one column per top-level field, types inferred (or taken from the deserializer's "
+                           "schema). Or a mapping column -> {type, from}: `from` is a dotted field path, default the column name.",
+            "default": "auto",
+            "oneOf": [
+                {"const": "auto"},
+                {"type": "object", "minProperties": 1,
+                 "additionalProperties": {
+                     "type": "object", "additionalProperties": False, "required": ["type"],
+                     "properties": {
+                         "type": {"type": "string", "pattern": r"^(" + "|".join(COLUMN_TYPES) + r")(\(\d+(,\d+)?\))?$",
+                                  "description": "One of " + ", ".join(COLUMN_TYPES) + "; varchar(n), numeric(p,s)."},
+                         "from": {"type": "string", "minLength": 1},
+                         "nullable": {"type": "boolean", "default": True},
+                     }}},
+            ],
+        },
+        "create_table": {"type": "boolean", "default": True,
+                         "description": "Create the table if it does not exist."},
+        "evolve": {"enum": ["add_columns", "fail"], "default": "add_columns",
+                   "description": "A record field with no column: add a nullable column, or fail. Columns are never "
+                                  "dropped and types never changed."},
+        "metadata_columns": {"type": "array", "uniqueItems": True, "items": {"enum": METADATA_COLUMNS},
+                             "description": "Kafka coordinates to store with each row."},
+        "offsets_table": {"type": "string", "default": "kpipe_offsets",
+                          "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$",
+                          "description": "Where (group, topic, partition) -> next offset is kept, in the same database."},
+        "pool_size": {"type": "integer", "minimum": 1, "default": 2},
+    },
+    "required": ["url", "table"],
+    "additionalProperties": False,
+    "if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
+    "then": {"required": ["key"]},
+}
+
+_CAPS = Capabilities(stores_offsets=True, idempotent_writes=True)
+
+postgres_plugin = SinkPlugin(
+    name="postgres", config_schema=CONFIG_SCHEMA, factory="kpipe.sinks.sql.sink:SqlSink", capabilities=_CAPS, extra="postgres",
+    description="PostgreSQL via COPY, offsets in the same transaction (exactly once).")
+sql_plugin = SinkPlugin(
+    name="sql", config_schema=CONFIG_SCHEMA, factory="kpipe.sinks.sql.sink:SqlSink", capabilities=_CAPS, extra="sql",
+    description="Any SQLAlchemy database (SQLite, MySQL/MariaDB, PostgreSQL), offsets in the same transaction.")

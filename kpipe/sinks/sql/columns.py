@@ -1,0 +1,137 @@
+"""Columns: what the spec declares or the data implies, their SQL types, and row extraction.
+
+Type mapping (inferred from JSON values, or declared by name):
+
+| kpipe type    | PostgreSQL       | MySQL/MariaDB | SQLite  | inferred from        |
+|---------------|------------------|---------------|---------|----------------------|
+| bigint        | BIGINT           | BIGINT        | BIGINT  | int                  |
+| double        | DOUBLE PRECISION | DOUBLE        | FLOAT   | float (or int+float) |
+| boolean       | BOOLEAN          | BOOL          | BOOLEAN | bool                 |
+| text          | TEXT             | TEXT          | TEXT    | str, mixed, all null |
+| json          | JSONB            | JSON          | JSON    | object, array        |
+| timestamptz   | TIMESTAMPTZ      | DATETIME      | DATETIME| (declared, _timestamp) |
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+__all__ = ["Column", "infer_columns", "sql_type", "METADATA_TYPES", "field_getter"]
+
+METADATA_TYPES = {"_topic": "text", "_partition": "integer", "_offset": "bigint",
+                  "_timestamp": "timestamptz", "_key": "text"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str                 # a kpipe type name, e.g. "bigint", "varchar(64)"
+    path: tuple = ()          # where the value comes from in the record; () for metadata
+    nullable: bool = True
+
+    @property
+    def base(self) -> str:
+        return self.type.split("(", 1)[0]
+
+
+def _kind(value) -> str | None:
+    t = type(value)
+    if value is None:
+        return None
+    if t is bool:
+        return "boolean"
+    if t is int:
+        return "bigint"
+    if t is float:
+        return "double"
+    if t is str:
+        return "text"
+    if t is dict or t is list:
+        return "json"
+    return "text"
+
+
+def infer_columns(records: list, known: set) -> list[Column]:
+    """Columns for the top-level fields of ``records`` not in ``known``, in first-seen order."""
+    kinds: dict[str, set] = {}
+    for r in records:
+        if type(r) is not dict or known.issuperset(r):
+            continue
+        for k, v in r.items():
+            if k not in known:
+                kinds.setdefault(k, set()).add(_kind(v))
+    out = []
+    for name, seen in kinds.items():
+        seen.discard(None)
+        if len(seen) == 1:
+            typ = seen.pop()
+        elif seen == {"bigint", "double"}:
+            typ = "double"
+        else:
+            typ = "text"  # all null, or mixed: text holds anything
+        out.append(Column(name, typ, (name,)))
+    return out
+
+
+def sql_type(kpipe_type: str) -> sa.types.TypeEngine:
+    base, _, args = kpipe_type.partition("(")
+    nums = [int(a) for a in args.rstrip(")").split(",")] if args else []
+    if base == "bigint":
+        return sa.BigInteger()
+    if base == "integer":
+        return sa.Integer()
+    if base == "smallint":
+        return sa.SmallInteger()
+    if base == "double":
+        return sa.Double().with_variant(postgresql.DOUBLE_PRECISION(), "postgresql")
+    if base == "real":
+        return sa.REAL()
+    if base == "numeric":
+        return sa.Numeric(*nums)
+    if base == "varchar":
+        return sa.String(nums[0] if nums else 255)
+    if base == "boolean":
+        return sa.Boolean()
+    if base == "timestamp":
+        return sa.DateTime()
+    if base == "timestamptz":
+        return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    if base == "date":
+        return sa.Date()
+    if base == "json":
+        return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    if base == "bytes":
+        return sa.LargeBinary()
+    if base == "uuid":
+        return sa.Uuid()
+    return sa.Text()
+
+
+def field_getter(path: tuple):
+    """A fast function record -> value at ``path`` (None when absent)."""
+    if len(path) == 1:
+        key = path[0]
+        return lambda r: r.get(key) if type(r) is dict else None
+
+    def get(r):
+        for k in path:
+            if type(r) is not dict:
+                return None
+            r = r.get(k)
+        return r
+    return get
+
+
+def parse_timestamp(value):
+    """A datetime from an ISO-8601 string or epoch milliseconds; ValueError otherwise."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc)
+    if isinstance(value, str):
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed
+    raise ValueError(f"not a timestamp: {value!r}")

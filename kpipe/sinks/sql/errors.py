@@ -1,0 +1,45 @@
+"""Sorting database exceptions into kpipe's taxonomy: retry, bad record, or stop."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["is_data_error", "is_retryable"]
+
+# MySQL client error codes for a lost or refused connection.
+_MYSQL_CONNECTION = {2002, 2003, 2006, 2013, 2055, 1927, 1053}
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    return getattr(exc, "orig", None) or exc
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A constraint violation or a value that does not fit: the record's fault, not the server's."""
+    if isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError)):
+        return True
+    if isinstance(exc, sa.exc.StatementError) and isinstance(exc.orig, (TypeError, ValueError)):
+        return True  # SQLAlchemy's own bind processing rejected the value
+    orig = _driver_error(exc)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:  # psycopg: class 22 data exception, 23 integrity constraint violation
+        return sqlstate[:2] in ("22", "23")
+    name = type(orig).__name__
+    return name in ("IntegrityError", "DataError")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A connection that failed, dropped or timed out; nothing about the data."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = _driver_error(exc)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        # 08 connection exception, 57P01-03 admin shutdown / cannot connect now, 40001/40P01
+        # serialization failure and deadlock: all safe to retry with the same batch.
+        return sqlstate[:2] == "08" or sqlstate in ("57P01", "57P02", "57P03", "40001", "40P01", "53300")
+    if type(orig).__module__.startswith("psycopg") and type(orig).__name__ in ("OperationalError", "InterfaceError"):
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_CONNECTION or args[0] in (1205, 1213)  # lock wait timeout, deadlock
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError))

@@ -1,0 +1,394 @@
+"""The SQL sink: rows and their partitions' next offsets committed in one transaction.
+
+PostgreSQL with psycopg 3 takes the fast path: COPY for inserts, COPY into a temporary table
+then ``INSERT ... ON CONFLICT`` for upserts. Every other SQLAlchemy dialect (SQLite,
+MySQL/MariaDB, ...) goes through Core ``executemany``.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import sqlalchemy as sa
+
+from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
+                       SinkContext)
+
+from . import offsets
+from .columns import METADATA_TYPES, Column, infer_columns, sql_type
+from .errors import is_data_error, is_retryable
+from .rows import copy_lines, param_rows
+
+__all__ = ["SqlSink", "normalize_url"]
+
+_DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def normalize_url(url: str) -> sa.engine.URL:
+    """Parse the URL; a bare ``postgresql://`` means psycopg 3, the driver kpipe ships with."""
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_transactions(engine: sa.Engine) -> None:
+    """Let SQLAlchemy, not the sqlite3 module, issue BEGIN: savepoints then work, and
+    BEGIN IMMEDIATE takes the write lock up front so two writers serialize on the offsets."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _kpipe_type(sa_type) -> str:
+    """The converter family for a reflected column type."""
+    if isinstance(sa_type, sa.Boolean) or (isinstance(sa_type, sa.Integer)
+                                            and getattr(sa_type, "display_width", None) == 1):
+        return "boolean"  # MySQL's BOOLEAN reflects as TINYINT(1)
+    if isinstance(sa_type, sa.Integer):
+        return "bigint"
+    if isinstance(sa_type, (sa.Float, sa.Numeric)):
+        return "double"
+    if isinstance(sa_type, sa.DateTime):
+        return "timestamptz"
+    if isinstance(sa_type, sa.Date):
+        return "date"
+    if isinstance(sa_type, sa.JSON):
+        return "json"
+    if isinstance(sa_type, sa.LargeBinary):
+        return "bytes"
+    return "text"
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+class SqlSink(Sink):
+    def __init__(self, config, context: SinkContext):
+        super().__init__(config, context)
+        self.url = normalize_url(config["url"])
+        self.safe_url = self.url.render_as_string(hide_password=True)
+        schema, _, name = config["table"].rpartition(".")
+        self.schema, self.table_name = schema or None, name
+        self.mode = config.get("mode", "insert")
+        self.key = list(config.get("key") or [])
+        self.declared = config.get("columns", "auto")
+        self.create_table = config.get("create_table", True)
+        self.evolve = config.get("evolve", "add_columns")
+        self.metadata_names = list(config.get("metadata_columns") or [])
+        self.offsets_name = config.get("offsets_table", "kpipe_offsets")
+        if "." not in self.offsets_name and self.schema:
+            self.offsets_name = f"{self.schema}.{self.offsets_name}"
+        self.pool_size = config.get("pool_size", 2)
+        self.engine: sa.Engine | None = None
+        self.table: sa.Table | None = None
+        self.columns: list[Column] = []     # every column kpipe may write, in table order
+        self.offsets: sa.Table | None = None
+        self.fast = False                   # PostgreSQL + psycopg: COPY
+        self._stage = itertools.count()
+        self.log = context.log
+
+    # -- connection and tables --------------------------------------------------------------
+
+    def open(self) -> None:
+        if self.engine is None:
+            try:
+                connect_args = {"connect_timeout": 10} if self.url.get_backend_name() in (
+                    "postgresql", "mysql", "mariadb") else {}
+                self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=self.pool_size,
+                                               connect_args=connect_args)
+            except (ImportError, sa.exc.NoSuchModuleError) as exc:
+                extra = _DRIVER_EXTRAS.get(self.url.get_backend_name())
+                hint = f'; run: pip install "kpipe[{extra}]"' if extra else ""
+                raise FatalError(f"no database driver for {self.url.drivername}: {exc}{hint}") from None
+            self.fast = self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
+            if self.engine.dialect.name == "sqlite":
+                _sqlite_transactions(self.engine)
+        self._guard("connecting to", self._prepare)
+
+    def _guard(self, doing: str, fn, *args):
+        """Run ``fn``, turning database exceptions into kpipe's taxonomy, password redacted."""
+        try:
+            return fn(*args)
+        except (BadRecordError, OffsetConflict, FatalError, RetryableError):
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            msg = f"{doing} {self.safe_url}: {_first_line(exc)}"
+            if is_retryable(exc):
+                raise RetryableError(msg) from None
+            raise FatalError(msg) from None
+        except OSError as exc:
+            raise RetryableError(f"{doing} {self.safe_url}: {exc}") from None
+
+    def _prepare(self) -> None:
+        meta = sa.MetaData()
+        self.offsets = offsets.offsets_table(self.offsets_name, meta)
+        with self.engine.begin() as conn:
+            self._create(conn, self.offsets)
+        self._reflect()
+        if self.table is None and self.declared != "auto":
+            self._create_target(self._declared_columns())
+
+    def _declared_columns(self) -> list[Column]:
+        cols = [Column(name, spec["type"], tuple(spec.get("from", name).split(".")), spec.get("nullable", True))
+                for name, spec in self.declared.items()]
+        return cols + [Column(m, METADATA_TYPES[m]) for m in self.metadata_names]
+
+    def _reflect(self) -> None:
+        """Load the target table's columns, if it exists."""
+        try:
+            table = sa.Table(self.table_name, sa.MetaData(), schema=self.schema, autoload_with=self.engine)
+        except sa.exc.NoSuchTableError:
+            self.table = None
+            return
+        self.table = table
+        meta = set(self.metadata_names)
+        declared = {c.name: c for c in self._declared_columns()} if self.declared != "auto" else {}
+        cols = []
+        for c in table.columns:
+            if c.name in declared:
+                cols.append(declared[c.name])
+            elif c.name in meta:
+                cols.append(Column(c.name, METADATA_TYPES[c.name]))
+            elif self.declared == "auto":
+                cols.append(Column(c.name, _kpipe_type(c.type), (c.name,), c.nullable))
+        missing = [k for k in self.key if k not in table.columns]
+        if missing:
+            raise FatalError(f"table {self._qualified()} has no key column(s) {missing}")
+        absent = [m for m in self.metadata_names if m not in table.columns]
+        if absent:
+            self._add_columns([Column(m, METADATA_TYPES[m]) for m in absent])
+            return self._reflect()
+        self.columns = cols
+
+    def _qualified(self) -> str:
+        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+
+    def _create(self, conn, table: sa.Table) -> None:
+        try:
+            with conn.begin_nested():
+                table.create(conn, checkfirst=True)
+        except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+            # Another instance created it between our check and our CREATE.
+            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+                raise
+            self.log and self.log.debug("table %s appeared concurrently: %s", table.name, _first_line(exc))
+
+    def _create_target(self, cols: list[Column]) -> None:
+        if not self.create_table:
+            raise FatalError(f"table {self._qualified()} does not exist and create_table is false")
+        keys = set(self.key) if self.mode == "upsert" else set()
+        table = sa.Table(self.table_name, sa.MetaData(), *[
+            sa.Column(c.name, sql_type(c.type), primary_key=c.name in keys, autoincrement=False,
+                      nullable=c.nullable and c.name not in keys) for c in cols], schema=self.schema)
+        with self.engine.begin() as conn:
+            self._create(conn, table)
+        self.log and self.log.info("created table %s (%s)", self._qualified(),
+                                   ", ".join(f"{c.name} {c.type}" for c in cols))
+        self._reflect()
+
+    def _add_columns(self, cols: list[Column]) -> None:
+        """ALTER TABLE ... ADD COLUMN, nullable; never drop or retype. Own transaction (MySQL
+        commits DDL implicitly, so it must never share the data's transaction)."""
+        prep = self.engine.dialect.identifier_preparer
+        target = prep.format_table(sa.table(self.table_name, schema=self.schema))
+        for c in cols:
+            ddl = (f"ALTER TABLE {target} ADD COLUMN {prep.quote(c.name)} "
+                   f"{sql_type(c.type).compile(dialect=self.engine.dialect)}")
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(ddl)
+            except sa.exc.SQLAlchemyError as exc:
+                existing = {x["name"] for x in sa.inspect(self.engine).get_columns(self.table_name, schema=self.schema)}
+                if c.name not in existing:  # not a race with another instance: a real failure
+                    raise
+            self.log and self.log.info("added column %s %s to %s", c.name, c.type, self._qualified())
+
+    # -- the Sink contract -------------------------------------------------------------------
+
+    def load_offsets(self, partitions):
+        def load():
+            with self.engine.connect() as conn:
+                return offsets.load(conn, self.offsets, self.context.group, partitions)
+        return self._guard("reading offsets from", load)
+
+    def write(self, batches: Sequence[Batch]) -> None:
+        batches = [b for b in batches if b.next_offset > b.start_offset]
+        if not batches:
+            return
+        self._guard("writing to", self._write, batches)
+
+    def _write(self, batches: list[Batch]) -> None:
+        cols_by_batch = self._columns_for(batches)
+        payloads = [self._payload(b, cols) for b, cols in zip(batches, cols_by_batch)]
+        conflicts = {}
+        group = self.context.group
+        with self.engine.begin() as conn:
+            for b, cols, payload in zip(batches, cols_by_batch, payloads):
+                found = offsets.compare_and_set(conn, self.offsets, group, b.topic, b.partition,
+                                                b.start_offset, b.next_offset)
+                if found is not None:
+                    conflicts[(b.topic, b.partition)] = found
+                    continue
+                if payload:
+                    self._insert_checked(conn, b, cols, payload)
+        if conflicts:
+            raise OffsetConflict(conflicts)
+
+    def _columns_for(self, batches: list[Batch]) -> list[list[Column]]:
+        """The columns each batch writes; creates or evolves the table first when needed."""
+        meta_cols = [c for c in self.columns if not c.path]
+        if self.declared != "auto":
+            if self.table is None:
+                self._reflect()
+            return [self.columns] * len(batches)
+        out = []
+        for b in batches:
+            present = set().union(*(v for v in b.values if type(v) is dict))
+            known = {c.name for c in self.columns}
+            new = present - known
+            if new:
+                self._evolve(b, known)
+                known = {c.name for c in self.columns}
+                meta_cols = [c for c in self.columns if not c.path]
+            out.append([c for c in self.columns if c.path and c.name in present] + meta_cols
+                       if self.columns else [])
+            if self.table is not None:
+                # keep table order: metadata columns sit where the table has them
+                order = {c.name: i for i, c in enumerate(self.columns)}
+                out[-1].sort(key=lambda c: order[c.name])
+        return out
+
+    def _evolve(self, b: Batch, known: set) -> None:
+        new_cols = infer_columns(b.values, known)
+        if self.table is None:
+            cols = new_cols + [Column(m, METADATA_TYPES[m]) for m in self.metadata_names]
+            missing_keys = [k for k in self.key if k not in {c.name for c in cols}]
+            if missing_keys:
+                raise BadRecordError(f"key field(s) {missing_keys} missing from the records", 0,
+                                     b.topic, b.partition)
+            self._create_target(cols)
+            return
+        if self.evolve != "add_columns":
+            names = {c.name for c in new_cols}
+            for i, v in enumerate(b.values):
+                if type(v) is dict and names.intersection(v):
+                    raise BadRecordError(f"field(s) {sorted(names.intersection(v))} have no column in "
+                                         f"{self._qualified()} and evolve is fail", i, b.topic, b.partition)
+        self._add_columns(new_cols)
+        self._reflect()
+
+    def _payload(self, b: Batch, cols: list[Column]):
+        if not b.values:
+            return None
+        if self.fast:
+            return copy_lines(b, cols)
+        return param_rows(b, cols)
+
+    # -- writing rows, and narrowing a data error to its record -------------------------------
+
+    def _insert_checked(self, conn, b: Batch, cols, payload) -> None:
+        try:
+            with conn.begin_nested():
+                self._insert(conn, cols, payload)
+            return
+        except sa.exc.SQLAlchemyError as exc:
+            if not is_data_error(exc):
+                raise
+            first_error = exc
+        except Exception as exc:  # psycopg errors from the raw COPY connection
+            if not is_data_error(exc):
+                if is_retryable(exc):
+                    raise RetryableError(f"writing to {self.safe_url}: {_first_line(exc)}") from None
+                raise
+            first_error = exc
+        index, error = self._narrow(conn, cols, payload, first_error)
+        raise BadRecordError(f"{self._qualified()}: {_first_line(error)}", index, b.topic, b.partition)
+
+    def _narrow(self, conn, cols, payload, error):
+        """Binary search for the shortest failing prefix: its last record is the bad one."""
+        ok, bad = 0, len(payload)
+        while bad - ok > 1:
+            mid = (ok + bad) // 2
+            try:
+                with conn.begin_nested() as sp:
+                    self._insert(conn, cols, payload[:mid])
+                    sp.rollback()  # only testing
+                ok = mid
+            except Exception as exc:
+                if not is_data_error(exc):
+                    raise
+                bad, error = mid, exc
+        return bad - 1, error
+
+    def _insert(self, conn, cols: list[Column], payload) -> None:
+        if self.fast:
+            self._copy(conn, cols, payload)
+        elif self.mode == "upsert":
+            self._upsert_generic(conn, cols, payload)
+        else:
+            conn.execute(self.table.insert(), payload)
+
+    def _copy(self, conn, cols, lines: list[str]) -> None:
+        from psycopg import sql
+
+        raw = conn.connection.driver_connection
+        target = sql.Identifier(*([self.schema] if self.schema else []), self.table_name)
+        names = sql.SQL(", ").join(sql.Identifier(c.name) for c in cols)
+        with raw.cursor() as cur:
+            if self.mode != "upsert":
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, names)) as cp:
+                    cp.write("".join(lines).encode())
+                return
+            stage = sql.Identifier(f"kpipe_stage_{next(self._stage)}")
+            cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
+                        .format(stage, names, target))
+            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN kpipe_seq bigint").format(stage))
+            with cur.copy(sql.SQL("COPY {} ({}, kpipe_seq) FROM STDIN").format(stage, names)) as cp:
+                cp.write("".join(f"{line[:-1]}\t{n}\n" for n, line in enumerate(lines)).encode())
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.key)
+            updates = [sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
+                       for c in cols if c.name not in self.key]
+            action = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(updates)) if updates else sql.SQL("DO NOTHING")
+            # DISTINCT ON keeps the row from the highest offset when a key repeats in the batch,
+            # so ON CONFLICT never meets the same key twice in one statement.
+            cur.execute(sql.SQL("INSERT INTO {t} ({n}) SELECT DISTINCT ON ({k}) {n} FROM {s} "
+                                "ORDER BY {k}, kpipe_seq DESC ON CONFLICT ({k}) ")
+                        .format(t=target, n=names, k=keys, s=stage) + action)
+            cur.execute(sql.SQL("DROP TABLE {}").format(stage))
+
+    def _upsert_generic(self, conn, cols, rows: list[dict]) -> None:
+        # Last write wins inside the batch too: keep each key's row from the highest offset.
+        latest = {tuple(r[k] for k in self.key): r for r in rows}
+        rows = list(latest.values())
+        dialect = self.engine.dialect.name
+        names = [c.name for c in cols if c.name not in self.key]
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+            stmt = insert(self.table)
+            stmt = (stmt.on_conflict_do_update(index_elements=self.key, set_={n: stmt.excluded[n] for n in names})
+                    if names else stmt.on_conflict_do_nothing(index_elements=self.key))
+        elif dialect in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import insert
+            stmt = insert(self.table)
+            stmt = stmt.on_duplicate_key_update({n: stmt.inserted[n] for n in names or self.key[:1]})
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+            stmt = insert(self.table)
+            stmt = (stmt.on_conflict_do_update(index_elements=self.key, set_={n: stmt.excluded[n] for n in names})
+                    if names else stmt.on_conflict_do_nothing(index_elements=self.key))
+        else:
+            raise FatalError(f"mode: upsert is not supported on {dialect}; use mode: insert")
+        conn.execute(stmt, rows)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
