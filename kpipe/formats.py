@@ -17,8 +17,8 @@ __all__ = ["FORMATS", "EXTENSIONS", "encode_jsonl", "encode_csv"]
 
 
 def _default(obj):
-    # orjson handles str/int/float/dict/list/None/datetime; bytes values (the `bytes`
-    # deserializer) are written as base64 text so every line stays valid JSON.
+    # bytes values (the `bytes` deserializer) are written as base64 text, so every line
+    # stays valid JSON; anything else orjson cannot write is an error.
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(obj)).decode("ascii")
     raise TypeError(f"cannot write a value of type {type(obj).__name__} as JSON")
@@ -26,13 +26,23 @@ def _default(obj):
 
 def encode_jsonl(values: list) -> bytes:
     """One JSON document per line, each line ending in a newline."""
-    dumps = orjson.dumps
-    try:
-        lines = [dumps(v) for v in values]
-    except TypeError:
-        lines = [dumps(v, default=_default) for v in values]
-    lines.append(b"")
-    return b"\n".join(lines)
+    out = io.BytesIO()
+    write = out.write
+    # One growing buffer, not a list of small bytes joined at the end: thousands of live
+    # per-record buffers fragmented the heap and made malloc a quarter of the pipeline's CPU.
+    if values and type(values[0]) is bytes:
+        b64 = base64.b64encode
+        try:
+            for v in values:
+                write(b'"%s"\n' % b64(v))  # base64 never needs JSON escaping
+            return out.getvalue()
+        except TypeError:  # not all bytes after all (a tombstone): take the general path
+            out = io.BytesIO()
+            write = out.write
+    dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for v in values:
+        write(dumps(v, default=_default, option=opt))
+    return out.getvalue()
 
 
 def _cell(value) -> str:

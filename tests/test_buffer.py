@@ -28,7 +28,7 @@ def feed(msgs, chunks, max_records, max_bytes):
         part = msgs[i:i + size]
         i += size
         if part:
-            buf.add(part, [m.value() for m in part], sum(len(m.value()) for m in part), now=0.0)
+            buf.add(part, [m.value() for m in part], [len(m.value()) for m in part], now=0.0)
             buf.cut(max_records, max_bytes, out)
     buf.take_all(out)
     return [(b.start_offset, b.next_offset, len(b), b.nbytes) for b in out]
@@ -60,7 +60,7 @@ def test_range_covers_offset_gaps():
     # compacted topics and transaction markers leave gaps; ranges still tile the partition
     msgs = [Msg(o, b"v") for o in (5, 6, 9, 12)]
     buf = PartitionBuffer("t", 0, 3)
-    buf.add(msgs, [1, 2, 3, 4], 4, now=0.0)
+    buf.add(msgs, [1, 2, 3, 4], [1, 1, 1, 1], now=0.0)
     out = []
     buf.cut(2, 10**9, out)
     buf.take_all(out)

@@ -34,6 +34,10 @@ class StringDeserializer(Deserializer):
     """UTF-8 text."""
 
     def deserialize(self, raw):
+        try:
+            return list(map(bytes.decode, raw))  # one C-level pass when nothing is null or bad
+        except (TypeError, UnicodeDecodeError):
+            pass
         out = []
         for i, v in enumerate(raw):
             try:

@@ -17,7 +17,7 @@ class PartitionBuffer:
     ``position`` is the next offset expected from the broker.
     """
 
-    __slots__ = ("topic", "partition", "start", "position", "msgs", "values", "nbytes", "first_at")
+    __slots__ = ("topic", "partition", "start", "position", "msgs", "values", "sizes", "nbytes", "first_at")
 
     def __init__(self, topic: str, partition: int, position: int):
         self.topic = topic
@@ -26,18 +26,20 @@ class PartitionBuffer:
         self.position = position
         self.msgs: list = []
         self.values: list = []
+        self.sizes: list[int] = []  # raw value bytes per record, for max_bytes
         self.nbytes = 0
         self.first_at = 0.0
 
     def __len__(self) -> int:
         return len(self.msgs)
 
-    def add(self, msgs: list, values: list, nbytes: int, now: float) -> None:
+    def add(self, msgs: list, values: list, sizes: list, now: float) -> None:
         if not self.msgs:
             self.first_at = now
         self.msgs += msgs
         self.values += values
-        self.nbytes += nbytes
+        self.sizes += sizes
+        self.nbytes += sum(sizes)
         self.position = msgs[-1].offset() + 1
 
     def skip_to(self, position: int) -> None:
@@ -52,32 +54,28 @@ class PartitionBuffer:
         function of the records alone.
         """
         while self.msgs and (len(self.msgs) >= max_records or self.nbytes > max_bytes):
-            if self.nbytes <= max_bytes:  # every prefix fits in bytes: no sizes needed
+            if self.nbytes <= max_bytes:  # every prefix fits in bytes
                 out.append(self._take(max_records))
                 continue
             n = total = 0
-            for m in self.msgs[:max_records]:
-                size = len(m.value() or b"")
+            for size in self.sizes[:max_records]:
                 if total + size > max_bytes:
                     break
                 n += 1
                 total += size
-            if n == 0:  # one record larger than max_bytes goes alone
-                n, total = 1, len(self.msgs[0].value() or b"")
-            out.append(self._take(n, total))
+            out.append(self._take(max(n, 1)))  # one record larger than max_bytes goes alone
 
     def take_all(self, out: list) -> None:
         """Move everything buffered to ``out``, including a range that produced no records."""
         if self.msgs or self.position > self.start:
-            out.append(self._take(len(self.msgs), self.nbytes, self.position))
+            out.append(self._take(len(self.msgs), self.position))
 
-    def _take(self, n: int, nbytes: int | None = None, next_offset: int | None = None) -> Batch:
+    def _take(self, n: int, next_offset: int | None = None) -> Batch:
         msgs, values = self.msgs[:n], self.values[:n]
-        del self.msgs[:n], self.values[:n]
+        nbytes = sum(self.sizes[:n])
+        del self.msgs[:n], self.values[:n], self.sizes[:n]
         if next_offset is None:
             next_offset = msgs[-1].offset() + 1
-        if nbytes is None:
-            nbytes = sum(len(m.value() or b"") for m in msgs) if self.msgs else self.nbytes
         batch = Batch(self.topic, self.partition, self.start, next_offset, values, msgs, nbytes)
         self.start = next_offset
         self.nbytes -= nbytes
