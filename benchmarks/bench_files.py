@@ -133,7 +133,12 @@ def result_row(what: str, n: int, join: float, wall: float, cpu: float, close: f
 # -- a. raw consumer -------------------------------------------------------------------------
 
 def bench_raw(bootstrap: str, topic: str, n: int, broker_cpu: BrokerCPU, options: dict) -> dict:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+    # The same librdkafka settings the pipeline's consumer gets (kpipe's defaults included),
+    # so the baseline differs from the pipeline only in what kpipe adds.
+    from kpipe.runtime.runner import KAFKA_DEFAULTS
+
+    c = Consumer({**KAFKA_DEFAULTS, "bootstrap.servers": bootstrap,
+                  "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "enable.auto.offset.store": False, "client.id": "bench-raw",
                   "session.timeout.ms": SESSION_TIMEOUT_MS, **options})
