@@ -130,8 +130,7 @@ class SqlSink(Sink):
     def _prepare(self) -> None:
         meta = sa.MetaData()
         self.offsets = offsets.offsets_table(self.offsets_name, meta)
-        with self.engine.begin() as conn:
-            self._create(conn, self.offsets)
+        self._create(self.offsets)
         self._reflect()
         if self.table is None and self.declared != "auto":
             self._create_target(self._declared_columns())
@@ -171,13 +170,14 @@ class SqlSink(Sink):
     def _qualified(self) -> str:
         return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
 
-    def _create(self, conn, table: sa.Table) -> None:
+    def _create(self, table: sa.Table) -> None:
+        """CREATE TABLE in a transaction of its own (MySQL commits DDL implicitly anyway)."""
         try:
-            with conn.begin_nested():
+            with self.engine.begin() as conn:
                 table.create(conn, checkfirst=True)
         except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
             # Another instance created it between our check and our CREATE.
-            if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+            if not sa.inspect(self.engine).has_table(table.name, schema=table.schema):
                 raise
             self.log and self.log.debug("table %s appeared concurrently: %s", table.name, _first_line(exc))
 
@@ -188,8 +188,7 @@ class SqlSink(Sink):
         table = sa.Table(self.table_name, sa.MetaData(), *[
             sa.Column(c.name, sql_type(c.type), primary_key=c.name in keys, autoincrement=False,
                       nullable=c.nullable and c.name not in keys) for c in cols], schema=self.schema)
-        with self.engine.begin() as conn:
-            self._create(conn, table)
+        self._create(table)
         self.log and self.log.info("created table %s (%s)", self._qualified(),
                                    ", ".join(f"{c.name} {c.type}" for c in cols))
         self._reflect()
