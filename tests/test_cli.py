@@ -71,3 +71,12 @@ def test_plugins_lists_builtins_with_capabilities():
     rows = {tuple(line.split()[:2]): line for line in proc.stdout.splitlines()}
     assert ("sink", "files") in rows and "stores_offsets,idempotent_writes" in rows[("sink", "files")]
     assert {("deserializer", n) for n in ("json", "string", "bytes")} <= set(rows)
+
+
+def test_demo_runs_the_quickstart_end_to_end(tmp_path):
+    keep = tmp_path / "demo"
+    proc = run_kpipe("demo", "--messages", "300", "--keep", str(keep), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "300 records in 4 files; 300 distinct orders of 300 produced; 0 duplicates" in proc.stdout
+    assert "every order landed exactly once" in proc.stdout
+    assert len(list((keep / "orders").rglob("*.jsonl"))) == 4
