@@ -39,7 +39,7 @@ def test_validate_ok_and_invalid(tmp_path):
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert lines == [
-        f"{bad1}:6:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: files)",
+        f"{bad1}:6:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: files, postgres, sql)",
         f"{bad2}:5:3: source.strat: unknown key 'strat'; did you mean 'start'?",
         f"{bad2}:7:3: sink.path: missing required key 'path'",
     ]
@@ -80,3 +80,26 @@ def test_demo_runs_the_quickstart_end_to_end(tmp_path):
     assert "300 records in 4 files; 300 distinct orders of 300 produced; 0 duplicates" in proc.stdout
     assert "every order landed exactly once" in proc.stdout
     assert len(list((keep / "orders").rglob("*.jsonl"))) == 4
+
+
+def test_sigterm_cuts_retry_waits_short(tmp_path):
+    import signal
+    import subprocess
+
+    from conftest import kpipe_cmd
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\nsink:\n  type: files\n"
+                    f"  path: {tmp_path / 'out'}\nretry:\n  max_attempts: 8\n  initial_backoff: 20s\n"
+                    "  max_backoff: 60s\n")
+    proc = subprocess.Popen(kpipe_cmd("run", str(spec)), stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err
+    assert "stopped while waiting to retry" in err
+    assert time.monotonic() - started < 12  # one 5 s metadata request, then no more waiting

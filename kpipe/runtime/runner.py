@@ -143,7 +143,7 @@ class Runner:
         gc.set_threshold(100_000, 50, 1000)
         try:
             self.sink = self.sink_plugin.create(spec.sink_config, ctx)
-            retry(f"opening sink {spec.sink_type}", self.sink.open, self.backoff, log)
+            self._retry(f"opening sink {spec.sink_type}", self.sink.open)
             self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
                                       "logger": kafka_log})
             self._snapshot_targets()
@@ -161,6 +161,20 @@ class Runner:
             for s, h in old.items():
                 signal.signal(s, h)
         return self.result
+
+    def _retry(self, what: str, fn):
+        """``retry`` whose waits end early when a stop signal arrives during them: a dependency
+        that is down must not hold a SIGTERM past the orchestrator's grace period."""
+        level = self.stop_requested
+
+        def sleep(seconds: float) -> None:
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if self.stop_requested > level:
+                    raise DependencyUnavailable(f"{what}: stopped while waiting to retry")
+                time.sleep(min(0.1, left))
+
+        return retry(what, fn, self.backoff, log, sleep=sleep)
 
     def _fail(self, code: int, reason: str) -> None:
         self.result.exit_code = code
@@ -283,7 +297,7 @@ class Runner:
 
         while True:
             try:
-                retry(f"writing to sink {self.spec.sink_type}", attempt, self.backoff, log)
+                self._retry(f"writing to sink {self.spec.sink_type}", attempt)
                 break
             except BadRecordError as exc:
                 # The sink narrowed a data error to one record and made nothing durable. The
@@ -357,7 +371,7 @@ class Runner:
 
         def fetch():
             try:
-                md = self.consumer.list_topics(timeout=10)
+                md = self.consumer.list_topics(timeout=5)
             except KafkaException as exc:
                 raise RetryableError(f"cannot reach the brokers at {self.spec.brokers}: {exc.args[0].str()}")
             parts = []
@@ -371,7 +385,7 @@ class Runner:
                 parts += [(topic, p) for p in t.partitions]
             return parts
 
-        parts = retry("connecting to Kafka", fetch, self.backoff, log)
+        parts = self._retry("connecting to Kafka", fetch)
         if self.until_caught_up:
             for tp in parts:
                 self.targets[tp] = self._high_watermark(tp)
@@ -382,7 +396,7 @@ class Runner:
                 return self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
             except KafkaException as exc:
                 raise RetryableError(f"end offset of {tp[0]}[{tp[1]}]: {exc.args[0].str()}")
-        return retry("reading end offsets", fetch, self.backoff, log)
+        return self._retry("reading end offsets", fetch)
 
     def _caught_up(self) -> bool:
         if not self.assigned_once or self.rebalancing:
@@ -407,8 +421,7 @@ class Runner:
         tps = [(p.topic, p.partition) for p in partitions]
         starts: dict = {}
         if tps and self.stores_offsets:
-            starts = retry("loading offsets from the sink",
-                           lambda: self.sink.load_offsets(tps), self.backoff, log)
+            starts = self._retry("loading offsets from the sink", lambda: self.sink.load_offsets(tps))
         missing = [tp for tp in tps if tp not in starts]
         if missing:
             for c in consumer.committed([TopicPartition(*tp) for tp in missing], timeout=10):
