@@ -1,23 +1,28 @@
 #!/usr/bin/env python
-"""Throughput of the kpipe files pipeline against a plain confluent_kafka consumer.
+"""Throughput of kpipe pipelines (files or PostgreSQL sink) against a plain confluent_kafka consumer.
 
 One run: start the bundled Tansu broker (or use ``--brokers``), create a topic, produce N JSON
 messages of ~100 bytes (not measured), then measure, each with a fresh consumer group:
 
-  raw      a bare ``Consumer.consume(10000)`` loop touching ``m.value()`` of every message;
-  json     ``Runner(spec, until_caught_up=True).run()`` with the files sink (jsonl, fsync);
-  string   the same with the ``string`` deserializer;
-  bytes    the same with the ``bytes`` deserializer (values written as base64 JSON strings).
+  raw              a bare ``Consumer.consume(10000)`` loop touching ``m.value()`` of every message;
+  json             ``Runner(spec, until_caught_up=True).run()`` with the files sink (jsonl, fsync);
+  string           the same with the ``string`` deserializer;
+  bytes            the same with the ``bytes`` deserializer (values written as base64 JSON strings);
+  postgres-insert  the json deserializer into the ``postgres`` sink, ``mode: insert`` (COPY);
+  postgres-upsert  the same with ``mode: upsert``, ``key: [order_id]`` (COPY to a temp table, then
+                   INSERT ... ON CONFLICT).
 
 Clocks start when the first non-empty chunk comes back from ``consume`` (so the group join,
 ~3 s under Tansu with session.timeout.ms=6000, is excluded and reported apart) and stop when
 the last message has been handled: for the pipeline, when the loop returns, i.e. after the last
-file is fsynced and its offsets committed; ``consumer.close()`` is reported apart. CPU is
-``time.process_time()`` of this process (all threads, librdkafka's included); the broker's CPU
-is read from /proc when it is the embedded one.
+file is fsynced (or the last transaction committed) and its offsets committed;
+``consumer.close()`` is reported apart. CPU is ``time.process_time()`` of this process (all
+threads, librdkafka's included); the broker's CPU is read from /proc when it is the embedded one,
+and the PostgreSQL server's (every ``postgres`` process on this host) when it is local.
 
-    .venv/bin/python benchmarks/bench_files.py                  # 1,000,000 messages
-    .venv/bin/python benchmarks/bench_files.py --messages 200000 --profile
+    .venv/bin/python benchmarks/bench.py                          # files sink, 1,000,000 messages
+    .venv/bin/python benchmarks/bench.py --sink postgres          # postgres-insert, postgres-upsert
+    .venv/bin/python benchmarks/bench.py --messages 200000 --profile
 """
 from __future__ import annotations
 
@@ -79,6 +84,42 @@ class BrokerCPU:
             return None
 
 
+class PostgresCPU:
+    """CPU seconds used so far by every local ``postgres`` process, by pid (Linux /proc).
+
+    Backends, walwriter, checkpointer, background writer alike; other clients' sessions too,
+    so a busy shared server inflates it. A process that exits inside the window loses its
+    share (the pipeline's own pooled connections live until the sink closes, after the window).
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and os.path.isdir("/proc")
+
+    def __call__(self) -> dict | None:
+        if not self.enabled:
+            return None
+        out = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    head, tail = f.read().rsplit(")", 1)
+                if not head.endswith("(postgres"):
+                    continue
+                fields = tail.split()
+                out[int(pid)] = (int(fields[11]) + int(fields[12])) / _TICK
+            except (OSError, IndexError, ValueError):
+                continue
+        return out or None
+
+    @staticmethod
+    def delta(before: dict | None, after: dict | None) -> float | None:
+        if before is None or after is None:
+            return None
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def make_value(i: int) -> bytes:
     # ~100 bytes of realistic-looking JSON, a little varied so nothing is trivially repetitive.
     return (b'{"order_id":%d,"customer":"c%03d","country":"%s","amount":%d.%02d,'
@@ -119,13 +160,15 @@ def produce_all(bootstrap: str, topic: str, n: int, partitions: int, compression
 
 
 def result_row(what: str, n: int, join: float, wall: float, cpu: float, close: float,
-               broker_cpu: float | None, **extra) -> dict:
+               broker_cpu: float | None, pg_cpu: float | None = None, **extra) -> dict:
     row = {"what": what, "key": extra.pop("key"), "messages": n, "join_s": round(join, 3), "wall_s": round(wall, 3),
            "msg_per_s": round(n / wall) if wall > 0 else None,
            "cpu_s": round(cpu, 3), "cpu_us_per_msg": round(cpu / n * 1e6, 3),
            "close_s": round(close, 3)}
     if broker_cpu is not None:
         row["broker_cpu_us_per_msg"] = round(broker_cpu / n * 1e6, 3)
+    if pg_cpu is not None:
+        row["pg_cpu_us_per_msg"] = round(pg_cpu / n * 1e6, 3)
     row.update(extra)
     return row
 
@@ -171,15 +214,33 @@ def bench_raw(bootstrap: str, topic: str, n: int, broker_cpu: BrokerCPU, options
 
 # -- b. the kpipe pipeline -------------------------------------------------------------------
 
+FILES_VARIANTS = ("json", "string", "bytes")
+POSTGRES_VARIANTS = ("postgres-insert", "postgres-upsert")
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_KEY = ["order_id"]  # unique per message (see make_value)
+
+
+def variant(kind: str) -> tuple[str, str, str | None]:
+    """kind -> (sink type, deserializer, postgres mode)."""
+    if kind in FILES_VARIANTS:
+        return "files", kind, None
+    if kind in POSTGRES_VARIANTS:
+        return "postgres", "json", kind.split("-", 1)[1]
+    raise SystemExit(f"unknown variant {kind!r}; known: {', '.join(FILES_VARIANTS + POSTGRES_VARIANTS)}")
+
+
 class TimedRunner(Runner):
     """Records when the first chunk arrived and when the loop ended; behaviour unchanged."""
 
-    t_sub = t_first = cpu_first = b_first = t_loop_end = cpu_loop_end = b_loop_end = None
+    t_sub = t_first = cpu_first = b_first = pg_first = None
+    t_loop_end = cpu_loop_end = b_loop_end = pg_loop_end = None
     broker_cpu = staticmethod(lambda: None)
+    pg_cpu = staticmethod(lambda: None)
 
     def _ingest(self, msgs, now, ready):
         if self.t_first is None:
-            self.t_first, self.cpu_first, self.b_first = time.perf_counter(), time.process_time(), self.broker_cpu()
+            self.t_first, self.cpu_first = time.perf_counter(), time.process_time()
+            self.b_first, self.pg_first = self.broker_cpu(), self.pg_cpu()
         return super()._ingest(msgs, now, ready)
 
     def _loop(self):
@@ -187,24 +248,31 @@ class TimedRunner(Runner):
         try:
             super()._loop()
         finally:
-            self.t_loop_end, self.cpu_loop_end, self.b_loop_end = (
-                time.perf_counter(), time.process_time(), self.broker_cpu())
+            self.t_loop_end, self.cpu_loop_end = time.perf_counter(), time.process_time()
+            self.b_loop_end, self.pg_loop_end = self.broker_cpu(), self.pg_cpu()
 
 
-def write_spec(tmp: Path, bootstrap: str, topic: str, out: Path, deserializer: str,
-               options: dict) -> Path:
+def write_spec(tmp: Path, bootstrap: str, topic: str, out: Path, kind: str, options: dict,
+               pg_url: str, pg_table: str) -> tuple[Path, str]:
+    sink_type, deserializer, mode = variant(kind)
+    group = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+    if sink_type == "files":
+        sink = {"type": "files", "path": str(out), "format": "jsonl", "fsync": True}
+    else:
+        sink = {"type": "postgres", "url": pg_url, "table": pg_table, "mode": mode, "columns": "auto"}
+        if mode == "upsert":
+            sink["key"] = PG_KEY
     doc = {
-        "name": f"bench-{deserializer}",
-        "source": {"brokers": bootstrap, "topic": topic,
-                   "group": f"bench-{deserializer}-{uuid.uuid4().hex[:8]}", "start": "earliest",
+        "name": f"bench-{kind}",
+        "source": {"brokers": bootstrap, "topic": topic, "group": group, "start": "earliest",
                    "options": {"session.timeout.ms": SESSION_TIMEOUT_MS, **options}},
         "deserializer": {"type": deserializer},
-        "sink": {"type": "files", "path": str(out), "format": "jsonl", "fsync": True},
+        "sink": sink,
         "batch": {"max_records": 10000, "max_bytes": "16MiB", "max_age": "5s"},
     }
-    path = tmp / f"spec-{deserializer}.yaml"
+    path = tmp / f"spec-{kind}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return path, group
 
 
 def count_output(out: Path) -> tuple[int, int]:
@@ -218,12 +286,77 @@ def count_output(out: Path) -> tuple[int, int]:
     return records, files
 
 
-def bench_pipeline(bootstrap: str, topic: str, n: int, deserializer: str, tmp: Path,
-                   broker_cpu: BrokerCPU, options: dict, profile: str | None = None) -> dict:
-    out = tmp / f"out-{deserializer}{'-profile' if profile else ''}"
-    spec = load_spec(str(write_spec(tmp, bootstrap, topic, out, deserializer, options)), env={})
+def _pg_connect(pg_url: str):
+    import psycopg
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(pg_url).set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+
+
+def pg_local(pg_url: str) -> bool:
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(pg_url).host in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def pg_reset(pg_url: str, table: str) -> None:
+    """A fresh target table for every run; a checkpoint so no run pays for the last one's WAL."""
+    with _pg_connect(pg_url) as conn:
+        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute("CHECKPOINT")
+
+
+def end_offsets(topic: str, n: int, partitions: int) -> dict:
+    """What produce_all leaves on a fresh topic: message i went to partition i % partitions.
+
+    Computed rather than asked for: Tansu 0.6 answers ListOffsets(latest) with the last
+    record batch's base offset + 1, short of the true end."""
+    return {(topic, p): len(range(p, n, partitions)) for p in range(partitions)}
+
+
+def pg_verify(pg_url: str, table: str, group: str, topic: str, targets: dict, keep: bool) -> dict:
+    """Rows in the table, and whether kpipe_offsets holds the end offsets for the group."""
+    with _pg_connect(pg_url) as conn:
+        rows = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        stored = {(t, p): o for t, p, o in conn.execute(
+            "SELECT topic, kafka_partition, next_offset FROM kpipe_offsets WHERE group_id = %s", (group,))}
+        size = conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()[0]
+        if not keep:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.execute("DELETE FROM kpipe_offsets WHERE group_id = %s", (group,))
+    want = {tp: o for tp, o in targets.items() if tp[0] == topic}
+    return {"rows_in_table": rows, "table_bytes": size, "offsets_ok": stored == want,
+            "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(stored.items())}}
+
+
+def pg_describe(pg_url: str) -> dict:
+    """Server version and the settings that matter for COPY speed, for the report."""
+    import sqlalchemy as sa
+
+    with _pg_connect(pg_url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', "
+            "'wal_level', 'shared_buffers', 'max_wal_size', 'full_page_writes', 'autovacuum')"))
+    return {"url": sa.engine.make_url(pg_url).render_as_string(hide_password=True),
+            "server_version": version, "settings": settings}
+
+
+def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
+                   broker_cpu: BrokerCPU, options: dict, profile: str | None = None,
+                   pg_url: str = DEFAULT_PG_URL, keep_table: bool = False, partitions: int = 4) -> dict:
+    sink_type, deserializer, mode = variant(kind)
+    out = tmp / f"out-{kind}{'-profile' if profile else ''}"
+    pg_table = f"kpipe_bench_{mode}" if mode else ""
+    spec_path, group = write_spec(tmp, bootstrap, topic, out, kind, options, pg_url, pg_table)
+    if sink_type == "postgres":
+        pg_reset(pg_url, pg_table)
+    spec = load_spec(str(spec_path), env={})
     r = TimedRunner(spec, until_caught_up=True)
     r.broker_cpu = broker_cpu
+    if sink_type == "postgres":
+        r.pg_cpu = PostgresCPU(pg_local(pg_url))
     profiler = None
     if profile:
         from pyinstrument import Profiler
@@ -234,17 +367,29 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, deserializer: str, tmp: P
     if profiler is not None:
         profiler.stop()
     if result.exit_code:
-        raise RuntimeError(f"pipeline {deserializer} failed: {result.reason}")
+        raise RuntimeError(f"pipeline {kind} failed: {result.reason}")
     if r.t_first is None:
-        raise RuntimeError(f"pipeline {deserializer} consumed nothing")
-    records, files = count_output(out)
-    ok = records == n and result.written == n
-    if not ok:
-        say(f"!! {deserializer}: {records} records in files, {result.written} written, {n} expected")
-    row = result_row(f"kpipe files (jsonl, fsync) {deserializer}", n, r.t_first - r.t_sub,
+        raise RuntimeError(f"pipeline {kind} consumed nothing")
+    if sink_type == "files":
+        records, files = count_output(out)
+        ok = records == n and result.written == n
+        if not ok:
+            say(f"!! {kind}: {records} records in files, {result.written} written, {n} expected")
+        what = f"kpipe files (jsonl, fsync) {deserializer}"
+        extra = {"files": files, "records_in_files": records}
+    else:
+        check = pg_verify(pg_url, pg_table, group, topic, end_offsets(topic, n, partitions), keep_table)
+        ok = check["rows_in_table"] == n and result.written == n and check["offsets_ok"]
+        if not ok:
+            say(f"!! {kind}: {check['rows_in_table']} rows, {result.written} written, {n} expected; "
+                f"offsets {check['offsets']} vs end offsets {end_offsets(topic, n, partitions)}")
+        what = f"kpipe postgres {mode} ({deserializer})" + (f" key {PG_KEY}" if mode == "upsert" else "")
+        extra = {"table": pg_table, "batches": result.batches, **check}
+    row = result_row(what, n, r.t_first - r.t_sub,
                      r.t_loop_end - r.t_first, r.cpu_loop_end - r.cpu_first, t_end - r.t_loop_end,
                      None if r.b_first is None else r.b_loop_end - r.b_first,
-                     key=deserializer, deserializer=deserializer, files=files, records_in_files=records, verified=ok)
+                     PostgresCPU.delta(r.pg_first, r.pg_loop_end),
+                     key=kind, sink=sink_type, deserializer=deserializer, verified=ok, **extra)
     if profiler is not None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         html = RESULTS / f"{profile}.html"
@@ -260,45 +405,63 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, deserializer: str, tmp: P
 
 def table(rows: list[dict]) -> str:
     raw = next((r for r in rows if r["key"] == "raw"), None)
-    lines = ["| what | msg/s | CPU µs/msg | ratio to raw: msg/s | ratio to raw: CPU/msg |",
-             "|---|---:|---:|---:|---:|"]
+    pg = any("pg_cpu_us_per_msg" in r for r in rows)
+    lines = ["| what | msg/s | CPU µs/msg | ratio to raw: msg/s | ratio to raw: CPU/msg |"
+             + (" PostgreSQL CPU µs/msg |" if pg else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|" if pg else "")]
     for r in rows:
         if raw:
             rate = f"{r['msg_per_s'] / raw['msg_per_s']:.2f}"
             cpu = f"{r['cpu_us_per_msg'] / raw['cpu_us_per_msg']:.2f}"
         else:
             rate = cpu = "-"
-        spread = ""
+        spread = cspread = ""
         if len(r.get("runs_msg_per_s", [])) > 1:
             spread = f" ({min(r['runs_msg_per_s']):,}–{max(r['runs_msg_per_s']):,})"
-        lines.append(f"| {r['what']} | {r['msg_per_s']:,}{spread} | {r['cpu_us_per_msg']:.2f} | {rate} | {cpu} |")
+            cspread = f" ({min(r['runs_cpu_us_per_msg']):.2f}–{max(r['runs_cpu_us_per_msg']):.2f})"
+        line = f"| {r['what']} | {r['msg_per_s']:,}{spread} | {r['cpu_us_per_msg']:.2f}{cspread} | {rate} | {cpu} |"
+        if pg:
+            line += f" {r['pg_cpu_us_per_msg']:.2f} |" if "pg_cpu_us_per_msg" in r else " - |"
+        lines.append(line)
     return "\n".join(lines)
 
 
 def measure(kind: str, bootstrap: str, topic: str, n: int, tmp: Path, broker_cpu: BrokerCPU,
-            options: dict, profile: str | None = None) -> dict:
+            options: dict, profile: str | None = None, pg_url: str = DEFAULT_PG_URL,
+            keep_table: bool = False, partitions: int = 4) -> dict:
     if kind == "raw":
         return bench_raw(bootstrap, topic, n, broker_cpu, options)
-    return bench_pipeline(bootstrap, topic, n, kind, tmp, broker_cpu, options, profile=profile)
+    return bench_pipeline(bootstrap, topic, n, kind, tmp, broker_cpu, options, profile=profile,
+                          pg_url=pg_url, keep_table=keep_table, partitions=partitions)
 
 
 def measure_isolated(kind: str, args, bootstrap: str, topic: str, tmp: Path, broker_pid,
-                     profile: str | None = None) -> dict:
+                     profile: str | None = None, py_spy: str | None = None) -> dict:
     """Run one measurement in a fresh interpreter, so no heap or GC state carries over."""
     cmd = [sys.executable, __file__, "--child", kind, "--brokers", bootstrap, "--topic", topic,
-           "--messages", str(args.messages), "--tmp", str(tmp)]
+           "--messages", str(args.messages), "--tmp", str(tmp), "--pg-url", args.pg_url,
+           "--partitions", str(args.partitions)]
     for kv in args.consumer_option:
         cmd += ["-X", kv]
     if broker_pid:
         cmd += ["--broker-pid", str(broker_pid)]
     if profile:
         cmd += ["--child-profile", profile]
+    if args.keep_table:
+        cmd.append("--keep-table")
     if args.verbose:
         cmd.append("-v")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=300)
+    if py_spy:
+        # Sampling profiler around the child: every Python thread, with native frames.
+        cmd = [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
+               "--native", "--rate", "200", "--format", "raw", "--output", py_spy, "--"] + cmd
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=600)
     if proc.returncode:
         raise RuntimeError(f"measurement {kind} failed with exit code {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"measurement {kind} printed no result")
 
 
 def median_row(runs: list[dict]) -> dict:
@@ -308,6 +471,10 @@ def median_row(runs: list[dict]) -> dict:
     if len(runs) > 1:
         row["runs_msg_per_s"] = [r["msg_per_s"] for r in runs]
         row["runs_cpu_us_per_msg"] = [r["cpu_us_per_msg"] for r in runs]
+        cpus = sorted(r["cpu_us_per_msg"] for r in runs)
+        row["median_cpu_us_per_msg"] = cpus[len(cpus) // 2]
+        if all("pg_cpu_us_per_msg" in r for r in runs):
+            row["runs_pg_cpu_us_per_msg"] = [r["pg_cpu_us_per_msg"] for r in runs]
         row["verified"] = all(r.get("verified", True) for r in runs)
     return row
 
@@ -317,8 +484,18 @@ def main(argv=None) -> int:
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--brokers", help="bootstrap servers of an external broker (default: start Tansu)")
-    ap.add_argument("--deserializers", default="json,string,bytes",
-                    help="comma-separated pipeline variants to run (default: json,string,bytes)")
+    ap.add_argument("--sink", choices=["files", "postgres", "all"], default="files",
+                    help="which sink's variants to run when --variants is not given: files -> "
+                         "json,string,bytes; postgres -> postgres-insert,postgres-upsert; all -> both "
+                         "(default files)")
+    ap.add_argument("--variants", "--deserializers", dest="variants",
+                    help="comma-separated pipeline variants to run, any of "
+                         f"{','.join(FILES_VARIANTS + POSTGRES_VARIANTS)} (overrides --sink)")
+    ap.add_argument("--pg-url", default=os.environ.get("KPIPE_BENCH_PG_URL", DEFAULT_PG_URL),
+                    help=f"database for the postgres variants (default $KPIPE_BENCH_PG_URL or {DEFAULT_PG_URL}); "
+                         "each run drops and recreates table kpipe_bench_<mode>")
+    ap.add_argument("--keep-table", action="store_true",
+                    help="leave the last postgres run's table and offsets rows in place (default: drop them)")
     ap.add_argument("--no-raw", action="store_true", help="skip the raw consumer baseline")
     ap.add_argument("--repeat", type=int, default=1,
                     help="measure each variant this many times and report the median run (default 1)")
@@ -327,12 +504,16 @@ def main(argv=None) -> int:
                          "(source.options), e.g. -X fetch.queue.backoff.ms=10; repeatable")
     ap.add_argument("--compression", default="none", help="producer compression.type (default none)")
     ap.add_argument("--profile", action="store_true",
-                    help="also run the json pipeline once more under pyinstrument; reports go to "
-                         "benchmarks/results/profile-json[-OPTIONS].{html,txt}")
+                    help="also run the first pipeline variant once more under pyinstrument; reports go "
+                         "to benchmarks/results/profile-VARIANT[-OPTIONS].{html,txt}")
+    ap.add_argument("--py-spy", action="store_true",
+                    help="also run the first pipeline variant once more under `py-spy record --native` "
+                         "(collapsed stacks, every Python thread) -> benchmarks/results/pyspy-VARIANT.txt")
     ap.add_argument("--no-isolate", action="store_true",
                     help="run every measurement in this process instead of a fresh interpreter each")
-    ap.add_argument("--output", default="latest.json",
-                    help="file name under benchmarks/results/ for the JSON report (default latest.json)")
+    ap.add_argument("--output",
+                    help="file name under benchmarks/results/ for the JSON report (default latest.json, "
+                         "latest-postgres.json with --sink postgres, latest-all.json with --sink all)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     ap.add_argument("--tmp", help="directory for specs and output files (default: a new temp dir)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show kpipe's INFO logs")
@@ -348,16 +529,20 @@ def main(argv=None) -> int:
         if not sep:
             ap.error(f"--consumer-option wants KEY=VALUE, got {kv!r}")
         options[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    if args.output is None:
+        args.output = "latest.json" if args.sink == "files" else f"latest-{args.sink}.json"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     if args.child:
         row = measure(args.child, args.brokers, args.topic, args.messages, Path(args.tmp),
-                      BrokerCPU(args.broker_pid), options, profile=args.child_profile)
+                      BrokerCPU(args.broker_pid), options, profile=args.child_profile,
+                      pg_url=args.pg_url, keep_table=args.keep_table, partitions=args.partitions)
         print(json.dumps(row))
         return 0
 
     broker = None
+    load_start = os.getloadavg()
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kpipe-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
     try:
@@ -375,13 +560,25 @@ def main(argv=None) -> int:
         prod_s = produce_all(bootstrap, topic, args.messages, args.partitions, args.compression)
         say(f"  produced in {prod_s:.1f} s ({args.messages / prod_s:,.0f} msg/s)")
 
-        def run_one(kind, profile=None):
-            if args.no_isolate:
-                return measure(kind, bootstrap, topic, args.messages, tmp, BrokerCPU(broker_pid),
-                               options, profile=profile)
-            return measure_isolated(kind, args, bootstrap, topic, tmp, broker_pid, profile=profile)
+        def run_one(kind, profile=None, py_spy=None):
+            if args.no_isolate and not py_spy:
+                row = measure(kind, bootstrap, topic, args.messages, tmp, BrokerCPU(broker_pid),
+                              options, profile=profile, pg_url=args.pg_url, keep_table=args.keep_table,
+                              partitions=args.partitions)
+            else:
+                row = measure_isolated(kind, args, bootstrap, topic, tmp, broker_pid, profile=profile,
+                                       py_spy=py_spy)
+            row["loadavg_1m_after"] = round(os.getloadavg()[0], 2)  # other work on the machine
+            return row
 
-        kinds = ([] if args.no_raw else ["raw"]) + [d.strip() for d in args.deserializers.split(",") if d.strip()]
+        if args.variants:
+            pipelines = [d.strip() for d in args.variants.split(",") if d.strip()]
+        else:
+            pipelines = list({"files": FILES_VARIANTS, "postgres": POSTGRES_VARIANTS,
+                              "all": FILES_VARIANTS + POSTGRES_VARIANTS}[args.sink])
+        for kind in pipelines:
+            variant(kind)  # fail early on a typo
+        kinds = ([] if args.no_raw else ["raw"]) + pipelines
         runs: dict[str, list] = {k: [] for k in kinds}
         for i in range(args.repeat):  # interleaved, so slow drift hits every variant alike
             for kind in kinds:
@@ -389,15 +586,24 @@ def main(argv=None) -> int:
                 runs[kind].append(run_one(kind))
                 r = runs[kind][-1]
                 say(f"  {r['msg_per_s']:,} msg/s, {r['cpu_us_per_msg']} CPU µs/msg, join {r['join_s']} s")
-        rows = [median_row(runs[k]) for k in kinds]
+        rows = [median_row(runs[k]) for k in kinds if runs[k]]  # --repeat 0: profile only
 
-        profile_row = None
-        if args.profile:
-            tag = "-".join(f"{k}={v}" for k, v in options.items()).replace("/", "_")
-            say("json pipeline under pyinstrument...")
-            profile_row = run_one("json", profile="profile-json" + (f"-{tag}" if tag else ""))
+        profile_row = pyspy_row = None
+        first = pipelines[0] if pipelines else None
+        tag = "-".join(f"{k}={v}" for k, v in options.items()).replace("/", "_")
+        if args.profile and first:
+            say(f"{first} pipeline under pyinstrument...")
+            profile_row = run_one(first, profile=f"profile-{first}" + (f"-{tag}" if tag else ""))
             profile_row["what"] += " (under pyinstrument)"
             say(f"  {profile_row['msg_per_s']:,} msg/s; {profile_row['profile']}")
+        if args.py_spy and first:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            out = RESULTS / (f"pyspy-{first}" + (f"-{tag}" if tag else "") + ".txt")
+            say(f"{first} pipeline under py-spy --native...")
+            pyspy_row = run_one(first, py_spy=str(out))
+            pyspy_row["what"] += " (under py-spy)"
+            pyspy_row["profile"] = [str(out.relative_to(ROOT))]
+            say(f"  {pyspy_row['msg_per_s']:,} msg/s; {out}")
 
         report = {
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -408,14 +614,20 @@ def main(argv=None) -> int:
             "consumer_options": {"session.timeout.ms": SESSION_TIMEOUT_MS, **options},
             "isolated": not args.no_isolate, "repeat": args.repeat,
             "produce_s": round(prod_s, 2),
+            "loadavg_at_start": [round(x, 2) for x in load_start],
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "platform": platform.platform(),
                         "confluent_kafka": confluent_kafka.__version__,
                         "librdkafka": confluent_kafka.libversion()[0]},
             "results": rows,
         }
+        if any(variant(k)[0] == "postgres" for k in pipelines):
+            report["postgres"] = pg_describe(args.pg_url)
         if profile_row:
             report["profile_run"] = profile_row
+        if pyspy_row:
+            report["py_spy_run"] = pyspy_row
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
         if args.json:
@@ -423,6 +635,8 @@ def main(argv=None) -> int:
         else:
             print(table(rows))
             print(f"\ngroup join (excluded): " + ", ".join(f"{r['key']} {r['join_s']:.1f}s" for r in rows))
+            if any("pg_cpu_us_per_msg" in r for r in rows):
+                print("PostgreSQL CPU µs/msg: all local postgres processes, not included in CPU µs/msg")
             if any("broker_cpu_us_per_msg" in r for r in rows):
                 print("broker CPU µs/msg (not included above): "
                       + ", ".join(f"{r['key']} {r.get('broker_cpu_us_per_msg', '-')}" for r in rows))
