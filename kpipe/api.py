@@ -1,8 +1,9 @@
 """The public plugin API: what a sink or deserializer implements, and what the runner promises it.
 
 Contract in one paragraph: the runtime owns offsets, sinks own durability. The runner hands
-a sink whole batches, one per (topic, partition), each covering a contiguous range of
-consumed offsets ``[start_offset, next_offset)``. When ``Sink.write`` returns, every batch
+a sink whole batches of one (topic, partition) each, covering a contiguous range of consumed
+offsets ``[start_offset, next_offset)``; one call may hold several batches of a partition, in
+offset order, and the sink must apply them in that order. When ``Sink.write`` returns, every batch
 it was given is durable; only then does the runner commit ``next_offset``. A sink that
 declares ``stores_offsets`` keeps that next offset itself, atomically with the data, and
 the runner seeks to it when a partition is assigned; the Kafka commit then only mirrors it.
@@ -62,11 +63,19 @@ class BadRecordError(KpipeError):
     """
 
     def __init__(self, message: str, index: int = 0, topic: str | None = None,
-                 partition: int | None = None):
+                 partition: int | None = None, offset: int | None = None):
         super().__init__(message)
         self.index = index
         self.topic = topic
         self.partition = partition
+        self.offset = offset
+
+    @classmethod
+    def in_batch(cls, message: str, batch: "Batch", index: int) -> "BadRecordError":
+        """The error for record ``index`` of ``batch``; what a sink should raise, since one
+        write may hold several batches of the same partition."""
+        offset = batch.offset_of(index) if index < len(batch._messages) else None
+        return cls(message, index, batch.topic, batch.partition, offset)
 
 
 class FatalError(KpipeError):

@@ -303,14 +303,18 @@ class Runner:
                 # The sink narrowed a data error to one record and made nothing durable. The
                 # error policy arrives with a later issue; until then it is "fail": write what
                 # precedes the record, commit that, and stop.
-                bad = next((b for b in batches if (b.topic, b.partition) == (exc.topic, exc.partition)), None)
-                if bad is None:
-                    raise
+                pos = _locate(batches, exc)
+                bad = batches[pos]
+                tp = (bad.topic, bad.partition)
                 failure = failure or BadRecordError(
                     f"bad record at {bad.topic}[{bad.partition}]@{bad.offset_of(exc.index)}: "
-                    f"sink {self.spec.sink_type!r}: {exc}", exc.index, bad.topic, bad.partition)
+                    f"sink {self.spec.sink_type!r}: {exc}", exc.index, bad.topic, bad.partition,
+                    bad.offset_of(exc.index))
                 head = bad.head(exc.index)
-                batches = [b for b in batches if b is not bad] + ([head] if head.next_offset > head.start_offset else [])
+                # Order matters: a partition's batches must reach the sink in offset order, and
+                # none of that partition's later batches may follow the bad record.
+                batches = (batches[:pos] + ([head] if head.next_offset > head.start_offset else [])
+                           + [b for b in batches[pos + 1:] if (b.topic, b.partition) != tp])
                 if not batches:
                     break
         done = []
@@ -493,6 +497,18 @@ class Runner:
             self._callback_error = FatalError(f"Kafka: {err}")
         else:
             kafka_log.warning("%s", err.str())
+
+
+def _locate(batches: list, exc: BadRecordError) -> int:
+    """The position in ``batches`` of the batch holding the record a sink reported."""
+    same = [i for i, b in enumerate(batches) if (b.topic, b.partition) == (exc.topic, exc.partition)]
+    if exc.offset is not None:
+        same = [i for i in same if batches[i].start_offset <= exc.offset < batches[i].next_offset]
+    if len(same) != 1:
+        raise FatalError(f"the sink reported a bad record it did not locate: {exc} "
+                         f"({exc.topic}[{exc.partition}]@{exc.offset}); sinks must raise "
+                         "BadRecordError.in_batch(message, batch, index)")
+    return same[0]
 
 
 def values_before(deserializer, raw: list) -> list:

@@ -226,7 +226,12 @@ class SqlSink(Sink):
 
     def _write(self, batches: list[Batch]) -> None:
         cols_by_batch = self._columns_for(batches)
-        payloads = [self._payload(b, cols) for b, cols in zip(batches, cols_by_batch)]
+        payloads = []
+        for b, cols in zip(batches, cols_by_batch):
+            try:
+                payloads.append(self._payload(b, cols))
+            except BadRecordError as exc:  # say which of possibly several batches of the partition
+                raise BadRecordError.in_batch(str(exc), b, exc.index) from None
         conflicts = {}
         group = self.context.group
         with self.engine.begin() as conn:
@@ -267,20 +272,22 @@ class SqlSink(Sink):
 
     def _evolve(self, b: Batch, known: set) -> None:
         new_cols = infer_columns(b.values, known)
+        # MySQL/MariaDB cannot index TEXT without a prefix length: key columns get a varchar.
+        new_cols = [Column(c.name, "varchar(255)", c.path, c.nullable)
+                    if c.name in self.key and c.type == "text" else c for c in new_cols]
         if self.table is None:
             cols = new_cols + [Column(m, METADATA_TYPES[m]) for m in self.metadata_names]
             missing_keys = [k for k in self.key if k not in {c.name for c in cols}]
             if missing_keys:
-                raise BadRecordError(f"key field(s) {missing_keys} missing from the records", 0,
-                                     b.topic, b.partition)
+                raise BadRecordError.in_batch(f"key field(s) {missing_keys} missing from the records", b, 0)
             self._create_target(cols)
             return
         if self.evolve != "add_columns":
             names = {c.name for c in new_cols}
             for i, v in enumerate(b.values):
                 if type(v) is dict and names.intersection(v):
-                    raise BadRecordError(f"field(s) {sorted(names.intersection(v))} have no column in "
-                                         f"{self._qualified()} and evolve is fail", i, b.topic, b.partition)
+                    raise BadRecordError.in_batch(f"field(s) {sorted(names.intersection(v))} have no column "
+                                                  f"in {self._qualified()} and evolve is fail", b, i)
         self._add_columns(new_cols)
         self._reflect()
 
@@ -309,7 +316,7 @@ class SqlSink(Sink):
                 raise
             first_error = exc
         index, error = self._narrow(conn, cols, payload, first_error)
-        raise BadRecordError(f"{self._qualified()}: {_first_line(error)}", index, b.topic, b.partition)
+        raise BadRecordError.in_batch(f"{self._qualified()}: {_first_line(error)}", b, index)
 
     def _narrow(self, conn, cols, payload, error):
         """Binary search for the shortest failing prefix: its last record is the bad one."""
