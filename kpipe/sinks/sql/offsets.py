@@ -34,6 +34,25 @@ def load(conn, table: sa.Table, group: str, partitions) -> dict:
     return {(t, p): o for t, p, o in rows if (t, p) in wanted}
 
 
+class _Statements:
+    """The compare-and-set statements, built once per table: SQLAlchemy then reuses their
+    compiled form instead of building and compiling new constructs for every batch."""
+
+    def __init__(self, table: sa.Table):
+        c = table.c
+        key = ((c.group_id == sa.bindparam("g")) & (c.topic == sa.bindparam("t"))
+               & (c.kafka_partition == sa.bindparam("p")))
+        self.update = (table.update().where(key & (c.next_offset == sa.bindparam("expected")))
+                       .values(next_offset=sa.bindparam("new"), updated_at=sa.bindparam("now")))
+        self.select = sa.select(c.next_offset).where(key)
+        self.insert = table.insert().values(group_id=sa.bindparam("g"), topic=sa.bindparam("t"),
+                                            kafka_partition=sa.bindparam("p"),
+                                            next_offset=sa.bindparam("new"), updated_at=sa.bindparam("now"))
+
+
+_statements: dict = {}
+
+
 def compare_and_set(conn, table: sa.Table, group: str, topic: str, partition: int,
                     expected: int, new: int) -> int | None:
     """Move the offset from ``expected`` to ``new``; None on success, else the offset found.
@@ -41,22 +60,22 @@ def compare_and_set(conn, table: sa.Table, group: str, topic: str, partition: in
     Takes the row lock, so a concurrent writer of the same partition waits for this
     transaction and then finds the offset moved.
     """
-    now = dt.datetime.now(dt.timezone.utc)
-    c = table.c
-    key = (c.group_id == group) & (c.topic == topic) & (c.kafka_partition == partition)
-    updated = conn.execute(table.update().where(key & (c.next_offset == expected))
-                           .values(next_offset=new, updated_at=now))
-    if updated.rowcount == 1:
+    st = _statements.get(id(table))
+    if st is None or st.table is not table:
+        st = _statements[id(table)] = _Statements(table)
+        st.table = table
+    args = {"g": group, "t": topic, "p": partition, "expected": expected, "new": new,
+            "now": dt.datetime.now(dt.timezone.utc)}
+    if conn.execute(st.update, args).rowcount == 1:
         return None
-    found = conn.execute(sa.select(c.next_offset).where(key)).scalar()
+    found = conn.execute(st.select, args).scalar()
     if found is not None:
         return found
     # First write for this partition: insert, in a savepoint so a racing insert of the same
     # key (the other writer wins) does not abort our whole transaction.
     try:
         with conn.begin_nested():
-            conn.execute(table.insert().values(group_id=group, topic=topic, kafka_partition=partition,
-                                               next_offset=new, updated_at=now))
+            conn.execute(st.insert, args)
         return None
     except sa.exc.IntegrityError:
-        return conn.execute(sa.select(c.next_offset).where(key)).scalar()
+        return conn.execute(st.select, args).scalar()
