@@ -116,6 +116,8 @@ class Runner:
         self.committed: dict[tuple, int] = {}    # next offset the group has committed
         self.targets: dict[tuple, int] = {}      # end offsets to reach with --until-caught-up
         self.assigned_once = False
+        self._next_group_check = 0.0
+        self._next_waiting_log = 0.0
         self.rebalancing = False
         self.mirror_pending: set = set()
         self.stop_requested = 0
@@ -403,6 +405,10 @@ class Runner:
         return self._retry("reading end offsets", fetch)
 
     def _caught_up(self) -> bool:
+        """Our partitions are written and committed up to their targets, and so are the
+        partitions other members hold: exit 0 means the topic was drained, not our share of
+        it. A member that died holding partitions keeps us waiting until the group hands
+        them to us, instead of leaving them unwritten behind a success code."""
         if not self.assigned_once or self.rebalancing:
             return False
         for tp in self.buffers:
@@ -411,7 +417,38 @@ class Runner:
                 return False
             if tp in self.mirror_pending:
                 return False
+        others = [tp for tp, target in self.targets.items() if tp not in self.buffers and target > 0]
+        if not others:
+            return True
+        now = time.monotonic()
+        if now < self._next_group_check:
+            return False
+        self._next_group_check = now + 1.0  # a query, not a lookup: once a second is plenty
+        positions = self._group_positions(others)
+        behind = [tp for tp in others if positions.get(tp, -1) < self.targets[tp]]
+        if behind:
+            if now > self._next_waiting_log:
+                self._next_waiting_log = now + 30
+                log.info("our partitions are caught up; waiting for %s, held by other members",
+                         ", ".join(f"{t}[{p}]" for t, p in sorted(behind)))
+            return False
         return True
+
+    def _group_positions(self, tps: list) -> dict:
+        """Where the pipeline stands on partitions we do not hold: the sink's stored offset,
+        else the group's committed one."""
+        found: dict = {}
+        if self.stores_offsets:
+            found.update(self._retry("loading offsets from the sink", lambda: self.sink.load_offsets(tps)))
+        missing = [TopicPartition(*tp) for tp in tps if tp not in found]
+        if missing:
+            try:
+                for c in self.consumer.committed(missing, timeout=10):
+                    if c.error is None and c.offset >= 0:
+                        found[(c.topic, c.partition)] = c.offset
+            except KafkaException as exc:
+                log.debug("reading committed offsets: %s", exc)
+        return found
 
     # -- rebalance callbacks (run inside consume) ------------------------------------------
 
