@@ -1,9 +1,8 @@
-"""Shared fixtures: a real Kafka broker (bundled Tansu, or KPIPE_TEST_BROKERS), topics, specs."""
+"""Shared fixtures: a real Kafka broker (bundled Tansu, or KPIPE_TEST_BROKERS), topics; and the
+files sink's helpers: specs, and reading what landed. Other shared helpers are in ``kit.py``."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -12,10 +11,9 @@ import orjson
 import pytest
 import yaml
 
-from kpipe.kafka_admin import create_topic, produce
+from kit import SESSION
+from kpipe.kafka_admin import create_topic
 from kpipe.sinks.files.sink import parse_name
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +38,7 @@ def topic(brokers, request):
     return name
 
 
-def json_events(n: int, start: int = 0):
-    for i in range(start, start + n):
-        yield str(i).encode(), orjson.dumps({"id": i, "name": f"event-{i}", "amount": i % 997})
-
-
-def produce_events(brokers: str, topic: str, n: int, start: int = 0) -> None:
-    assert produce(brokers, topic, json_events(n, start), partitions=4) == n
+# -- the files sink ------------------------------------------------------------------------
 
 
 def write_spec(tmp_path: Path, brokers: str, topic: str, out: Path, *, name: str = "test-pipe",
@@ -55,22 +47,13 @@ def write_spec(tmp_path: Path, brokers: str, topic: str, out: Path, *, name: str
     doc = {
         "name": name,
         "source": {"brokers": brokers, "topic": topic,
-                   "options": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, **(options or {})}},
+                   "options": {**SESSION, **(options or {})}},
         "sink": {"type": "files", "path": str(out), "format": fmt},
         "batch": {"max_records": max_records, "max_bytes": "16MiB", "max_age": max_age},
     }
     spec = tmp_path / filename
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
     return spec
-
-
-def kpipe_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kpipe", *args]
-
-
-def run_kpipe(*args: str, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(kpipe_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env=env)
 
 
 def read_output(out: Path, fmt: str = "jsonl"):
@@ -97,3 +80,23 @@ def assert_exactly_once(out: Path, n: int) -> None:
             assert c == b + 1, f"partition {p}: {a}..{b} then {c}..{d}"
     leftovers = [p for p in out.rglob(".*") if p.name != ".lock"]
     assert not leftovers, f"temp files left behind: {leftovers}"
+
+
+def published(out: Path, topic: str) -> set[str]:
+    """Names of the published data files (dot files are the lock and temp files)."""
+    names = set()
+    for p in range(4):
+        try:
+            with os.scandir(out / topic / str(p)) as it:
+                names.update(e.name for e in it if not e.name.startswith("."))
+        except FileNotFoundError:
+            pass
+    return names
+
+
+def count_published(out: Path, topic: str) -> int:
+    return len(published(out, topic))
+
+
+def records_in(out: Path) -> int:
+    return sum(read_output(out)[0].values())

@@ -1,4 +1,4 @@
-"""Helpers for the SQL sink tests: real databases, kpipe subprocesses, a cuttable TCP proxy.
+"""Helpers for the SQL sink tests: real databases, specs, offsets, a cuttable TCP proxy.
 
 The databases are the real servers of the test machine (PostgreSQL and MariaDB) and SQLite
 files in ``tmp_path``. Every test uses its own table and consumer group, so tests never see
@@ -7,32 +7,20 @@ each other's rows; the shared ``kpipe_offsets`` table is keyed by group.
 from __future__ import annotations
 
 import os
-import re
 import selectors
-import signal
 import socket
-import subprocess
 import threading
-import time
-import uuid
 from pathlib import Path
 
-import orjson
 import pytest
 import sqlalchemy as sa
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from conftest import ROOT, kpipe_cmd
+from kit import SESSION, unique
 
 PG_URL = os.environ.get("KPIPE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("KPIPE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
-_SUMMARY = re.compile(r"consumed (\d+), wrote (\d+) records in (\d+) batches")
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
 # -- databases -------------------------------------------------------------------------------
@@ -144,123 +132,7 @@ def write_sql_spec(tmp_path: Path, brokers: str, topic: str, *, group: str, sink
     return spec
 
 
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(kpipe_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, stdin=subprocess.DEVNULL)
-
-
-def summary(stderr: str) -> tuple[int, int, int]:
-    """(consumed, written, batches) from the run's closing log line."""
-    m = _SUMMARY.search(stderr)
-    assert m, f"no summary line in stderr:\n{stderr[-3000:]}"
-    return int(m[1]), int(m[2]), int(m[3])
-
-
-class Proc:
-    """A ``kpipe`` subprocess whose stdout and stderr go to files under ``logdir``."""
-
-    def __init__(self, logdir: Path, tag: str, *args: str):
-        logdir.mkdir(exist_ok=True)
-        self.tag = tag
-        self.err_path = logdir / f"{tag}.stderr"
-        with open(logdir / f"{tag}.stdout", "wb") as out, open(self.err_path, "wb") as err:
-            self.popen = subprocess.Popen(kpipe_cmd(*args), stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, cwd=ROOT)
-        self.started = time.monotonic()
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(10)
-
-    def signal(self, signum: int) -> None:
-        self.popen.send_signal(signum)
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-
-def wait_for(cond, timeout: float, what: str, procs=(), interval: float = 0.05):
-    """Poll ``cond`` until truthy; fail with the subprocesses' stderr on timeout or early exit."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        for proc in procs:
-            assert proc.alive(), (f"{proc.tag} exited rc={proc.popen.returncode} while waiting for "
-                                  f"{what}:\n{proc.stderr()[-3000:]}")
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}:\n" + \
-            "\n".join(f"--- {p.tag}:\n{p.stderr()[-3000:]}" for p in procs)
-        time.sleep(interval)
-
-
-_EVENT = re.compile(r"kpipe\.run: (assigned|revoked|lost) ([^\n]*)")
-
-
-def ownership(proc: Proc) -> set[int]:
-    """The partitions ``proc`` owns now, replaying its rebalance log lines in order."""
-    text = proc.stderr()
-    text = text[: text.rfind("\n") + 1]
-    owned: set[int] = set()
-    for kind, rest in _EVENT.findall(text):
-        parts = {int(p) for p in re.findall(r"\[(\d+)\]", rest.split(" without ")[0])}
-        owned = owned | parts if kind == "assigned" else owned - parts
-    return owned
-
-
 # -- Kafka -----------------------------------------------------------------------------------
-
-
-def produce_values(brokers: str, topic: str, items) -> list[tuple[int, int, int]]:
-    """Produce ``(partition, key, value)`` triples (value: a dict, or bytes as is), in order.
-
-    Returns the (partition, offset, timestamp ms) of each, in the order given.
-    """
-    items = list(items)
-    where: list = [None] * len(items)
-    errors = []
-
-    def cb(i):
-        def on_delivery(err, msg):
-            if err is not None:
-                errors.append(err)
-            else:
-                where[i] = (msg.partition(), msg.offset(), msg.timestamp()[1])
-        return on_delivery
-
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "acks": "all",
-                  "enable.idempotence": False, "batch.num.messages": 10000})
-    for i, (partition, key, value) in enumerate(items):
-        data = value if isinstance(value, (bytes, type(None))) else orjson.dumps(value)
-        k = key.encode() if isinstance(key, str) else key
-        while True:
-            try:
-                p.produce(topic, data, k, partition=partition, on_delivery=cb(i))
-                break
-            except BufferError:
-                p.poll(0.1)
-    assert p.flush(60) == 0 and not errors, errors[:3]
-    return where
-
-
-def seal(brokers: str, topic: str, value_for) -> list[tuple[int, int, int]]:
-    """One more record per partition, each alone in its produce batch.
-
-    Works around the bundled broker (Tansu): its ListOffsets(LATEST) answers the base offset
-    of the partition's last record batch + 1, so after a multi-record batch
-    ``--until-caught-up`` would take a too-small end offset. ``value_for(p)`` gives the record.
-    """
-    return produce_values(brokers, topic, [(p, None, value_for(p)) for p in range(4)])
 
 
 def committed(brokers: str, group: str, topic: str) -> dict[int, int]:
@@ -272,55 +144,13 @@ def committed(brokers: str, group: str, topic: str) -> dict[int, int]:
         c.close()
 
 
-class BurstProducer(threading.Thread):
-    """Produces JSON events ``{"id": i, ...}`` to partition ``i % 4`` in bursts until stopped."""
-
-    def __init__(self, brokers: str, topic: str, start: int, burst: int = 200, pause: float = 0.05):
-        super().__init__(daemon=True)
-        self.brokers, self.topic = brokers, topic
-        self.next_id = start
-        self.burst, self.pause = burst, pause
-        self.stop_event = threading.Event()
-        self.failures: list = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            p = Producer({"bootstrap.servers": self.brokers, "linger.ms": 5, "acks": "all",
-                          "enable.idempotence": False})
-
-            def on_delivery(err, msg):
-                if err is not None:
-                    self.failures.append(err)
-
-            while not self.stop_event.is_set():
-                for i in range(self.next_id, self.next_id + self.burst):
-                    p.produce(self.topic, orjson.dumps({"id": i, "name": f"event-{i}", "amount": i % 997}),
-                              str(i).encode(), partition=i % 4, on_delivery=on_delivery)
-                assert p.flush(30) == 0, "burst not delivered"
-                self.next_id += self.burst
-                self.stop_event.wait(self.pause)
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> int:
-        """Stop; returns how many ids were produced in all (ids are start..n-1)."""
-        self.stop_event.set()
-        self.join(60)
-        assert not self.is_alive(), "producer thread did not stop"
-        assert self.error is None, f"producer failed: {self.error!r}"
-        assert not self.failures, f"deliveries failed: {self.failures[:3]}"
-        return self.next_id
-
-
-def event(i: int) -> dict:
-    return {"id": i, "name": f"event-{i}", "amount": i % 997}
-
-
-def produce_events(brokers: str, topic: str, n: int, start: int = 0) -> list:
-    """Events ``start..start+n-1``, event i to partition i % 4 (so id = 4 * offset + partition
-    on a fresh topic when every call starts at a multiple of 4)."""
-    return produce_values(brokers, topic, ((i % 4, str(i), event(i)) for i in range(start, start + n)))
+def offsets_state(db: Db, brokers: str, topic: str, table: str, group: str):
+    """What the runs of ``group`` left: ({partition: [offsets of its rows in ``table``]},
+    the group's ``kpipe_offsets`` rows, its committed Kafka offsets)."""
+    per: dict[int, list[int]] = {}
+    for p, o in db.rows(f"SELECT _partition, _offset FROM {db.q(table)}"):
+        per.setdefault(p, []).append(o)
+    return per, db.offsets(group), committed(brokers, group, topic)
 
 
 # -- exactly once ----------------------------------------------------------------------------

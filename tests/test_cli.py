@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import run_kpipe
+from kit import kpipe_cmd, run_kpipe
 
 COMMANDS = ["validate", "run", "demo", "plugins"]
 
@@ -85,8 +85,6 @@ def test_demo_runs_the_quickstart_end_to_end(tmp_path):
 def test_sigterm_cuts_retry_waits_short(tmp_path):
     import signal
     import subprocess
-
-    from conftest import kpipe_cmd
 
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\nsink:\n  type: files\n"

@@ -7,7 +7,8 @@ import time
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import (assert_exactly_once, produce_events, read_output, run_kpipe, write_spec)
+from conftest import assert_exactly_once, read_output, write_spec
+from kit import produce_events, run_kpipe
 
 
 def test_until_caught_up_lands_every_message_once_in_offset_order(brokers, topic, tmp_path):

@@ -3,7 +3,7 @@ partitions, hand them over when one dies, and every message lands exactly once.
 
 The processes are real subprocesses; who owns what is read from their ``assigned`` /
 ``revoked`` / ``lost`` log lines, what landed from the output files. Every test uses a group of
-its own (``fresh_group``), since the bundled broker can wedge a group for good.
+its own (``kit.unique``), since the bundled broker can wedge a group for good.
 """
 from __future__ import annotations
 
@@ -14,34 +14,9 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import assert_exactly_once, produce_events, read_output, run_kpipe, write_spec
-from test_crash import (FAST_SESSION, BurstProducer, Proc, fresh_group, published, records_in, seal, summary,
-                        wait_for)
-
-ALL = {0, 1, 2, 3}
-_EVENT = re.compile(r"kpipe\.run: (assigned|revoked|lost) ([^\n]*)")
-
-
-def ownership(proc: Proc) -> set[int]:
-    """The partitions ``proc`` owns now, replaying its rebalance log lines in order."""
-    text = proc.stderr()
-    text = text[: text.rfind("\n") + 1]  # complete lines only
-    owned: set[int] = set()
-    for kind, rest in _EVENT.findall(text):
-        parts = {int(p) for p in re.findall(r"\[(\d+)\]", rest.split(" without ")[0])}
-        if kind == "assigned":
-            owned |= parts
-        else:
-            owned -= parts
-    return owned
-
-
-def split(a: Proc, b: Proc):
-    """(owned by a, owned by b) when they split all partitions between them, else None."""
-    oa, ob = ownership(a), ownership(b)
-    if oa and ob and not oa & ob and oa | ob == ALL:
-        return oa, ob
-    return None
+from conftest import assert_exactly_once, published, read_output, records_in, write_spec
+from kit import (ALL, FAST_SESSION, BurstProducer, Proc, no_traceback, ownership, produce_events, run_kpipe,
+                 seal_events, split, stop_cleanly, summary, unique, wait_for)
 
 
 def files_per_partition(out: Path, topic: str) -> dict[int, set[str]]:
@@ -54,19 +29,6 @@ def grew_in(out: Path, topic: str, since: dict[int, set[str]], partitions) -> bo
     return all(now[p] - since[p] for p in partitions)
 
 
-def no_traceback(proc: Proc) -> None:
-    err = proc.stderr()
-    assert "Traceback" not in err and " ERROR " not in err, f"{proc.tag}:\n{err[-3000:]}"
-
-
-def stop_with_sigterm(*procs: Proc) -> None:
-    for p in procs:
-        p.signal(signal.SIGTERM)
-    for p in procs:
-        rc = p.wait(20)
-        assert rc == 0, f"{p.tag}: rc={rc} after SIGTERM:\n{p.stderr()[-3000:]}"
-
-
 def wait_all_landed(out: Path, produced: int, procs) -> None:
     wait_for(lambda: records_in(out) >= produced, 40, f"all {produced} records to land", procs,
              interval=0.5)
@@ -75,9 +37,8 @@ def wait_all_landed(out: Path, produced: int, procs) -> None:
 def _start_pair(brokers, topic, tmp_path):
     out = tmp_path / "out"
     logs = tmp_path / "logs"
-    logs.mkdir()
     # write_spec's session.timeout.ms 6000 / heartbeat 500: a join here takes ~3 s.
-    spec = write_spec(tmp_path, brokers, topic, out, name=fresh_group("group"), max_records=300, max_age="1s")
+    spec = write_spec(tmp_path, brokers, topic, out, name=unique("group"), max_records=300, max_age="1s")
     producer = BurstProducer(brokers, topic, start=0)
     producer.start()
     a = Proc(logs, "a", "run", str(spec))
@@ -97,11 +58,11 @@ def test_two_processes_split_partitions_and_write_each_message_once(brokers, top
         wait_all_landed(out, produced, [a, b])
         assert split(a, b) == (oa, ob), f"the assignment moved: a={ownership(a)} b={ownership(b)}"
         # One at a time: a leaves cleanly, b takes over everything, then b stops. (Stopping
-        # both at the same instant trips the bundled broker, see fresh_group: two LeaveGroups
+        # both at the same instant trips the bundled broker, see kit.unique: two LeaveGroups
         # racing a rebalance can leave a close() waiting on the broker indefinitely.)
-        stop_with_sigterm(a)
+        stop_cleanly(a)
         wait_for(lambda: ownership(b) == ALL, 30, "b to take over a's partitions", [b])
-        stop_with_sigterm(b)
+        stop_cleanly(b)
     finally:
         producer.stop_event.set()
         a.kill()
@@ -142,7 +103,7 @@ def test_member_killed_partitions_move_and_exactly_once(brokers, topic, tmp_path
         produced = producer.stop()
         wait_all_landed(out, produced, [survivor])
         assert ownership(survivor) == ALL
-        stop_with_sigterm(survivor)
+        stop_cleanly(survivor)
     finally:
         producer.stop_event.set()
         a.kill()
@@ -168,13 +129,13 @@ def test_until_caught_up_right_after_a_crashed_join_writes_every_partition(broke
     out = tmp_path / "out"
     logs = tmp_path / "logs"
     logs.mkdir()
-    name = fresh_group("crashed-join")
+    name = unique("crashed-join")
     spec = write_spec(tmp_path, brokers, topic, out, name=name, options=FAST_SESSION)
     # The same pipeline with librdkafka's group debug log, to kill it at an exact join step.
     spec_dbg = write_spec(tmp_path, brokers, topic, out, name=name, filename="debug.yaml",
                           options={**FAST_SESSION, "debug": "cgrp"})
     produce_events(brokers, topic, 8000)
-    produced = seal(brokers, topic, 8000)
+    produced = seal_events(brokers, topic, 8000)
     procs: list[Proc] = []
     try:
         # A member dies holding partitions: the next join must wait for its session to expire.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import ROOT, run_kpipe
+from kit import ROOT, run_kpipe
 from kpipe.demo import sample_orders
 from kpipe.kafka_admin import create_topic, produce
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import time
+from contextlib import contextmanager
 
-from sqlkit import (BurstProducer, Proc, TcpProxy, assert_rows_exactly_once, committed,  # noqa: F401
-                    dbs, event, ownership, produce_events, run, seal, summary, wait_for,
+from kit import (ALL, FAST_SESSION, BurstProducer, Proc, let_run, no_traceback, ownership, produce_events,
+                 run_kpipe, seal_events, sigkill, split, stop_cleanly, summary, wait_for)
+from sqlkit import (TcpProxy, assert_rows_exactly_once, committed, dbs, offsets_state,  # noqa: F401
                     write_sql_spec)
 
 META = ["_topic", "_partition", "_offset", "_key"]
-ALL = {0, 1, 2, 3}
-FAST_SESSION = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500}
 
 
 def pg_sink(db, table, url=None) -> dict:
@@ -29,11 +28,6 @@ def per_partition(db, table) -> dict[int, int]:
         return dict(db.rows(f"SELECT _partition, count(*) FROM {db.q(table)} GROUP BY _partition"))
     except Exception:  # the table does not exist yet
         return {}
-
-
-def clean(proc: Proc) -> None:
-    err = proc.stderr()
-    assert "Traceback" not in err and " ERROR " not in err, f"{proc.tag}:\n{err[-3000:]}"
 
 
 def finish_exactly_once(db, brokers, topic, table, group, produced):
@@ -79,10 +73,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, t
             procs.append(proc)
             if mode == "time":
                 delay = rng.uniform(0.3, 6.0)
-                deadline = proc.started + delay
-                while time.monotonic() < deadline:
-                    assert proc.alive(), f"run {i} exited early:\n{proc.stderr()[-3000:]}"
-                    time.sleep(0.01)
+                let_run(proc, delay)
                 what = f"{delay:.2f}s"
             else:
                 target = before + k * batch - rng.randint(0, batch - 1)
@@ -90,17 +81,14 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, t
                          [proc], interval=0.002)
                 time.sleep(rng.uniform(0, 0.3))  # land anywhere inside the next transaction
                 what = f"{target - before} rows"
-            proc.kill()
-            assert proc.popen.returncode == -signal.SIGKILL, proc.stderr()[-3000:]
-            clean(proc)
+            sigkill(proc)
             after = db.count(table)
             kills.append((mode, what, after - before, after >= produced))
             print(f"kill {i}: {mode} after {what}: +{after - before} rows, complete={after >= produced}")
 
-        seal(brokers, topic, lambda p: event(produced + p))
-        produced += 4
+        produced = seal_events(brokers, topic, produced)
         already = db.count(table)
-        final = run("run", str(spec), "--until-caught-up", timeout=90)
+        final = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
         (logs / "final.stderr").write_text(final.stderr)
         assert final.returncode == 0, final.stderr
         assert "Traceback" not in final.stderr, final.stderr
@@ -133,19 +121,14 @@ def test_group_member_killed_mid_stream_survivor_takes_over(brokers, topic, tmp_
         a = Proc(logs, "a", "run", str(spec))
         wait_for(lambda: ownership(a) == ALL, 45, "a to own every partition", [a])
         b = Proc(logs, "b", "run", str(spec))
-
-        def split():
-            oa, ob = ownership(a), ownership(b)
-            return (oa, ob) if oa and ob and not oa & ob and oa | ob == ALL else None
-
-        owned_a, owned_b = wait_for(split, 45, "a and b to split the partitions", [a, b])
+        owned_a, owned_b = wait_for(lambda: split(a, b), 45, "a and b to split the partitions", [a, b])
         at_split = per_partition(db, table)
         wait_for(lambda: all(per_partition(db, table).get(p, 0) > at_split.get(p, 0) + 300 for p in ALL),
                  30, "both members to write after the split", [a, b])
         a.kill()  # mid-stream: records keep coming, a was writing its partitions
         killed_at = time.monotonic()
         at_kill = per_partition(db, table)
-        clean(a)
+        no_traceback(a)
         wait_for(lambda: ownership(b) == ALL, 40, "b to take over a's partitions", [b])
         took = time.monotonic() - killed_at
         wait_for(lambda: all(per_partition(db, table).get(p, 0) > at_kill.get(p, 0) + 300 for p in owned_a),
@@ -153,15 +136,13 @@ def test_group_member_killed_mid_stream_survivor_takes_over(brokers, topic, tmp_
         produced = producer.stop()
         wait_for(lambda: db.count(table) >= produced, 60, f"all {produced} rows", [b])
         time.sleep(1.0)  # anything extra (a duplicate) would land now
-        b.signal(signal.SIGTERM)
-        rc = b.wait(20)
-        assert rc == 0, f"b: rc={rc} after SIGTERM\n{b.stderr()[-3000:]}"
+        stop_cleanly(b)
     finally:
         producer.stop_event.set()
         for proc in (a, b):
             if proc is not None:
                 proc.kill()
-    clean(b)
+    no_traceback(b)
     print(f"a owned {sorted(owned_a)}, b owned {sorted(owned_b)}; b took over after {took:.1f}s")
     finish_exactly_once(db, brokers, topic, table, group, produced)
 
@@ -169,24 +150,35 @@ def test_group_member_killed_mid_stream_survivor_takes_over(brokers, topic, tmp_
 # -- 7. the database goes away -------------------------------------------------------------
 
 
-def _proxied_url(proxy: TcpProxy) -> str:
-    # trust auth ignores the password; it is there to prove it is never printed
-    return f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{proxy.port}/test"
-
-
-def test_database_outage_is_retried_and_recovers_exactly_once(brokers, topic, tmp_path, dbs):
+@contextmanager
+def _proxied_run(brokers, topic, tmp_path, dbs, prefix: str, retry: dict):
+    """A run of a PostgreSQL pipeline writing through a cuttable proxy, its topic holding a
+    backlog of 4000 events and fed more by a producer; on leaving, the producer and the run are
+    stopped and the proxy closed. Yields (db, table, group, proxy, spec, producer, proc)."""
     db = dbs("postgres")
-    table, group = db.table("out"), db.group("out")
+    table, group = db.table(prefix), db.group(prefix)
     proxy = TcpProxy(("127.0.0.1", 5432)).start()
+    # trust auth ignores the password; it is there to prove it is never printed
+    url = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{proxy.port}/test"
     spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=300, max_age="500ms",
-                          retry={"max_attempts": 30, "initial_backoff": "200ms", "max_backoff": "1s"},
-                          sink=pg_sink(db, table, _proxied_url(proxy)))
+                          retry=retry, sink=pg_sink(db, table, url))
     produce_events(brokers, topic, 4000)
     producer = BurstProducer(brokers, topic, start=4000, burst=100, pause=0.05)
     producer.start()
     proc = None
     try:
         proc = Proc(tmp_path / "logs", "run", "run", str(spec))
+        yield db, table, group, proxy, spec, producer, proc
+    finally:
+        producer.stop_event.set()
+        if proc is not None:
+            proc.kill()
+        proxy.close()
+
+
+def test_database_outage_is_retried_and_recovers_exactly_once(brokers, topic, tmp_path, dbs):
+    retry = {"max_attempts": 30, "initial_backoff": "200ms", "max_backoff": "1s"}
+    with _proxied_run(brokers, topic, tmp_path, dbs, "out", retry) as (db, table, group, proxy, spec, producer, proc):
         wait_for(lambda: db.count(table) >= 4000, 45, "the backlog to be written", [proc])
         proxy.cut()
         time.sleep(0.5)  # a COMMIT in flight at the cut may still land on the server
@@ -200,14 +192,7 @@ def test_database_outage_is_retried_and_recovers_exactly_once(brokers, topic, tm
         produced = producer.stop()
         wait_for(lambda: db.count(table) >= produced, 60, f"all {produced} rows", [proc])
         time.sleep(1.0)
-        proc.signal(signal.SIGTERM)
-        rc = proc.wait(20)
-        assert rc == 0, f"rc={rc}\n{proc.stderr()[-3000:]}"
-    finally:
-        producer.stop_event.set()
-        if proc is not None:
-            proc.kill()
-        proxy.close()
+        stop_cleanly(proc)
     err = proc.stderr()
     assert "Traceback" not in err, err
     assert "writing to sink postgres failed" in err and "retry 1/29" in err, err[-3000:]
@@ -216,27 +201,13 @@ def test_database_outage_is_retried_and_recovers_exactly_once(brokers, topic, tm
 
 
 def test_database_gone_for_good_exits_3_and_commits_nothing_more(brokers, topic, tmp_path, dbs):
-    db = dbs("postgres")
-    table, group = db.table("gone"), db.group("gone")
-    proxy = TcpProxy(("127.0.0.1", 5432)).start()
-    spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=300, max_age="500ms",
-                          retry={"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms"},
-                          sink=pg_sink(db, table, _proxied_url(proxy)))
-    produce_events(brokers, topic, 4000)
-    producer = BurstProducer(brokers, topic, start=4000, burst=100, pause=0.05)
-    producer.start()
-    proc = None
-    try:
-        proc = Proc(tmp_path / "logs", "run", "run", str(spec))
+    retry = {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms"}
+    with _proxied_run(brokers, topic, tmp_path, dbs, "gone", retry) as (db, table, group, proxy, spec, producer, proc):
         wait_for(lambda: db.count(table) >= 4300, 45, "writes past the backlog", [proc])
         proxy.cut()
         rc = proc.wait(30)
         assert rc == 3, f"rc={rc}\n{proc.stderr()[-3000:]}"
         produced = producer.stop()
-    finally:
-        producer.stop_event.set()
-        if proc is not None:
-            proc.kill()
     err = proc.stderr()
     assert "Traceback" not in err, err
     assert "still failing after 3 attempts" in err, err[-3000:]
@@ -244,29 +215,24 @@ def test_database_gone_for_good_exits_3_and_commits_nothing_more(brokers, topic,
 
     # Nothing past the last durable batch: each partition's stored offset is exactly its rows,
     # and the group never committed past it.
-    rows = db.rows(f"SELECT _partition, _offset FROM {db.q(table)}")
-    per: dict[int, list[int]] = {}
-    for p, o in rows:
-        per.setdefault(p, []).append(o)
-    stored = db.offsets(group)
-    kafka = committed(brokers, group, topic)
+    per, stored, kafka = offsets_state(db, brokers, topic, table, group)
+    landed = sum(len(offs) for offs in per.values())
     for p in ALL:
         offs = sorted(per.get(p, []))
         assert offs == list(range(len(offs))), f"partition {p}: rows not contiguous from 0"
         assert stored.get((topic, p), 0) == len(offs), (p, stored, len(offs))
         assert kafka[p] <= len(offs), (p, kafka, len(offs))
-    assert len(rows) < produced
+    assert landed < produced
 
     # Through a restored proxy, a later run finishes the job exactly once.
-    seal(brokers, topic, lambda p: event(produced + p))
-    produced += 4
+    produced = seal_events(brokers, topic, produced)
     proxy.restore()
     try:
-        final = run("run", str(spec), "--until-caught-up", timeout=90)
+        final = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
     finally:
         proxy.close()
     assert final.returncode == 0, final.stderr
     assert "s3cret" not in final.stderr
     finish_exactly_once(db, brokers, topic, table, group, produced)
     consumed, written, _ = summary(final.stderr)
-    assert consumed == written == produced - len(rows)
+    assert consumed == written == produced - landed

@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from sqlkit import (assert_rows_exactly_once, committed, dbs, event, produce_events,  # noqa: F401
-                    produce_values, run, seal, summary, write_sql_spec)
+from kit import event, produce_events, produce_values, run_kpipe, seal, seal_events, summary
+from sqlkit import assert_rows_exactly_once, committed, dbs, offsets_state, write_sql_spec  # noqa: F401
 
 ALL_DBS = ["postgres", "sqlite", "mariadb"]
 META = ["_topic", "_partition", "_offset", "_timestamp", "_key"]
@@ -42,7 +42,7 @@ def test_insert_writes_every_offset_once_and_offsets_match(brokers, topic, tmp_p
     total = n + 4
     spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=3000,
                           sink=sink(db, table, mode="insert", metadata_columns=META))
-    proc = run("run", str(spec), "--until-caught-up")
+    proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
 
@@ -108,7 +108,7 @@ def test_upsert_keeps_the_row_from_the_highest_offset(brokers, topic, tmp_path, 
     produce(records)
     produce(seal_records(seq))
     seq += 4
-    first = run("run", str(spec), "--until-caught-up")
+    first = run_kpipe("run", str(spec), "--until-caught-up")
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr, first.stderr
     _check_upsert(db, table, expected)
@@ -117,7 +117,7 @@ def test_upsert_keeps_the_row_from_the_highest_offset(brokers, topic, tmp_path, 
     records, seq = _upsert_records(rng, keys[5:] + [key(i) for i in range(40, 50)], 1200, seq, hot=key(12))
     produce(records)
     produce(seal_records(seq))
-    second = run("run", str(spec), "--until-caught-up")
+    second = run_kpipe("run", str(spec), "--until-caught-up")
     assert second.returncode == 0, second.stderr
     assert "Traceback" not in second.stderr, second.stderr
     _check_upsert(db, table, expected)
@@ -157,7 +157,7 @@ def test_new_field_mid_stream_adds_a_nullable_column(brokers, topic, tmp_path, d
     seal(brokers, topic, lambda p: value(2000 + p))
     spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=200,
                           sink=sink(db, table, evolve="add_columns", metadata_columns=["_partition", "_offset"]))
-    proc = run("run", str(spec), "--until-caught-up")
+    proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     cols = db.columns(table)
@@ -190,7 +190,7 @@ def test_evolve_fail_stops_at_the_first_record_with_a_new_field(brokers, topic, 
     seal(brokers, topic, lambda p: event(1200 + p))
     spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=50,
                           sink=sink(db, table, evolve="fail", metadata_columns=["_partition", "_offset"]))
-    proc = run("run", str(spec), "--until-caught-up")
+    proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "extra" not in db.columns(table)
@@ -201,12 +201,7 @@ def _check_stopped_at(db, brokers, topic, table, group, bad_p, bad_o, stderr):
     """The run named exactly the bad record; its partition holds exactly the offsets before it,
     and its stored and committed offsets are the bad record's; every other partition is
     consistent with itself."""
-    rows = db.rows(f"SELECT _partition, _offset FROM {db.q(table)}")
-    per: dict[int, list[int]] = {}
-    for p, o in rows:
-        per.setdefault(p, []).append(o)
-    stored = db.offsets(group)
-    kafka = committed(brokers, group, topic)
+    per, stored, kafka = offsets_state(db, brokers, topic, table, group)
     state = (f"rows per partition (count, min, max): "
              f"{ {p: (len(v), min(v), max(v)) for p, v in sorted(per.items())} }; "
              f"kpipe_offsets: { {p: o for (_, p), o in sorted(stored.items())} }; kafka committed: {kafka}")
@@ -252,9 +247,8 @@ def test_rejected_record_stops_the_run_exactly_there(brokers, topic, tmp_path, d
     n0 = 0
     if prior:  # an earlier, clean run: the partitions already have rows and stored offsets
         produce_events(brokers, topic, 400)
-        seal(brokers, topic, lambda p: event(400 + p))
-        n0 = 404
-        first = run("run", str(spec), "--until-caught-up")
+        n0 = seal_events(brokers, topic, 400)
+        first = run_kpipe("run", str(spec), "--until-caught-up")
         assert first.returncode == 0, first.stderr
         assert db.offsets(group) == {(topic, p): 101 for p in range(4)}
     bad_p = 1
@@ -274,7 +268,7 @@ def test_rejected_record_stops_the_run_exactly_there(brokers, topic, tmp_path, d
     seal(brokers, topic, lambda p: event(n0 + 1200 + p))
     assert where[bad_index][0] == bad_p
     bad_o = where[bad_index][1]
-    proc = run("run", str(spec), "--until-caught-up")
+    proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     _check_stopped_at(db, brokers, topic, table, group, bad_p, bad_o, proc.stderr)
@@ -313,7 +307,7 @@ def test_declared_columns_from_nested_paths_read_back_typed(brokers, topic, tmp_
     }
     spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=7,
                           sink=sink(db, table, columns=columns))
-    proc = run("run", str(spec), "--until-caught-up")
+    proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 0, proc.stderr
     types = {c: str(info["type"]) for c, info in db.columns(table).items()}
     assert types == {"id": "BIGINT", "user_name": "TEXT", "age": "BIGINT", "active": "BOOLEAN",
@@ -348,7 +342,7 @@ def test_upsert_without_key_is_reported_with_its_location(tmp_path):
     )
     spec = tmp_path / "nokey.yaml"
     spec.write_text(text)
-    proc = run("validate", str(spec), timeout=60)
+    proc = run_kpipe("validate", str(spec), timeout=60)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -361,5 +355,5 @@ def test_upsert_without_key_is_reported_with_its_location(tmp_path):
     assert "missing required key 'key'" in message, lines[0]
     # and with a key it is valid
     spec.write_text(text + "  key: [id]\n")
-    ok = run("validate", str(spec), timeout=60)
+    ok = run_kpipe("validate", str(spec), timeout=60)
     assert ok.returncode == 0, ok.stderr
