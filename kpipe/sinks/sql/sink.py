@@ -248,7 +248,6 @@ class SqlSink(Sink):
 
     def _columns_for(self, batches: list[Batch]) -> list[list[Column]]:
         """The columns each batch writes; creates or evolves the table first when needed."""
-        meta_cols = [c for c in self.columns if not c.path]
         if self.declared != "auto":
             if self.table is None:
                 self._reflect()
@@ -257,17 +256,10 @@ class SqlSink(Sink):
         for b in batches:
             present = set().union(*(v for v in b.values if type(v) is dict))
             known = {c.name for c in self.columns}
-            new = present - known
-            if new:
+            if present - known:
                 self._evolve(b, known)
-                known = {c.name for c in self.columns}
-                meta_cols = [c for c in self.columns if not c.path]
-            out.append([c for c in self.columns if c.path and c.name in present] + meta_cols
-                       if self.columns else [])
-            if self.table is not None:
-                # keep table order: metadata columns sit where the table has them
-                order = {c.name: i for i, c in enumerate(self.columns)}
-                out[-1].sort(key=lambda c: order[c.name])
+            # self.columns is in table order; metadata columns are written for every record
+            out.append([c for c in self.columns if not c.path or c.name in present])
         return out
 
     def _evolve(self, b: Batch, known: set) -> None:
