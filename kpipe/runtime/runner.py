@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from kpipe.api import (BadRecordError, FatalError, OffsetConflict, RetryableError, SinkContext)
 from kpipe.plugins import registry
@@ -265,8 +265,8 @@ class Runner:
                 values = self.deserializer.deserialize(raw)
             except BadRecordError as exc:
                 i = exc.index
-                if i:
-                    buf.add(lst[:i], values_before(self.deserializer, raw[:i]), sizes[:i], now)
+                if i:  # the records before it decoded fine; decode them again to keep them
+                    buf.add(lst[:i], self.deserializer.deserialize(raw[:i]), sizes[:i], now)
                 m = lst[i]
                 # The error policy arrives with a later issue; until then, every bad record fails
                 # the run after what precedes it is written, and nothing past it is committed.
@@ -424,7 +424,11 @@ class Runner:
         if now < self._next_group_check:
             return False
         self._next_group_check = now + 1.0  # a query, not a lookup: once a second is plenty
-        positions = self._group_positions(others)
+        try:
+            positions = self._stored_positions(others)
+        except KafkaException as exc:  # not known now is not caught up; ask again in a second
+            log.debug("reading committed offsets: %s", exc)
+            return False
         behind = [tp for tp in others if positions.get(tp, -1) < self.targets[tp]]
         if behind:
             if now > self._next_waiting_log:
@@ -434,20 +438,17 @@ class Runner:
             return False
         return True
 
-    def _group_positions(self, tps: list) -> dict:
-        """Where the pipeline stands on partitions we do not hold: the sink's stored offset,
-        else the group's committed one."""
+    def _stored_positions(self, tps: list) -> dict:
+        """Where the pipeline stands on ``tps``: the sink's stored offset, else the group's
+        committed one; partitions with neither are left out. Kafka errors propagate."""
         found: dict = {}
-        if self.stores_offsets:
+        if tps and self.stores_offsets:
             found.update(self._retry("loading offsets from the sink", lambda: self.sink.load_offsets(tps)))
         missing = [TopicPartition(*tp) for tp in tps if tp not in found]
         if missing:
-            try:
-                for c in self.consumer.committed(missing, timeout=10):
-                    if c.error is None and c.offset >= 0:
-                        found[(c.topic, c.partition)] = c.offset
-            except KafkaException as exc:
-                log.debug("reading committed offsets: %s", exc)
+            for c in self.consumer.committed(missing, timeout=10):
+                if c.error is None and c.offset >= 0:
+                    found[(c.topic, c.partition)] = c.offset
         return found
 
     # -- rebalance callbacks (run inside consume) ------------------------------------------
@@ -460,14 +461,7 @@ class Runner:
 
     def _assign(self, consumer, partitions) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        starts: dict = {}
-        if tps and self.stores_offsets:
-            starts = self._retry("loading offsets from the sink", lambda: self.sink.load_offsets(tps))
-        missing = [tp for tp in tps if tp not in starts]
-        if missing:
-            for c in consumer.committed([TopicPartition(*tp) for tp in missing], timeout=10):
-                if c.offset >= 0 and c.error is None:
-                    starts[(c.topic, c.partition)] = c.offset
+        starts = self._stored_positions(tps)
         for tp in tps:
             if tp not in starts:
                 low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)
@@ -475,8 +469,8 @@ class Runner:
             if self.until_caught_up and tp not in self.targets:
                 self.targets[tp] = self._high_watermark(tp)
         for p in partitions:
-            p.offset = starts.get((p.topic, p.partition), OFFSET_INVALID)
             tp = (p.topic, p.partition)
+            p.offset = starts[tp]
             self.buffers[tp] = PartitionBuffer(p.topic, p.partition, p.offset)
             self.durable[tp] = p.offset
             if self.committed.get(tp) != p.offset:
@@ -547,7 +541,3 @@ def _locate(batches: list, exc: BadRecordError) -> int:
                          "BadRecordError.in_batch(message, batch, index)")
     return same[0]
 
-
-def values_before(deserializer, raw: list) -> list:
-    """Re-decode the records that preceded a bad one (they decoded fine the first time)."""
-    return deserializer.deserialize(raw) if raw else []
