@@ -3,10 +3,20 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["is_data_error", "is_retryable"]
+__all__ = ["is_database_error", "is_data_error", "is_retryable"]
 
 # MySQL client error codes for a lost or refused connection.
 _MYSQL_CONNECTION = {2002, 2003, 2006, 2013, 2055, 1927, 1053}
+
+
+# Drivers whose exceptions can reach us unwrapped (psycopg's COPY runs on the raw connection).
+_DRIVERS = {"psycopg", "psycopg2", "pymysql", "MySQLdb", "sqlite3"}
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Raised by the database or the way to it, wrapped by SQLAlchemy or not."""
+    return (isinstance(exc, (sa.exc.SQLAlchemyError, OSError))
+            or type(exc).__module__.partition(".")[0] in _DRIVERS)
 
 
 def _driver_error(exc: BaseException) -> BaseException:

@@ -16,7 +16,7 @@ from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, Retrya
 
 from . import offsets
 from .columns import METADATA_TYPES, Column, infer_columns, sql_type
-from .errors import is_data_error, is_retryable
+from .errors import is_data_error, is_database_error, is_retryable
 from .rows import copy_lines, param_rows
 
 __all__ = ["SqlSink", "normalize_url"]
@@ -119,13 +119,13 @@ class SqlSink(Sink):
             return fn(*args)
         except (BadRecordError, OffsetConflict, FatalError, RetryableError):
             raise
-        except sa.exc.SQLAlchemyError as exc:
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
             msg = f"{doing} {self.safe_url}: {_first_line(exc)}"
             if is_retryable(exc):
                 raise RetryableError(msg) from None
             raise FatalError(msg) from None
-        except OSError as exc:
-            raise RetryableError(f"{doing} {self.safe_url}: {exc}") from None
 
     def _prepare(self) -> None:
         meta = sa.MetaData()
@@ -297,15 +297,9 @@ class SqlSink(Sink):
             with conn.begin_nested():
                 self._insert(conn, cols, payload)
             return
-        except sa.exc.SQLAlchemyError as exc:
+        except Exception as exc:  # SQLAlchemy's, or psycopg's own from the raw COPY connection
             if not is_data_error(exc):
-                raise
-            first_error = exc
-        except Exception as exc:  # psycopg errors from the raw COPY connection
-            if not is_data_error(exc):
-                if is_retryable(exc):
-                    raise RetryableError(f"writing to {self.safe_url}: {_first_line(exc)}") from None
-                raise
+                raise  # _guard sorts it into retryable or fatal
             first_error = exc
         index, error = self._narrow(conn, cols, payload, first_error)
         raise BadRecordError.in_batch(f"{self._qualified()}: {_first_line(error)}", b, index)
