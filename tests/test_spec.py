@@ -112,8 +112,8 @@ def test_bad_plugin_value_is_prefixed_with_sink():
         sink:
           type: files
           path: ./out
-          format: parquet
-    """) == "spec.yaml:6:11: sink.format: 'parquet' is not one of ['jsonl', 'csv']"
+          format: orc
+    """) == "spec.yaml:6:11: sink.format: 'orc' is not one of ['jsonl', 'csv', 'avro', 'parquet']"
 
 
 def test_unset_variable_points_at_the_dollar_brace():

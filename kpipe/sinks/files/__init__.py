@@ -1,5 +1,6 @@
 """The ``files`` sink: one immutable file per batch, named by its Kafka offsets."""
 from kpipe.api import Capabilities, SinkPlugin
+from kpipe.formats.schema import FORMAT_PROPERTIES, FORMAT_RULES
 
 __all__ = ["plugin", "CONFIG_SCHEMA"]
 
@@ -9,13 +10,13 @@ CONFIG_SCHEMA = {
     "properties": {
         "path": {"type": "string", "minLength": 1,
                  "description": "Output directory; files go to <path>/<topic>/<partition>/."},
-        "format": {"enum": ["jsonl", "csv"], "default": "jsonl",
-                   "description": "jsonl: one JSON value per line. csv: a header row, then one row per record."},
+        **FORMAT_PROPERTIES,
         "fsync": {"type": "boolean", "default": True,
                   "description": "fsync each file and its directory before it counts as durable."},
     },
     "required": ["path"],
     "additionalProperties": False,
+    "allOf": FORMAT_RULES,
 }
 
 plugin = SinkPlugin(

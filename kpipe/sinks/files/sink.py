@@ -1,7 +1,8 @@
 """The files sink: each batch becomes one immutable file whose name is its offset range.
 
 Layout: ``<path>/<topic>/<partition>/<topic>+<partition>+<first>+<last>.<ext>``, offsets
-zero-padded to 19 digits so names sort in offset order. The files are the offset store: the
+zero-padded to 19 digits so names sort in offset order (``kpipe.paths.object_name``, shared with
+the S3 sink's ``kpipe`` layout). What goes in a file is ``kpipe.formats``' business. The files are the offset store: the
 next offset of a partition is the last file's ``last + 1``. A file appears only through an
 atomic rename after fsync, so publishing the file and committing its offsets are one step.
 Names starting with ``.`` (the lock file, temp files of a crashed writer) are never data.
@@ -10,28 +11,15 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 from contextlib import contextmanager
 from typing import Sequence
 
-from kpipe.api import Batch, FatalError, OffsetConflict, Sink, SinkContext
-from kpipe.formats import EXTENSIONS, FORMATS
+from kpipe.api import Batch, BadRecordError, FatalError, OffsetConflict, Sink, SinkContext
+from kpipe.formats import EncodeError, FileFormat
+from kpipe.paths import object_name as file_name
+from kpipe.paths import parse_object_name as parse_name
 
 __all__ = ["FilesSink", "file_name", "parse_name"]
-
-_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d{19})\+(?P<last>\d{19})\.[a-z]+$")
-
-
-def file_name(topic: str, partition: int, first: int, last: int, ext: str) -> str:
-    return f"{topic}+{partition}+{first:019d}+{last:019d}{ext}"
-
-
-def parse_name(name: str):
-    """``(topic, partition, first, last)`` for a data file name, else None."""
-    m = _NAME.match(name)
-    if m is None:
-        return None
-    return m["topic"], int(m["partition"]), int(m["first"]), int(m["last"])
 
 
 def _fsync_dir(path: str) -> None:
@@ -46,9 +34,11 @@ class FilesSink(Sink):
     def __init__(self, config, context: SinkContext):
         super().__init__(config, context)
         self.root = os.path.abspath(config["path"])
-        self.format = config.get("format", "jsonl")
-        self.encode = FORMATS[self.format]
-        self.ext = EXTENSIONS[self.format]
+        try:
+            self.format = FileFormat.from_config(config, context.spec_file)
+        except ValueError as exc:
+            raise FatalError(f"files sink: {exc}") from None
+        self.ext = self.format.extension()
         self.fsync = config.get("fsync", True)
         self._dirs: dict[tuple, str] = {}
 
@@ -124,38 +114,42 @@ class FilesSink(Sink):
             tp = (b.topic, b.partition)
             d = self._dir(tp)
             name = file_name(b.topic, b.partition, b.start_offset, b.last_offset, self.ext)
-            data = self.encode(b.values)
             with self._locked(d):
                 head = self._head(d)
                 if head is not None and b.start_offset < head:
                     # Someone already published past our start: writing would duplicate.
                     conflicts[tp] = head
                     continue
-                self._publish(d, name, data)
+                self._publish(d, name, b)
         if conflicts:
             raise OffsetConflict(conflicts)
 
-    def _publish(self, d: str, name: str, data: bytes) -> None:
+    def _publish(self, d: str, name: str, b: Batch) -> None:
+        """Stream the batch into a temp file, fsync, rename. Caller holds the lock (``_head``
+        removes temp files it finds, taking them for a crashed writer's)."""
         tmp = os.path.join(d, f".{name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+                with open(tmp, "wb") as f:
+                    writer = self.format.open(f, seed=f"{b.topic}+{b.partition}+{b.start_offset}+{b.last_offset}")
+                    writer.write(b.values)
+                    writer.close()
+                    f.flush()
+                    if self.fsync:
+                        os.fsync(f.fileno())
+            except EncodeError as exc:
+                raise BadRecordError.in_batch(str(exc), b, exc.index) from None
             os.rename(tmp, os.path.join(d, name))
             if self.fsync:
                 _fsync_dir(d)
-        except OSError as exc:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise FatalError(f"cannot write {os.path.join(d, name)}: {exc.strerror}") from exc
+            if isinstance(exc, OSError):
+                raise FatalError(f"cannot write {os.path.join(d, name)}: {exc.strerror}") from exc
+            raise
 
     def revoke(self, partitions) -> None:
         for tp in partitions:

@@ -1,0 +1,136 @@
+"""What is written: records into the bytes of one file or object, in jsonl, csv, avro or parquet.
+
+Kept apart from *where* the bytes go (a local directory, an S3 object), so every destination
+shares one implementation of each format. A writer streams into any binary target with
+``write(bytes)``: a local temp file, or the part buffer of an S3 multipart upload. Output depends
+only on the records and the object's Kafka coordinates, never on the clock or the process, so
+replaying the same offsets produces byte-identical output.
+
+    w = open_writer("jsonl", target, "gzip")
+    w.write(values)   # a list of records; raises EncodeError(index) for one that cannot be written
+    w.close()         # finish the format and the compression; the target stays open
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .base import EncodeError, Writer
+from .compression import COMPRESSIONS, SUFFIXES, open_stream, require_zstandard
+from .csvfile import CsvWriter, encode_csv
+from .jsonl import JsonlWriter, encode_jsonl
+
+__all__ = ["FORMAT_NAMES", "COMPRESSIONS_FOR", "DEFAULT_COMPRESSION", "EncodeError", "Writer", "FileFormat",
+           "open_writer", "extension", "check_available", "encode_jsonl", "encode_csv"]
+
+FORMAT_NAMES = ("jsonl", "csv", "avro", "parquet")
+COMPRESSIONS_FOR = {
+    "jsonl": COMPRESSIONS,
+    "csv": COMPRESSIONS,
+    "avro": ("none", "gzip", "zstd"),              # the container's codec: null, deflate, zstandard
+    "parquet": ("none", "snappy", "gzip", "zstd"),  # the column chunks' codec
+}
+DEFAULT_COMPRESSION = {"jsonl": "none", "csv": "none", "avro": "none", "parquet": "snappy"}
+_PARQUET_CODEC_EXT = {"none": "", "snappy": ".snappy", "gzip": ".gz", "zstd": ".zstd"}
+
+
+def extension(fmt: str, compression: str, style: str = "kpipe") -> str:
+    """The file name extension, dot included.
+
+    ``kpipe``: ``.jsonl``, ``.csv`` (plus ``.gz`` or ``.zst``), ``.avro``, ``.parquet``.
+    ``kafka-connect``: what Confluent's storage connectors write: ``.json`` instead of
+    ``.jsonl``, and ``<codec>.parquet`` (``.snappy.parquet``, ``.gz.parquet``, ``.zstd.parquet``).
+    """
+    if fmt in ("jsonl", "csv"):
+        base = ".json" if fmt == "jsonl" and style == "kafka-connect" else "." + fmt
+        return base + SUFFIXES[compression]
+    if fmt == "avro":
+        return ".avro"
+    if fmt == "parquet":
+        return (_PARQUET_CODEC_EXT[compression] if style == "kafka-connect" else "") + ".parquet"
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def check_available(fmt: str, compression: str) -> None:
+    """Raise ``FatalError`` with the ``pip install`` that fixes it when a needed package is missing,
+    or ``ValueError`` for a format/compression pair that does not exist."""
+    if fmt not in COMPRESSIONS_FOR:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMAT_NAMES)}")
+    if compression not in COMPRESSIONS_FOR[fmt]:
+        raise ValueError(f"format {fmt} cannot use compression {compression!r}; "
+                         f"use one of {', '.join(COMPRESSIONS_FOR[fmt])}")
+    if fmt == "parquet":
+        from .parquet import require_pyarrow
+        require_pyarrow()
+    elif fmt == "avro" and compression == "zstd":
+        from .avro import require_zstd_codec
+        require_zstd_codec()
+    elif compression == "zstd":
+        require_zstandard()
+
+
+class _Compressed(Writer):
+    """A text format writer in front of a compressing stream; closing finishes both."""
+
+    def __init__(self, inner: Writer, stream):
+        self.inner = inner
+        self.stream = stream
+
+    def write(self, values: list) -> None:
+        self.inner.write(values)
+
+    def close(self) -> None:
+        self.inner.close()
+        self.stream.close()
+
+
+def open_writer(fmt: str, target, compression: str | None = None, *, level: int | None = None,
+                seed: str = "", avro_schema: dict | None = None) -> Writer:
+    """A writer of ``fmt`` records into ``target``.
+
+    ``compression`` defaults to the format's own default (``snappy`` for parquet, else none);
+    ``level`` to the codec's. ``seed`` identifies the object (its Kafka coordinates) for formats
+    that need per-file bytes (Avro's sync marker), so they stay deterministic.
+    """
+    compression = compression or DEFAULT_COMPRESSION[fmt]
+    if fmt in ("jsonl", "csv"):
+        stream = open_stream(target, compression, level)
+        inner = JsonlWriter(stream) if fmt == "jsonl" else CsvWriter(stream)
+        return inner if stream is target else _Compressed(inner, stream)
+    if fmt == "avro":
+        from .avro import AvroWriter
+        return AvroWriter(target, compression, level, seed, avro_schema)
+    if fmt == "parquet":
+        from .parquet import ParquetWriter
+        return ParquetWriter(target, compression, level)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMAT_NAMES)}")
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """A sink's format settings (``format``, ``compression``, ``compression_level``,
+    ``avro_schema``; see ``kpipe.formats.schema``), checked once, ready to open writers."""
+
+    name: str = "jsonl"
+    compression: str = "none"
+    level: int | None = None
+    avro_schema: Any = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], spec_file: str = "") -> "FileFormat":
+        """Raises ``FatalError`` (a missing extra, an unreadable schema) or ``ValueError``."""
+        name = config.get("format", "jsonl")
+        compression = config.get("compression") or DEFAULT_COMPRESSION[name]
+        check_available(name, compression)
+        schema = None
+        if config.get("avro_schema") is not None:
+            from .avro import load_schema
+            schema = load_schema(config["avro_schema"], spec_file)
+        return cls(name, compression, config.get("compression_level"), schema)
+
+    def extension(self, style: str = "kpipe") -> str:
+        return extension(self.name, self.compression, style)
+
+    def open(self, target, seed: str = "") -> Writer:
+        return open_writer(self.name, target, self.compression, level=self.level, seed=seed,
+                           avro_schema=self.avro_schema)

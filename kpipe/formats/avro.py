@@ -1,0 +1,250 @@
+"""avro: an Avro object container file, written by fastavro.
+
+The schema is the one given (``avro_schema``) or is inferred from the records of the object:
+a record named ``kpipe.Record`` with one field per top-level key in first-seen order, every
+field a union that starts with ``null`` (default ``null``) followed by the types seen, in a fixed
+order: boolean, long, double, string, bytes, array, record. Nested objects become nested records
+(``Record_<field>``), lists become arrays. Keys that are not Avro names are rewritten (invalid
+characters to ``_``, a leading digit prefixed with ``_``, clashes numbered). The container's sync
+marker comes from the object's Kafka coordinates, not from ``os.urandom``, so the same records
+give the same bytes on every replay.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+from kpipe.api import FatalError
+
+from .base import EncodeError, Writer, as_row
+
+__all__ = ["AvroWriter", "infer_schema", "load_schema", "sync_marker", "require_zstd_codec", "CODECS"]
+
+CODECS = {"none": "null", "gzip": "deflate", "zstd": "zstandard"}
+"""kpipe's ``compression`` -> the Avro codec. gzip and Avro's deflate are the same algorithm;
+Avro has no gzip codec, so gzip means deflate inside the container."""
+
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BAD = re.compile(r"[^A-Za-z0-9_]")
+_BLOCK = 256 * 1024  # bytes of records per container block
+_KNOWN = {type(None), bool, int, float, str, bytes, bytearray, list, tuple, dict}
+
+
+def require_zstd_codec() -> None:
+    """fastavro's zstandard codec uses the standard library's ``compression.zstd`` (Python 3.14)
+    or its backport, not the ``zstandard`` package the text formats use."""
+    try:
+        from compression import zstd  # noqa: F401
+    except ImportError:
+        try:
+            from backports import zstd  # noqa: F401
+        except ImportError:
+            raise FatalError('avro with compression zstd needs backports.zstd; run: pip install "kpipe[zstd]"') from None
+
+
+def load_schema(value, spec_file: str = "") -> dict:
+    """The writer schema from ``avro_schema``: inline, or an .avsc file relative to the spec file."""
+    if isinstance(value, str):
+        path = value if os.path.isabs(value) else os.path.join(os.path.dirname(spec_file) or ".", value)
+        try:
+            with open(path, "rb") as f:
+                value = json.load(f)
+        except OSError as exc:
+            raise FatalError(f"avro_schema: cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise FatalError(f"avro_schema: {path} is not JSON: {exc}") from None
+    from fastavro import parse_schema
+    try:
+        parse_schema(value)
+    except Exception as exc:  # fastavro raises several types for a bad schema
+        raise FatalError(f"avro_schema: not a valid Avro schema: {exc}") from None
+    return value
+
+
+def sync_marker(seed: str) -> bytes:
+    """16 bytes derived from ``seed`` (the object's Kafka coordinates)."""
+    return hashlib.blake2b(seed.encode(), digest_size=16).digest()
+
+
+class _Target:
+    """What fastavro writes to: only ``write`` and ``flush``. Not seekable, so fastavro never
+    tries to append to what it finds there."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, out):
+        self.write = out.write
+
+    def flush(self) -> None:
+        pass
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return 0
+
+
+# -- schema inference ------------------------------------------------------------------------
+
+
+def _names(keys) -> dict | None:
+    """key -> Avro field name, or None when every key already is a valid, distinct name."""
+    if all(_NAME.match(k) for k in keys):
+        return None
+    out, used = {}, set()
+    for k in keys:
+        name = k if _NAME.match(k) else _BAD.sub("_", k)
+        if not name or name[0].isdigit():
+            name = "_" + name
+        base, n = name, 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name)
+        out[k] = name
+    return out
+
+
+class _Inferrer:
+    def __init__(self):
+        self.record_names: set[str] = set()
+
+    def union(self, values: list, name: str):
+        """The Avro union for a field that held ``values``; also returns the value converter
+        (None when values pass through unchanged)."""
+        kinds = set(map(type, values))
+        branches: list = ["null"]
+        convert = None
+        if bool in kinds:
+            branches.append("boolean")
+        if int in kinds:
+            if all(_LONG_MIN <= v <= _LONG_MAX for v in values if type(v) is int):
+                branches.append("long")
+            elif "double" not in branches:
+                branches.append("double")
+        if float in kinds and "double" not in branches:
+            branches.append("double")
+        if str in kinds:
+            branches.append("string")
+        if kinds & {bytes, bytearray}:
+            branches.append("bytes")
+        if list in kinds or tuple in kinds:
+            items = [x for v in values if type(v) in (list, tuple) for x in v]
+            item_schema, item_convert = self.union(items, name + "_item")
+            branches.append({"type": "array", "items": item_schema})
+            if item_convert is not None:
+                convert = _list_converter(item_convert)
+        if dict in kinds:
+            record, record_convert = self.record([v for v in values if type(v) is dict], name)
+            branches.append(record)
+            if record_convert is not None:
+                convert = _merge(convert, record_convert)
+        if kinds - _KNOWN and "string" not in branches:
+            # A type no deserializer produces: fastavro rejects the record that holds it
+            # when it is written, which names the record.
+            branches.append("string")
+        return branches, convert
+
+    def record(self, rows: list, name: str):
+        keys: dict[str, None] = {}
+        for row in rows:
+            for k in row:
+                keys.setdefault(k, None)
+        names = _names(keys)
+        record_name = _BAD.sub("_", name)
+        while record_name in self.record_names:
+            record_name += "_"
+        self.record_names.add(record_name)
+        fields, converters = [], {}
+        for k in keys:
+            field = names[k] if names else k
+            schema, convert = self.union([row.get(k) for row in rows], f"{name}_{field}")
+            fields.append({"name": field, "type": schema, "default": None})
+            if convert is not None:
+                converters[k] = convert
+        schema = {"type": "record", "name": record_name, "fields": fields}
+        if names is None and not converters:
+            return schema, None
+        return schema, _record_converter(names, converters)
+
+
+def _list_converter(item_convert):
+    def convert(value):
+        if type(value) in (list, tuple):
+            return [item_convert(x) for x in value]
+        return value
+    return convert
+
+
+def _record_converter(names: dict | None, converters: dict):
+    def convert(value):
+        if type(value) is not dict:
+            return value
+        out = {}
+        for k, v in value.items():
+            f = converters.get(k)
+            out[names[k] if names else k] = f(v) if f is not None else v
+        return out
+    return convert
+
+
+def _merge(first, second):
+    if first is None:
+        return second
+    return lambda v: second(first(v))
+
+
+def infer_schema(values: list) -> tuple[dict, object]:
+    """(schema, converter) for ``values``; the converter (or None) rewrites a row's keys when
+    some are not valid Avro names."""
+    inferrer = _Inferrer()
+    schema, convert = inferrer.record([as_row(v) for v in values], "Record")
+    schema["namespace"] = "kpipe"
+    return schema, convert
+
+
+# -- the writer ------------------------------------------------------------------------------
+
+
+class AvroWriter(Writer):
+    def __init__(self, out, compression: str = "none", level: int | None = None, seed: str = "",
+                 schema: dict | None = None):
+        if compression not in CODECS:
+            raise ValueError(f"avro cannot use compression {compression!r}; use one of {', '.join(CODECS)}")
+        self.out = out
+        self.codec = CODECS[compression]
+        self.level = level
+        self.seed = seed
+        self.given = schema
+        self.writer = None
+        self.convert = None
+
+    def _open(self, values: list) -> None:
+        from fastavro import parse_schema
+        from fastavro.write import Writer as FastavroWriter
+
+        if self.given is not None:
+            schema = self.given
+        else:
+            schema, self.convert = infer_schema(values)
+        self.writer = FastavroWriter(_Target(self.out), parse_schema(schema), codec=self.codec,
+                                     sync_interval=_BLOCK, sync_marker=sync_marker(self.seed),
+                                     compression_level=self.level)
+
+    def write(self, values: list) -> None:
+        if self.writer is None:
+            self._open(values)
+        write, convert = self.writer.write, self.convert
+        for i, v in enumerate(values):
+            row = as_row(v)
+            try:
+                write(convert(row) if convert is not None else row)
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+                raise EncodeError(f"cannot write as Avro: {type(exc).__name__}: {exc}", i) from None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()

@@ -1,0 +1,66 @@
+"""What every format writer shares: the writer protocol, its error, and how non-object records
+become rows."""
+from __future__ import annotations
+
+import base64
+
+__all__ = ["EncodeError", "Writer", "as_row", "json_default", "encode_in_steps"]
+
+STEP_BYTES = 1 << 20
+"""About how many encoded bytes one step produces: bounds what a step holds in memory whatever
+the record size, while keeping the per-step overhead negligible."""
+
+
+def encode_in_steps(values: list, encode, write) -> None:
+    """``write(encode(part))`` for consecutive parts of ``values`` of about ``STEP_BYTES`` each
+    (the part size adapts to the records seen). ``EncodeError`` indexes are made relative to
+    ``values``."""
+    n = len(values)
+    i, step = 0, 256
+    while i < n:
+        part = values if (i == 0 and n <= step) else values[i:i + step]
+        try:
+            data = encode(part)
+        except EncodeError as exc:
+            exc.index += i
+            raise
+        write(data)
+        i += len(part)
+        step = max(16, min(16384, STEP_BYTES * len(part) // (len(data) or 1)))
+
+
+class EncodeError(ValueError):
+    """Record ``index`` (of the list given to ``write``) cannot be written in this format."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
+
+
+class Writer:
+    """Writes records into a binary target, one object or file at a time.
+
+    ``write(values)`` encodes a list of records and streams the bytes to the target as it goes;
+    ``close()`` finishes the format (and the compression) without closing the target. Formats
+    with a header or a schema (csv, avro, parquet) fix it from the records of the first
+    ``write``; the sinks write each object with one call.
+    """
+
+    def write(self, values: list) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def json_default(obj):
+    """orjson's fallback: bytes values (the ``bytes`` deserializer) become base64 text, so every
+    record stays valid JSON; anything else orjson cannot write is an error."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    raise TypeError(f"cannot write a value of type {type(obj).__name__} as JSON")
+
+
+def as_row(value) -> dict:
+    """A record as a row: objects as they are, anything else as a single ``value`` field."""
+    return value if isinstance(value, dict) else {"value": value}

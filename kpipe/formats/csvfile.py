@@ -1,0 +1,76 @@
+"""csv: RFC 4180 with ``\\r\\n`` line ends and a header row.
+
+The header is the union of the records' fields in first-seen order, computed over the records
+of the object before any row is written, so every object carries its own complete header.
+Nested values are written as JSON text, ``null`` as an empty cell, booleans as ``true``/``false``.
+A record that is not an object becomes a single ``value`` column.
+"""
+from __future__ import annotations
+
+import csv
+import io
+
+import orjson
+
+from .base import EncodeError, Writer, as_row, encode_in_steps, json_default
+
+__all__ = ["CsvWriter", "encode_csv"]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return orjson.dumps(value, default=json_default).decode()
+
+
+class CsvWriter(Writer):
+    __slots__ = ("out", "columns")
+
+    def __init__(self, out):
+        self.out = out
+        self.columns: list | None = None
+
+    def write(self, values: list) -> None:
+        rows = [as_row(v) for v in values]
+        if self.columns is None:
+            seen: dict[str, None] = {}
+            for row in rows:
+                for k in row:
+                    seen.setdefault(k, None)
+            self.columns = list(seen)
+            self.out.write(_lines([self.columns]))
+        encode_in_steps(rows, self._encode, self.out.write)
+
+    def _encode(self, rows: list) -> bytes:
+        columns = self.columns
+        try:
+            return _lines([[_cell(row.get(c)) for c in columns] for row in rows])
+        except (TypeError, ValueError):  # a nested value JSON cannot hold
+            for i, row in enumerate(rows):
+                try:
+                    [_cell(row.get(c)) for c in columns]
+                except (TypeError, ValueError) as exc:
+                    raise EncodeError(f"cannot write as CSV: {exc}", i) from None
+            raise
+
+    def close(self) -> None:
+        pass
+
+
+def _lines(lines: list) -> bytes:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n").writerows(lines)
+    return text.getvalue().encode()
+
+
+def encode_csv(values: list) -> bytes:
+    """The whole CSV text of ``values`` (header included) as one bytes object."""
+    out = io.BytesIO()
+    CsvWriter(out).write(values)
+    return out.getvalue()
