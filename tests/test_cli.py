@@ -39,7 +39,7 @@ def test_validate_ok_and_invalid(tmp_path):
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert lines == [
-        f"{bad1}:6:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: files, postgres, sql)",
+        f"{bad1}:6:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: files, postgres, s3, sql)",
         f"{bad2}:5:3: source.strat: unknown key 'strat'; did you mean 'start'?",
         f"{bad2}:7:3: sink.path: missing required key 'path'",
     ]

@@ -186,7 +186,7 @@ def test_unknown_sink_type_lists_installed_plugins():
         sink:
           type: fils
           path: ./out
-    """) == "spec.yaml:4:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: files, postgres, sql)"
+    """) == "spec.yaml:4:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: files, postgres, s3, sql)"
 
 
 def test_unknown_deserializer_type():

@@ -1,0 +1,293 @@
+"""The S3 sink: each batch becomes one object per distinct path, exactly once.
+
+For every batch of a partition, in order (``state.py`` describes the state object):
+
+1. the batch must start at the partition's stored ``next_offset``, else ``OffsetConflict``;
+2. PUT the state with ``pending = {start, next, keys}``, If-Match the ETag last read or
+   written. This is the fence: a writer holding a stale copy gets 412 and ``OffsetConflict``;
+3. if the state held someone else's ``pending`` (a crashed run, a zombie, our own failed try),
+   delete those keys and abort the partition's multipart uploads before writing anything;
+4. write each object with If-None-Match: *. Object names carry offsets at or past
+   ``next_offset``, so an existing one was never committed: if the state is still ours it is a
+   leftover, replaced with If-Match on its ETag; if not, we lost the fence (``OffsetConflict``).
+   That is what stops an instance that lost its partitions from replacing a committed object;
+5. PUT the state with ``next_offset = next`` and no pending, If-Match the ETag of step 2. This
+   is the commit point.
+
+A zombie whose PUT was already in flight in step 4 when another writer took over can land an
+object after that writer's cleanup. Its keys were in the pending the new writer read, so they
+stay listed as ``orphans`` in the state and are deleted again after the new writer's first
+commit and every 30 s after that for 15 minutes (see docs/sinks/s3.md, "Limits").
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+from kpipe.api import (Batch, BadRecordError, FatalError, KpipeError, OffsetConflict, RetryableError, Sink,
+                       SinkContext)
+from kpipe.formats import EncodeError, FileFormat
+from kpipe.paths import Layout, TemplateError
+from kpipe.spec.units import parse_size
+
+from .state import PartitionState, state_key
+from .store import Precondition, Store, UploadGone
+from .upload import ObjectUpload
+
+__all__ = ["S3Sink", "ORPHAN_GRACE", "SWEEP_EVERY"]
+
+MIN_PART = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+ORPHAN_GRACE = 15 * 60.0    # seconds a taken-over batch's keys are swept for
+SWEEP_EVERY = 30.0          # seconds between two sweeps of a partition's orphans
+_CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "avro": "application/avro",
+                  "parquet": "application/vnd.apache.parquet"}
+_COMPRESSED_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd"}
+
+
+class S3Sink(Sink):
+    def __init__(self, config, context: SinkContext):
+        super().__init__(config, context)
+        self.log = context.log or logging.getLogger("kpipe.sink.s3")
+        self.bucket = config["bucket"]
+        self.prefix = config.get("prefix", "").strip("/")
+        style = config.get("layout", "kpipe")
+        try:
+            self.format = FileFormat.from_config(config, context.spec_file)
+            self.layout = Layout(style, self.prefix, config.get("path"), self.format.extension(style),
+                                 config.get("topics_dir", "topics"), config.get("offset_pad_width", 10))
+            self.part_size = parse_size(config.get("part_size", "8MiB"))
+        except (ValueError, TemplateError) as exc:
+            raise FatalError(f"s3 sink: {exc}") from None
+        if self.part_size < MIN_PART:
+            raise FatalError(f"s3 sink: part_size {config.get('part_size')!r} is below S3's minimum part of 5MiB")
+        fmt = self.format
+        self.content_type = (_COMPRESSED_TYPES.get(fmt.compression) if fmt.name in ("jsonl", "csv") else None) \
+            or _CONTENT_TYPES[fmt.name]
+        self.concurrency = int(config.get("concurrency", 8))
+        self.endpoint_url = config.get("endpoint_url") or None
+        self.region = config.get("region") or None
+        self.addressing_style = config.get("addressing_style", "auto")
+        self.store: Store | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.states: dict[tuple, PartitionState] = {}  # what we last read or wrote, per partition
+        self.ours_from: dict[tuple, int] = {}          # first offset we committed since that read
+        self.last_sweep: dict[tuple, float] = {}
+
+    # -- the Sink contract ------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self.store is None:
+            self.store = Store(self.bucket, endpoint_url=self.endpoint_url, region=self.region,
+                               addressing_style=self.addressing_style, max_connections=max(10, 2 * self.concurrency),
+                               prefix=self.prefix)
+        self.store.check()
+
+    def load_offsets(self, partitions):
+        """Each partition's stored ``next_offset``. Reads only: cleaning up after an uncommitted
+        batch waits for the first write, since the runner also asks about partitions other
+        members own (``--until-caught-up``)."""
+        found = {}
+        for tp in partitions:
+            st = self._read(tp)
+            if st.next_offset is not None:
+                found[tp] = st.next_offset
+        return found
+
+    def write(self, batches: Sequence[Batch]) -> None:
+        by_tp: dict[tuple, list] = {}
+        for b in batches:
+            by_tp.setdefault((b.topic, b.partition), []).append(b)
+        if len(by_tp) == 1 or self.concurrency == 1:
+            outcomes = [self._outcome(tp, bs) for tp, bs in by_tp.items()]
+        else:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3")
+            outcomes = list(self.pool.map(lambda item: self._outcome(*item), by_tp.items()))
+        conflicts: dict = {}
+        failures = []
+        for exc in outcomes:
+            if isinstance(exc, OffsetConflict):
+                conflicts.update(exc.partitions)
+            elif exc is not None:
+                failures.append(exc)
+        # The most severe failure wins; a retried call skips what this one committed.
+        for kind in (FatalError, BadRecordError, RetryableError, BaseException):
+            for exc in failures:
+                if isinstance(exc, kind):
+                    raise exc
+        if conflicts:
+            raise OffsetConflict(conflicts)
+
+    def revoke(self, partitions) -> None:
+        for tp in partitions:
+            self._forget(tp)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.states.clear()
+
+    # -- one partition ----------------------------------------------------------------------
+
+    def _outcome(self, tp, batches) -> BaseException | None:
+        try:
+            self._write_partition(tp, batches)
+        except BaseException as exc:  # collected, then raised by write() in order of severity
+            return exc
+        return None
+
+    def _write_partition(self, tp, batches: list) -> None:
+        st = self.states.get(tp) or self._read(tp)
+        for b in batches:
+            if st.next_offset is not None and b.start_offset != st.next_offset:
+                start = self.ours_from.get(tp)
+                if start is not None and start <= b.start_offset and b.next_offset <= st.next_offset:
+                    continue  # committed by us earlier in a call that then failed elsewhere
+                raise OffsetConflict({tp: st.next_offset})
+            st = self._write_batch(tp, b, st)
+
+    def _write_batch(self, tp, b: Batch, st: PartitionState) -> PartitionState:
+        plan = self._plan(b)
+        keys = [key for key, _, _, _ in plan]
+        stale = set(st.pending["keys"]) if st.pending else set()
+        now = time.time()
+        until = max(st.orphans_until, now + ORPHAN_GRACE) if stale else st.orphans_until
+        orphans = sorted((set(st.orphans) | stale) - set(keys)) if now <= until else []
+        if plan or stale:
+            pending = {"start": b.start_offset, "next": b.next_offset, "keys": keys}
+            st = self._cas(tp, st, PartitionState(None, st.next_offset, pending, orphans, until), b.start_offset)
+            if stale:
+                self._clean_up(tp, stale | set(orphans), st)
+            for key, idxs, first, last in plan:
+                self._put(tp, b, key, idxs, f"{b.topic}+{b.partition}+{first}+{last}", st)
+        st = self._cas(tp, st, PartitionState(None, b.next_offset, None, orphans, until), b.start_offset)
+        self.ours_from.setdefault(tp, b.start_offset)
+        if orphans:
+            self._sweep(tp, orphans)
+        return st
+
+    def _plan(self, b: Batch) -> list:
+        """``[(key, record indices or None for all, first offset, last offset)]``, one per path."""
+        if not b.values:
+            return []
+        groups = self.layout.template.group(b)
+        n = len(b.values)
+        if len(groups) == 1:
+            path = groups[0][0]
+            return [(self.layout.key(b.topic, b.partition, path, b.offset_of(0), b.offset_of(n - 1)), None,
+                     b.offset_of(0), b.offset_of(n - 1))]
+        offsets = b.offsets
+        plan = []
+        for path, idxs in groups:
+            first, last = offsets[idxs[0]], offsets[idxs[-1]]
+            plan.append((self.layout.key(b.topic, b.partition, path, first, last), idxs, first, last))
+        return plan
+
+    def _put(self, tp, b: Batch, key: str, idxs, seed: str, st: PartitionState) -> None:
+        """Stream one object out and publish it; see step 4 in the module docstring."""
+        upload = ObjectUpload(self.store, key, self.part_size, self.content_type)
+        try:
+            writer = self.format.open(upload, seed)
+            writer.write(b.values if idxs is None else [b.values[i] for i in idxs])
+            writer.close()
+            condition = {"IfNoneMatch": "*"}
+            for _ in range(3):
+                try:
+                    upload.finish(**condition)
+                    return
+                except Precondition:
+                    self._check_fence(tp, st, b.start_offset)
+                    # Still ours: a leftover of an uncommitted batch (a zombie's PUT that landed
+                    # after the clean-up). Replace exactly that object, nothing newer.
+                    etag = self.store.etag(key)
+                    self.log.info("s3: replacing %s, left by an uncommitted batch", key)
+                    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            raise RetryableError(f"s3: {key} kept changing while it was written")
+        except EncodeError as exc:
+            raise BadRecordError.in_batch(str(exc), b, exc.index if idxs is None else idxs[exc.index]) from None
+        except UploadGone as exc:
+            self._check_fence(tp, st, b.start_offset)
+            raise RetryableError(f"s3: {exc} (a lifecycle rule?); writing it again") from None
+        finally:
+            if upload.multipart:
+                try:
+                    upload.abort()  # no-op once completed
+                except KpipeError as exc:
+                    self.log.warning("s3: %s", exc)
+
+    # -- the state object -------------------------------------------------------------------
+
+    def _fetch(self, tp) -> PartitionState:
+        """The stored state; an empty one when there is none."""
+        found = self.store.get(state_key(self.prefix, *tp), f"reading the offsets of {tp[0]}[{tp[1]}]")
+        return PartitionState() if found is None else PartitionState.parse(*found)
+
+    def _read(self, tp) -> PartitionState:
+        """The stored state, remembered for the next write."""
+        st = self._fetch(tp)
+        self._forget(tp)
+        self.states[tp] = st
+        return st
+
+    def _check_fence(self, tp, st: PartitionState, start: int) -> None:
+        """Raise ``OffsetConflict`` unless the stored state is still ``st``, the one we wrote."""
+        fresh = self._fetch(tp)
+        if fresh.etag != st.etag:
+            self._forget(tp)
+            self.states[tp] = fresh
+            raise OffsetConflict({tp: fresh.next_offset if fresh.next_offset is not None else start}) from None
+
+    def _cas(self, tp, old: PartitionState, new: PartitionState, start: int) -> PartitionState:
+        """Replace the state if it is still ``old``; else re-read it and raise ``OffsetConflict``."""
+        condition = {"IfMatch": old.etag} if old.etag else {"IfNoneMatch": "*"}
+        try:
+            resp = self.store.call(f"writing the offsets of {tp[0]}[{tp[1]}]", "put_object",
+                                   Key=state_key(self.prefix, *tp), Body=new.body(),
+                                   ContentType="application/json", **condition)
+        except Precondition:
+            fresh = self._read(tp)
+            raise OffsetConflict({tp: fresh.next_offset if fresh.next_offset is not None else start}) from None
+        except BaseException:
+            self._forget(tp)  # it may or may not have landed: read it again next time
+            raise
+        new.etag = resp["ETag"]
+        self.states[tp] = new
+        return new
+
+    def _forget(self, tp) -> None:
+        self.states.pop(tp, None)
+        self.ours_from.pop(tp, None)
+        self.last_sweep.pop(tp, None)
+
+    # -- cleaning up after uncommitted batches ----------------------------------------------
+
+    def _clean_up(self, tp, keys: set, st: PartitionState) -> None:
+        """We hold the fence (``st`` is ours): delete what uncommitted batches may have left and
+        abort the partition's multipart uploads in progress."""
+        self.store.delete(keys, f"deleting objects of an uncommitted batch of {tp[0]}[{tp[1]}]")
+        aborted = 0
+        base = self.layout.base + "/" if self.layout.base else ""
+        for key, upload_id in list(self.store.uploads(base, "listing multipart uploads")):
+            owner = self.layout.owner(key)
+            if owner is not None and owner[:2] == tp:
+                self.store.abort(key, upload_id, f"aborting the dangling upload of {key}")
+                aborted += 1
+        self.last_sweep.pop(tp, None)  # sweep again right after the first commit
+        self.log.info("s3: %s[%d]: cleaned up after an uncommitted batch: deleted %d keys, aborted %d uploads",
+                      tp[0], tp[1], len(keys), aborted)
+
+    def _sweep(self, tp, orphans: list) -> None:
+        now = time.monotonic()
+        if now - self.last_sweep.get(tp, float("-inf")) < SWEEP_EVERY:
+            return
+        try:
+            self.store.delete(orphans, f"sweeping objects of uncommitted batches of {tp[0]}[{tp[1]}]")
+            self.last_sweep[tp] = now
+        except KpipeError as exc:  # housekeeping: the batch is committed; the next sweep retries
+            self.log.warning("s3: %s", exc)
