@@ -4,7 +4,9 @@ Contract in one paragraph: the runtime owns offsets, sinks own durability. The r
 a sink whole batches of one (topic, partition) each, covering a contiguous range of consumed
 offsets ``[start_offset, next_offset)``; one call may hold several batches of a partition, in
 offset order, and the sink must apply them in that order. When ``Sink.write`` returns, every batch
-it was given is durable; only then does the runner commit ``next_offset``. A sink that
+it was given is durable; only then does the runner commit ``next_offset``. Every sink method runs
+on one thread of the runner's own, never the consumer's and never two at once, so a write can
+overlap the consuming of the next batches and a driver bound to its connecting thread still works. A sink that
 declares ``stores_offsets`` keeps that next offset itself, atomically with the data, and
 the runner seeks to it when a partition is assigned; the Kafka commit then only mirrors it.
 """

@@ -2,6 +2,8 @@
 
 Invariants the rest of kpipe relies on:
 - an offset is committed only after ``Sink.write`` returned for the batch that covers it;
+- every sink call runs on one writer thread, one call at a time; the write of one set of
+  batches overlaps the consuming and decoding of the next, never another sink call;
 - a partition's start position comes from the sink's own offset store when it has one, so
   a crash between the sink write and the Kafka commit costs nothing and duplicates nothing;
 - a revoked partition's buffer is dropped, never written after the revoke.
@@ -12,6 +14,7 @@ import gc
 import logging
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -123,6 +126,11 @@ class Runner:
         self.stop_requested = 0
         self.result = RunResult()
         self._callback_error: BaseException | None = None
+        # The sink lives on this thread: a write in progress overlaps the next consume (the
+        # COPY or upload wait was ~25% of a PostgreSQL run), and sinks whose drivers are
+        # bound to the thread that connected (sqlite3) keep working.
+        self._sink_thread: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None
         # The Python client cannot report the negotiated protocol; the strategy decides it.
         self.cooperative = "cooperative" in str(spec.options.get("partition.assignment.strategy", ""))
 
@@ -144,8 +152,9 @@ class Runner:
         gc.freeze()
         gc.set_threshold(100_000, 50, 1000)
         try:
-            self.sink = self.sink_plugin.create(spec.sink_config, ctx)
-            self._retry(f"opening sink {spec.sink_type}", self.sink.open)
+            self._sink_thread = ThreadPoolExecutor(1, thread_name_prefix="kpipe-sink")
+            self.sink = self._on_sink_thread(self.sink_plugin.create, spec.sink_config, ctx)
+            self._on_sink_thread(self._retry, f"opening sink {spec.sink_type}", self.sink.open)
             self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
                                       "logger": kafka_log})
             self._snapshot_targets()
@@ -183,7 +192,16 @@ class Runner:
         self.result.reason = reason
         log.error("%s", reason)
 
+    def _on_sink_thread(self, fn, *args):
+        """Run ``fn(*args)`` on the sink's thread, after any write in flight, and wait for it."""
+        return self._sink_thread.submit(fn, *args).result()
+
     def _shutdown(self) -> None:
+        if self._inflight is not None:
+            try:
+                self._settle()  # what became durable is still worth a commit
+            except Exception as exc:
+                log.warning("the last write did not complete: %s", exc)
         if self.consumer is not None:
             try:
                 self.consumer.close()  # leave the group now, so it rebalances at once
@@ -191,9 +209,11 @@ class Runner:
                 log.warning("closing the consumer: %s", exc)
         if self.sink is not None:
             try:
-                self.sink.close()
+                self._on_sink_thread(self.sink.close)
             except Exception as exc:
                 log.warning("closing the sink: %s", exc)
+        if self._sink_thread is not None:
+            self._sink_thread.shutdown(wait=True)
         self.result.partitions = dict(self.committed)
 
     # -- the loop --------------------------------------------------------------------------
@@ -203,6 +223,8 @@ class Runner:
         timeout = min(1.0, max(0.05, spec.max_age / 2))
         budget = self.max_messages
         while not self.stop_requested:
+            if self._inflight is not None and self._inflight.done():
+                self._settle()  # commit promptly, not only when the next batch is ready
             msgs = self.consumer.consume(_CHUNK if budget is None else max(1, min(_CHUNK, budget)), timeout)
             if self._callback_error is not None:
                 raise self._callback_error
@@ -219,18 +241,25 @@ class Runner:
             if self.mirror_pending:
                 self._commit(self.mirror_pending)
             if bad is not None:
+                self._settle()  # what precedes the bad record is written and committed
                 raise bad
             if budget is not None and budget <= 0:
+                self._settle()
                 log.info("reached --max-messages %d", self.max_messages)
                 return
-            if self.until_caught_up and self._caught_up():
-                log.info("caught up with the end offsets recorded at start")
-                return
+            if self.until_caught_up:
+                if self._inflight is not None and self._all_read():
+                    self._settle()  # nothing left to overlap the last write with
+                if self._caught_up():
+                    self._settle()
+                    log.info("caught up with the end offsets recorded at start")
+                    return
         if self.stop_requested == 1:
             ready = []
             self._collect_due(time.monotonic(), ready, drain=True)
             if ready:
                 self._write(ready)
+        self._settle()
 
     def _ingest(self, msgs: list, now: float, ready: list):
         """Buffer a consumed chunk; returns the BadRecordError that stops the run, if any."""
@@ -288,6 +317,44 @@ class Runner:
                 buf.take_all(ready)
 
     def _write(self, batches: list) -> None:
+        """Hand ``batches`` to the sink thread, once the previous write is settled."""
+        if self._inflight is not None:
+            rewound = self._settle()
+            if rewound:  # cut before the rewind: their offsets will be read again
+                batches = [b for b in batches if (b.topic, b.partition) not in rewound]
+                if not batches:
+                    return
+        self._inflight = self._sink_thread.submit(self._write_batches, batches)
+
+    def _settle(self) -> set:
+        """Wait for the write in flight and commit what it made durable; raise its failure.
+
+        Returns the partitions rewound because another writer was ahead on them."""
+        if self._inflight is None:
+            return set()
+        fut, self._inflight = self._inflight, None
+        batches, conflicts, failure = fut.result()
+        done = []
+        for b in batches:
+            tp = (b.topic, b.partition)
+            if tp in conflicts:
+                continue
+            self.durable[tp] = b.next_offset
+            self.result.written += len(b.values)
+            self.result.batches += 1
+            done.append(tp)
+        for tp, head in conflicts.items():
+            self._rewind(tp, head)
+        self._commit(done)
+        if failure is not None:
+            raise failure
+        return set(conflicts)
+
+    def _write_batches(self, batches: list):
+        """On the sink thread: write with retries; narrow bad records to what precedes them.
+
+        Returns (the batches made durable or conflicting, {partition: head} for conflicts,
+        the BadRecordError that ends the run or None)."""
         conflicts: dict = {}
         failure = None
 
@@ -319,20 +386,7 @@ class Runner:
                            + [b for b in batches[pos + 1:] if (b.topic, b.partition) != tp])
                 if not batches:
                     break
-        done = []
-        for b in batches:
-            tp = (b.topic, b.partition)
-            if tp in conflicts:
-                continue
-            self.durable[tp] = b.next_offset
-            self.result.written += len(b.values)
-            self.result.batches += 1
-            done.append(tp)
-        for tp, head in conflicts.items():
-            self._rewind(tp, head)
-        self._commit(done)
-        if failure is not None:
-            raise failure
+        return batches, conflicts, failure
 
     def _rewind(self, tp, head: int) -> None:
         """Another writer got ahead on ``tp``: drop what we buffered and resume at its head."""
@@ -404,6 +458,11 @@ class Runner:
                 raise RetryableError(f"end offset of {tp[0]}[{tp[1]}]: {exc.args[0].str()}")
         return self._retry("reading end offsets", fetch)
 
+    def _all_read(self) -> bool:
+        """Every partition we hold is read up to its target and nothing is left buffered."""
+        return all(not buf.msgs and buf.position >= self.targets.get(tp, 0)
+                   for tp, buf in self.buffers.items())
+
     def _caught_up(self) -> bool:
         """Our partitions are written and committed up to their targets, and so are the
         partitions other members hold: exit 0 means the topic was drained, not our share of
@@ -443,7 +502,8 @@ class Runner:
         committed one; partitions with neither are left out. Kafka errors propagate."""
         found: dict = {}
         if tps and self.stores_offsets:
-            found.update(self._retry("loading offsets from the sink", lambda: self.sink.load_offsets(tps)))
+            found.update(self._on_sink_thread(self._retry, "loading offsets from the sink",
+                                              lambda: self.sink.load_offsets(tps)))
         missing = [TopicPartition(*tp) for tp in tps if tp not in found]
         if missing:
             for c in self.consumer.committed(missing, timeout=10):
@@ -453,10 +513,21 @@ class Runner:
 
     # -- rebalance callbacks (run inside consume) ------------------------------------------
 
+    def _settle_in_callback(self) -> None:
+        """Settle the write in flight before the assignment changes; a failure it raises is
+        surfaced from the loop (raising inside a callback would be swallowed)."""
+        try:
+            self._settle()
+        except BaseException as exc:
+            self._callback_error = self._callback_error or exc
+
     def _on_assign(self, consumer, partitions) -> None:
+        self._settle_in_callback()
+        if self._callback_error is not None:
+            return  # the loop raises it; assigning now would only load offsets for nothing
         try:
             self._assign(consumer, partitions)
-        except BaseException as exc:  # surfaced from the loop; raising here would be swallowed
+        except BaseException as exc:
             self._callback_error = exc
 
     def _assign(self, consumer, partitions) -> None:
@@ -485,6 +556,9 @@ class Runner:
             log.info("assigned %s", ", ".join(f"{t}[{p}]@{starts[(t, p)]}" for t, p in sorted(tps)))
 
     def _on_revoke(self, consumer, partitions) -> None:
+        # A write in flight may cover these partitions: let it finish and commit it while
+        # they are still ours, so the next owner starts after it.
+        self._settle_in_callback()
         try:
             tps = [(p.topic, p.partition) for p in partitions]
             # Buffered records are dropped, not written: the next owner reads them again from
@@ -503,6 +577,7 @@ class Runner:
         tps = [(p.topic, p.partition) for p in partitions]
         log.warning("lost %s without a clean revoke; dropping their buffers",
                     ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+        self._settle_in_callback()  # the sink must be idle before it is told to forget them
         self._drop(tps)
 
     def _drop(self, tps) -> None:
@@ -511,7 +586,7 @@ class Runner:
             self.durable.pop(tp, None)
             self.mirror_pending.discard(tp)
         if self.sink is not None:
-            self.sink.revoke(tps)
+            self._on_sink_thread(self.sink.revoke, tps)
 
     # -- errors from librdkafka ------------------------------------------------------------
 
