@@ -24,8 +24,12 @@ __all__ = [
     "SinkContext",
     "Sink",
     "Deserializer",
+    "Transform",
+    "Metadata",
+    "DROP",
     "SinkPlugin",
     "DeserializerPlugin",
+    "TransformPlugin",
     "KpipeError",
     "RetryableError",
     "BadRecordError",
@@ -217,17 +221,104 @@ class Sink(abc.ABC):
 
 
 class Deserializer(abc.ABC):
-    """Turns raw Kafka values into Python values, a whole list at a time."""
+    """Turns raw Kafka values (or keys) into Python values, a whole list at a time."""
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
 
     @abc.abstractmethod
     def deserialize(self, raw: list[bytes | None]) -> list[Any]:
-        """Return one value per raw value, in order.
+        """Return one value per raw value, in order. ``None`` (a tombstone) stays ``None``.
 
         Raise ``BadRecordError(index=i)`` at the first value that cannot be decoded; the
         runner keeps the values before ``i`` and applies the error policy to record ``i``.
+        A deserializer must be pure: the runner may decode the values before ``i`` again.
+        """
+
+    def schema(self) -> Mapping[str, Any] | None:
+        """The writer's schema of the values decoded so far, if the format has one.
+
+        An Avro schema (a parsed ``.avsc``: a dict with ``"type": "record"``) or a JSON Schema
+        (a dict with ``"$schema"`` or ``"properties"``); None when unknown. Sinks use it to
+        create tables and write typed files. May change after ``deserialize`` (a registry
+        deserializer learns schemas by id as values arrive).
+        """
+        return None
+
+
+class Metadata:
+    """The Kafka side of consecutive records of one partition: keys, headers, timestamps,
+    offsets. Built lazily from the consumed messages; index ``i`` is the ``i``-th record.
+
+    ``keys`` are the deserialized keys when the spec has a ``key_deserializer``, else the raw
+    key bytes (or None).
+    """
+
+    __slots__ = ("topic", "partition", "_messages", "_keys")
+
+    def __init__(self, topic: str, partition: int, messages: list, keys: list | None = None):
+        self.topic = topic
+        self.partition = partition
+        self._messages = messages  # confluent_kafka.Message objects (or anything with the same methods)
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __getitem__(self, s: slice) -> "Metadata":
+        return Metadata(self.topic, self.partition, self._messages[s],
+                        None if self._keys is None else self._keys[s])
+
+    def key(self, i: int) -> Any:
+        return self._messages[i].key() if self._keys is None else self._keys[i]
+
+    def headers(self, i: int) -> dict[str, bytes]:
+        """Headers as a dict (the last value wins for a repeated name)."""
+        return dict(self._messages[i].headers() or ())
+
+    def timestamp(self, i: int) -> int | None:
+        """Kafka timestamp in milliseconds since the epoch, or None."""
+        kind, ts = self._messages[i].timestamp()
+        return ts if kind else None
+
+    def offset(self, i: int) -> int:
+        return self._messages[i].offset()
+
+    @property
+    def keys(self) -> list:
+        return [m.key() for m in self._messages] if self._keys is None else list(self._keys)
+
+
+class _Drop:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+    def __reduce__(self):
+        return "DROP"
+
+
+DROP = _Drop()
+"""Returned by a transform in place of a value to filter that record out."""
+
+
+class Transform(abc.ABC):
+    """Reshapes records, a run of consecutive records of one partition at a time.
+
+    Transforms must be pure (no side effects, same output for the same input): after a bad
+    record the runner applies the transform again to the records around it.
+    """
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+
+    @abc.abstractmethod
+    def apply(self, values: list, meta: Metadata) -> list:
+        """Return one item per value, in order: the new value, or ``DROP`` to filter it out.
+
+        Raise ``BadRecordError(index=i)`` for the first record that cannot be transformed;
+        the runner applies the error policy to it and transforms the others again.
         """
 
 
@@ -274,6 +365,23 @@ class DeserializerPlugin:
     extra: str = ""
 
     def create(self, config: Mapping[str, Any]) -> Deserializer:
+        return _create(self, config)
+
+
+@dataclass(frozen=True)
+class TransformPlugin:
+    """What a ``kpipe.transforms`` entry point points at (see ``SinkPlugin``).
+
+    In a spec, ``- NAME: CONFIG`` uses it; ``CONFIG`` is checked against ``config_schema``.
+    """
+
+    name: str
+    config_schema: Mapping[str, Any]
+    factory: str | Callable[..., Transform]
+    description: str = ""
+    extra: str = ""
+
+    def create(self, config: Any) -> Transform:
         return _create(self, config)
 
 

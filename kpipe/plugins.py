@@ -10,7 +10,7 @@ __all__ = ["GROUPS", "Registry", "registry", "PluginLoadError"]
 
 log = logging.getLogger("kpipe.plugins")
 
-GROUPS = {"sink": "kpipe.sinks", "deserializer": "kpipe.deserializers"}
+GROUPS = {"sink": "kpipe.sinks", "deserializer": "kpipe.deserializers", "transform": "kpipe.transforms"}
 
 
 class PluginLoadError(Exception):
