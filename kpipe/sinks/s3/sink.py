@@ -161,7 +161,9 @@ class S3Sink(Sink):
         orphans = sorted((set(st.orphans) | stale) - set(keys)) if now <= until else []
         if plan or stale:
             pending = {"start": b.start_offset, "next": b.next_offset, "keys": keys}
-            st = self._cas(tp, st, PartitionState(None, st.next_offset, pending, orphans, until), b.start_offset)
+            # A partition's first batch also records where it started: the runner began there.
+            start = b.start_offset if st.next_offset is None else st.next_offset
+            st = self._cas(tp, st, PartitionState(None, start, pending, orphans, until), b.start_offset)
             if stale:
                 self._clean_up(tp, stale | set(orphans), st)
             for key, idxs, first, last in plan:

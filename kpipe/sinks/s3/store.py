@@ -87,7 +87,7 @@ class Store:
         code, status = _code(exc), _status(exc)
         message = exc.response.get("Error", {}).get("Message", "") or code
         if status >= 500 or code in _RETRYABLE_CODES or status == 429:
-            return RetryableError(f"{doing} s3://{bucket}: {code or status} ({status}) from {self.where}")
+            return RetryableError(f"{doing} s3://{bucket}: {code or 'HTTP'} {status} from {self.where}")
         if code == "NoSuchBucket" or (status == 404 and doing == "checking bucket"):
             return FatalError(f"bucket {bucket!r} does not exist at {self.where}: create it "
                               f"(aws s3 mb s3://{bucket}) or set sink.bucket to an existing one")
