@@ -144,3 +144,19 @@ def write_s3_spec(tmp_path: Path, brokers: str, topic: str, endpoint: str, bucke
     spec = tmp_path / filename
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
     return spec
+
+
+def committed(s3, bucket: str, prefix: str, topic: str, partitions=range(4)) -> dict[int, int]:
+    """partition -> the next offset its state object holds (partitions without one left out)."""
+    out = {}
+    for p in partitions:
+        st = state_of(s3, bucket, prefix, topic, p)
+        if st is not None:
+            out[p] = st["next_offset"]
+    return out
+
+
+def object_offsets(key: str) -> tuple[int, int, int]:
+    """(partition, first, last) from a kpipe-layout key."""
+    _, partition, first, last = key.rsplit("/", 1)[-1].split(".")[0].split("+")
+    return int(partition), int(first), int(last)
