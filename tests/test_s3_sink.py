@@ -145,15 +145,15 @@ def test_a_stale_instance_cannot_replace_a_committed_object(moto_server, s3, buc
 
 
 class _Interleaved(S3Sink):
-    """Runs ``between()`` once, just before its first object is written (after its fence)."""
+    """Runs ``between()`` once, just before its first object is published (after its fence)."""
 
     between = None
 
-    def _put(self, *args, **kwargs):
+    def _publish(self, *args, **kwargs):
         if self.between is not None:
             between, self.between = self.between, None
             between()
-        return super()._put(*args, **kwargs)
+        return super()._publish(*args, **kwargs)
 
 
 @pytest.mark.parametrize("same_cut", [True, False])

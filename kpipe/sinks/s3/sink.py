@@ -7,7 +7,8 @@ For every batch of a partition, in order (``state.py`` describes the state objec
    written. This is the fence: a writer holding a stale copy gets 412 and ``OffsetConflict``;
 3. if the state held someone else's ``pending`` (a crashed run, a zombie, our own failed try),
    delete those keys and abort the partition's multipart uploads before writing anything;
-4. write each object with If-None-Match: *. Object names carry offsets at or past
+4. write each object with If-None-Match: * (the first one encodes while the fence PUT is in
+   flight, and each is published while the next one encodes). Object names carry offsets at or past
    ``next_offset``, so an existing one was never committed: if the state is still ours it is a
    leftover, replaced with If-Match on its ETag; if not, we lost the fence (``OffsetConflict``).
    That is what stops an instance that lost its partitions from replacing a committed object;
@@ -70,7 +71,8 @@ class S3Sink(Sink):
         self.region = config.get("region") or None
         self.addressing_style = config.get("addressing_style", "auto")
         self.store: Store | None = None
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool: ThreadPoolExecutor | None = None      # partitions of one write, in parallel
+        self.io_pool: ThreadPoolExecutor | None = None   # requests of one batch, in parallel
         self.states: dict[tuple, PartitionState] = {}  # what we last read or wrote, per partition
         self.ours_from: dict[tuple, int] = {}          # first offset we committed since that read
         self.last_sweep: dict[tuple, float] = {}
@@ -105,29 +107,17 @@ class S3Sink(Sink):
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3")
             outcomes = list(self.pool.map(lambda item: self._outcome(*item), by_tp.items()))
-        conflicts: dict = {}
-        failures = []
-        for exc in outcomes:
-            if isinstance(exc, OffsetConflict):
-                conflicts.update(exc.partitions)
-            elif exc is not None:
-                failures.append(exc)
-        # The most severe failure wins; a retried call skips what this one committed.
-        for kind in (FatalError, BadRecordError, RetryableError, BaseException):
-            for exc in failures:
-                if isinstance(exc, kind):
-                    raise exc
-        if conflicts:
-            raise OffsetConflict(conflicts)
+        _raise_most_severe(outcomes)  # a retried call skips what this one committed
 
     def revoke(self, partitions) -> None:
         for tp in partitions:
             self._forget(tp)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
+        for pool in (self.pool, self.io_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self.pool = self.io_pool = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -163,11 +153,13 @@ class S3Sink(Sink):
             pending = {"start": b.start_offset, "next": b.next_offset, "keys": keys}
             # A partition's first batch also records where it started: the runner began there.
             start = b.start_offset if st.next_offset is None else st.next_offset
-            st = self._cas(tp, st, PartitionState(None, start, pending, orphans, until), b.start_offset)
-            if stale:
+            fence = PartitionState(None, start, pending, orphans, until)
+            if stale:  # the clean-up must finish before any object of ours goes out
+                st = self._cas(tp, st, fence, b.start_offset)
                 self._clean_up(tp, stale | set(orphans), st)
-            for key, idxs, first, last in plan:
-                self._put(tp, b, key, idxs, f"{b.topic}+{b.partition}+{first}+{last}", st)
+                st = self._write_objects(tp, b, plan, st)
+            else:
+                st = self._write_objects(tp, b, plan, self._io().submit(self._cas, tp, st, fence, b.start_offset))
         st = self._cas(tp, st, PartitionState(None, b.next_offset, None, orphans, until), b.start_offset)
         self.ours_from.setdefault(tp, b.start_offset)
         if orphans:
@@ -191,14 +183,63 @@ class S3Sink(Sink):
             plan.append((self.layout.key(b.topic, b.partition, path, first, last), idxs, first, last))
         return plan
 
-    def _put(self, tp, b: Batch, key: str, idxs, seed: str, st: PartitionState) -> None:
-        """Stream one object out and publish it; see step 4 in the module docstring."""
-        upload = ObjectUpload(self.store, key, self.part_size, self.content_type)
+    def _io(self) -> ThreadPoolExecutor:
+        if self.io_pool is None:
+            self.io_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3-io")
+        return self.io_pool
+
+    def _write_objects(self, tp, b: Batch, plan: list, fence) -> PartitionState:
+        """Encode the batch's objects one after the other and publish each as soon as it is
+        encoded, while the next one encodes; see step 4 in the module docstring.
+
+        ``fence`` is the state we hold, or the future of the PUT that makes it ours: the first
+        object then encodes while that PUT is in flight, and nothing is sent before it held.
+        Returns the state we hold.
+        """
+        held = fence if isinstance(fence, PartitionState) else None
+
+        def fenced() -> PartitionState:
+            nonlocal held
+            if held is None:
+                held = fence.result()  # OffsetConflict when we lost the fence
+            return held
+
+        uploads, published = [], []
         try:
-            writer = self.format.open(upload, seed)
-            writer.write(b.values if idxs is None else [b.values[i] for i in idxs])
-            writer.close()
-            condition = {"IfNoneMatch": "*"}
+            for key, idxs, first, last in plan:
+                upload = ObjectUpload(self.store, key, self.part_size, self.content_type, before_send=fenced)
+                uploads.append(upload)
+                writer = self.format.open(upload, f"{b.topic}+{b.partition}+{first}+{last}")
+                try:
+                    writer.write(b.values if idxs is None else [b.values[i] for i in idxs])
+                    writer.close()
+                except EncodeError as exc:
+                    raise BadRecordError.in_batch(str(exc), b, exc.index if idxs is None else idxs[exc.index]) \
+                        from None
+                published.append(self._io().submit(self._publish, tp, b, upload, fenced()))
+            fenced()  # a batch without objects still needs its fence
+        except BaseException as exc:
+            failures = [exc]
+        else:
+            failures = []
+        # Never leave a request of this batch running: wait for every one, then report the worst.
+        if held is None and not isinstance(fence, PartitionState):
+            failures.append(fence.exception())
+        failures += [f.exception() for f in published]
+        for upload in uploads:
+            if upload.multipart:
+                try:
+                    upload.abort()  # not completed: discard its parts
+                except KpipeError as exc:
+                    self.log.warning("s3: %s", exc)
+        _raise_most_severe(failures)
+        return held
+
+    def _publish(self, tp, b: Batch, upload: ObjectUpload, st: PartitionState) -> None:
+        """Publish one encoded object, If-None-Match, and handle a key that already exists."""
+        key = upload.key
+        condition = {"IfNoneMatch": "*"}
+        try:
             for _ in range(3):
                 try:
                     upload.finish(**condition)
@@ -211,17 +252,9 @@ class S3Sink(Sink):
                     self.log.info("s3: replacing %s, left by an uncommitted batch", key)
                     condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             raise RetryableError(f"s3: {key} kept changing while it was written")
-        except EncodeError as exc:
-            raise BadRecordError.in_batch(str(exc), b, exc.index if idxs is None else idxs[exc.index]) from None
         except UploadGone as exc:
             self._check_fence(tp, st, b.start_offset)
             raise RetryableError(f"s3: {exc} (a lifecycle rule?); writing it again") from None
-        finally:
-            if upload.multipart:
-                try:
-                    upload.abort()  # no-op once completed
-                except KpipeError as exc:
-                    self.log.warning("s3: %s", exc)
 
     # -- the state object -------------------------------------------------------------------
 
@@ -293,3 +326,21 @@ class S3Sink(Sink):
             self.last_sweep[tp] = now
         except KpipeError as exc:  # housekeeping: the batch is committed; the next sweep retries
             self.log.warning("s3: %s", exc)
+
+
+def _raise_most_severe(outcomes) -> None:
+    """Raise the most severe of ``outcomes`` (exceptions or None): a fatal error, then a bad
+    record, then a retryable failure; else one ``OffsetConflict`` for every fenced partition."""
+    conflicts: dict = {}
+    failures = []
+    for exc in outcomes:
+        if isinstance(exc, OffsetConflict):
+            conflicts.update(exc.partitions)
+        elif exc is not None:
+            failures.append(exc)
+    for kind in (FatalError, BadRecordError, RetryableError, BaseException):
+        for exc in failures:
+            if isinstance(exc, kind):
+                raise exc
+    if conflicts:
+        raise OffsetConflict(conflicts)

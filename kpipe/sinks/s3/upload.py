@@ -21,8 +21,10 @@ class ObjectUpload:
     another condition. ``abort()`` discards it.
     """
 
-    def __init__(self, store: Store, key: str, part_size: int, content_type: str = "application/octet-stream"):
+    def __init__(self, store: Store, key: str, part_size: int, content_type: str = "application/octet-stream",
+                 before_send=None):
         self.store = store
+        self.before_send = before_send  # called before the first request: waits for the fence
         self.key = key
         self.part_size = part_size
         self.content_type = content_type
@@ -72,6 +74,8 @@ class ObjectUpload:
     def _send_part(self) -> None:
         store, key = self.store, self.key
         if self.upload_id is None:
+            if self.before_send is not None:
+                self.before_send()
             self.upload_id = store.call(f"starting the upload of {key}", "create_multipart_upload", Key=key,
                                         ContentType=self.content_type)["UploadId"]
         number = len(self.parts) + 1
@@ -90,6 +94,8 @@ class ObjectUpload:
     def finish(self, **condition) -> str:
         store, key = self.store, self.key
         if self.upload_id is None:
+            if self.before_send is not None:
+                self.before_send()
             resp = store.call(f"writing {key}", "put_object", Key=key, Body=self.buf, ContentType=self.content_type,
                               **condition)
         else:
