@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput of kpipe pipelines (files or PostgreSQL sink) against a plain confluent_kafka consumer.
+"""Throughput of kpipe pipelines (files, PostgreSQL or S3 sink) against a plain confluent_kafka consumer.
 
 One run: start the bundled Tansu broker (or use ``--brokers``), create a topic, produce N JSON
 messages of ~100 bytes (not measured), then measure, each with a fresh consumer group:
@@ -10,18 +10,25 @@ messages of ~100 bytes (not measured), then measure, each with a fresh consumer 
   bytes            the same with the ``bytes`` deserializer (values written as base64 JSON strings);
   postgres-insert  the json deserializer into the ``postgres`` sink, ``mode: insert`` (COPY);
   postgres-upsert  the same with ``mode: upsert``, ``key: [order_id]`` (COPY to a temp table, then
-                   INSERT ... ON CONFLICT).
+                   INSERT ... ON CONFLICT);
+  s3-jsonl-gzip    the json deserializer into the ``s3`` sink, gzip jsonl, against moto's S3 server
+                   on loopback (started by this script, or ``--s3-endpoint``); s3-jsonl and
+                   s3-parquet the same uncompressed and as Parquet (snappy).
 
 Clocks start when the first non-empty chunk comes back from ``consume`` (so the group join,
 ~3 s under Tansu with session.timeout.ms=6000, is excluded and reported apart) and stop when
 the last message has been handled: for the pipeline, when the loop returns, i.e. after the last
-file is fsynced (or the last transaction committed) and its offsets committed;
+file is fsynced (or the last transaction committed, or the last object and state PUT answered)
+and its offsets committed;
 ``consumer.close()`` is reported apart. CPU is ``time.process_time()`` of this process (all
 threads, librdkafka's included); the broker's CPU is read from /proc when it is the embedded one,
-and the PostgreSQL server's (every ``postgres`` process on this host) when it is local.
+and the PostgreSQL server's (every ``postgres`` process on this host) when it is local, and the
+moto S3 server's when this script started it.
 
     .venv/bin/python benchmarks/bench.py                          # files sink, 1,000,000 messages
     .venv/bin/python benchmarks/bench.py --sink postgres          # postgres-insert, postgres-upsert
+    .venv/bin/python benchmarks/bench.py --sink s3                # s3-jsonl-gzip, s3-jsonl, s3-parquet
+    .venv/bin/python benchmarks/bench.py --variants s3-jsonl-gzip -S compression_level=6
     .venv/bin/python benchmarks/bench.py --messages 200000 --profile
 """
 from __future__ import annotations
@@ -52,10 +59,11 @@ from confluent_kafka import Consumer, Producer  # noqa: E402
 import kpipe.runtime.runner as runner_mod  # noqa: E402
 from kpipe.kafka_admin import create_topic  # noqa: E402
 from kpipe.runtime import Runner  # noqa: E402
-from kpipe.sinks.files.sink import parse_name  # noqa: E402
+from kpipe.paths import parse_object_name as parse_name  # noqa: E402
 from kpipe.spec import load_spec  # noqa: E402
 
 RESULTS = HERE / "results"
+BATCH = {"max_records": 10000, "max_bytes": "16MiB"}  # every pipeline's; --max-records / --max-bytes
 SESSION_TIMEOUT_MS = 6000
 CHUNK = 10_000
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -160,7 +168,8 @@ def produce_all(bootstrap: str, topic: str, n: int, partitions: int, compression
 
 
 def result_row(what: str, n: int, join: float, wall: float, cpu: float, close: float,
-               broker_cpu: float | None, pg_cpu: float | None = None, **extra) -> dict:
+               broker_cpu: float | None, pg_cpu: float | None = None, s3_cpu: float | None = None,
+               **extra) -> dict:
     row = {"what": what, "key": extra.pop("key"), "messages": n, "join_s": round(join, 3), "wall_s": round(wall, 3),
            "msg_per_s": round(n / wall) if wall > 0 else None,
            "cpu_s": round(cpu, 3), "cpu_us_per_msg": round(cpu / n * 1e6, 3),
@@ -169,6 +178,8 @@ def result_row(what: str, n: int, join: float, wall: float, cpu: float, close: f
         row["broker_cpu_us_per_msg"] = round(broker_cpu / n * 1e6, 3)
     if pg_cpu is not None:
         row["pg_cpu_us_per_msg"] = round(pg_cpu / n * 1e6, 3)
+    if s3_cpu is not None:
+        row["s3_cpu_us_per_msg"] = round(s3_cpu / n * 1e6, 3)
     row.update(extra)
     return row
 
@@ -216,6 +227,9 @@ def bench_raw(bootstrap: str, topic: str, n: int, broker_cpu: BrokerCPU, options
 
 FILES_VARIANTS = ("json", "string", "bytes")
 POSTGRES_VARIANTS = ("postgres-insert", "postgres-upsert")
+S3_VARIANTS = ("s3-jsonl-gzip", "s3-jsonl", "s3-parquet")
+S3_FORMATS = {"s3-jsonl-gzip": ("jsonl", "gzip"), "s3-jsonl": ("jsonl", "none"), "s3-parquet": ("parquet", "snappy")}
+ALL_VARIANTS = FILES_VARIANTS + POSTGRES_VARIANTS + S3_VARIANTS
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_KEY = ["order_id"]  # unique per message (see make_value)
 
@@ -226,21 +240,24 @@ def variant(kind: str) -> tuple[str, str, str | None]:
         return "files", kind, None
     if kind in POSTGRES_VARIANTS:
         return "postgres", "json", kind.split("-", 1)[1]
-    raise SystemExit(f"unknown variant {kind!r}; known: {', '.join(FILES_VARIANTS + POSTGRES_VARIANTS)}")
+    if kind in S3_VARIANTS:
+        return "s3", "json", None
+    raise SystemExit(f"unknown variant {kind!r}; known: {', '.join(ALL_VARIANTS)}")
 
 
 class TimedRunner(Runner):
     """Records when the first chunk arrived and when the loop ended; behaviour unchanged."""
 
-    t_sub = t_first = cpu_first = b_first = pg_first = None
-    t_loop_end = cpu_loop_end = b_loop_end = pg_loop_end = None
+    t_sub = t_first = cpu_first = b_first = pg_first = s3_first = None
+    t_loop_end = cpu_loop_end = b_loop_end = pg_loop_end = s3_loop_end = None
     broker_cpu = staticmethod(lambda: None)
     pg_cpu = staticmethod(lambda: None)
+    s3_cpu = staticmethod(lambda: None)
 
     def _ingest(self, msgs, now, ready):
         if self.t_first is None:
             self.t_first, self.cpu_first = time.perf_counter(), time.process_time()
-            self.b_first, self.pg_first = self.broker_cpu(), self.pg_cpu()
+            self.b_first, self.pg_first, self.s3_first = self.broker_cpu(), self.pg_cpu(), self.s3_cpu()
         return super()._ingest(msgs, now, ready)
 
     def _loop(self):
@@ -249,15 +266,19 @@ class TimedRunner(Runner):
             super()._loop()
         finally:
             self.t_loop_end, self.cpu_loop_end = time.perf_counter(), time.process_time()
-            self.b_loop_end, self.pg_loop_end = self.broker_cpu(), self.pg_cpu()
+            self.b_loop_end, self.pg_loop_end, self.s3_loop_end = self.broker_cpu(), self.pg_cpu(), self.s3_cpu()
 
 
 def write_spec(tmp: Path, bootstrap: str, topic: str, out: Path, kind: str, options: dict,
-               pg_url: str, pg_table: str) -> tuple[Path, str]:
+               pg_url: str, pg_table: str, s3: dict | None = None) -> tuple[Path, str]:
     sink_type, deserializer, mode = variant(kind)
     group = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
     if sink_type == "files":
         sink = {"type": "files", "path": str(out), "format": "jsonl", "fsync": True}
+    elif sink_type == "s3":
+        fmt, compression = S3_FORMATS[kind]
+        sink = {"type": "s3", "bucket": s3["bucket"], "endpoint_url": s3["endpoint"], "region": "us-east-1",
+                "format": fmt, "compression": compression, **s3.get("options", {})}
     else:
         sink = {"type": "postgres", "url": pg_url, "table": pg_table, "mode": mode, "columns": "auto"}
         if mode == "upsert":
@@ -268,7 +289,7 @@ def write_spec(tmp: Path, bootstrap: str, topic: str, out: Path, kind: str, opti
                    "options": {"session.timeout.ms": SESSION_TIMEOUT_MS, **options}},
         "deserializer": {"type": deserializer},
         "sink": sink,
-        "batch": {"max_records": 10000, "max_bytes": "16MiB", "max_age": "5s"},
+        "batch": {"max_records": BATCH["max_records"], "max_bytes": BATCH["max_bytes"], "max_age": "5s"},
     }
     path = tmp / f"spec-{kind}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -305,6 +326,48 @@ def pg_reset(pg_url: str, table: str) -> None:
     with _pg_connect(pg_url) as conn:
         conn.execute(f'DROP TABLE IF EXISTS "{table}"')
         conn.execute("CHECKPOINT")
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def s3_verify(endpoint: str, bucket: str, topic: str, targets: dict) -> dict:
+    """Records in the objects (each parsed whole), the stored offsets; then empty the bucket, so
+    the server's memory does not carry over to the next run."""
+    import gzip as gz
+
+    import pyarrow.parquet as pq
+
+    client = s3_client(endpoint)
+    records = count = size = 0
+    stored = {}
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            keys.append(o["Key"])
+            data = client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            if "/_kpipe/state/" in "/" + o["Key"]:
+                doc = json.loads(data)
+                p = int(o["Key"].rsplit("/", 1)[1].split(".")[0])
+                stored[(topic, p)] = doc["next_offset"] if doc["pending"] is None else -1
+                continue
+            count += 1
+            size += len(data)
+            if o["Key"].endswith(".gz"):
+                data = gz.decompress(data)
+            if o["Key"].endswith(".parquet"):
+                import io
+                records += pq.read_metadata(io.BytesIO(data)).num_rows
+            else:
+                records += data.count(b"\n")
+    for i in range(0, len(keys), 1000):
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+    client.delete_bucket(Bucket=bucket)
+    want = {tp: o for tp, o in targets.items() if tp[0] == topic}
+    return {"objects": count, "object_bytes": size, "records_in_objects": records, "offsets_ok": stored == want}
 
 
 def end_offsets(topic: str, n: int, partitions: int) -> dict:
@@ -345,11 +408,15 @@ def pg_describe(pg_url: str) -> dict:
 
 def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
                    broker_cpu: BrokerCPU, options: dict, profile: str | None = None,
-                   pg_url: str = DEFAULT_PG_URL, keep_table: bool = False, partitions: int = 4) -> dict:
+                   pg_url: str = DEFAULT_PG_URL, keep_table: bool = False, partitions: int = 4,
+                   s3: dict | None = None) -> dict:
     sink_type, deserializer, mode = variant(kind)
     out = tmp / f"out-{kind}{'-profile' if profile else ''}"
     pg_table = f"kpipe_bench_{mode}" if mode else ""
-    spec_path, group = write_spec(tmp, bootstrap, topic, out, kind, options, pg_url, pg_table)
+    if sink_type == "s3":
+        s3 = {**s3, "bucket": f"bench-{uuid.uuid4().hex[:12]}"}
+        s3_client(s3["endpoint"]).create_bucket(Bucket=s3["bucket"])
+    spec_path, group = write_spec(tmp, bootstrap, topic, out, kind, options, pg_url, pg_table, s3)
     if sink_type == "postgres":
         pg_reset(pg_url, pg_table)
     spec = load_spec(str(spec_path), env={})
@@ -357,6 +424,8 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
     r.broker_cpu = broker_cpu
     if sink_type == "postgres":
         r.pg_cpu = PostgresCPU(pg_local(pg_url))
+    if sink_type == "s3":
+        r.s3_cpu = BrokerCPU(s3.get("pid"))
     profiler = None
     if profile:
         from pyinstrument import Profiler
@@ -377,6 +446,15 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
             say(f"!! {kind}: {records} records in files, {result.written} written, {n} expected")
         what = f"kpipe files (jsonl, fsync) {deserializer}"
         extra = {"files": files, "records_in_files": records}
+    elif sink_type == "s3":
+        check = s3_verify(s3["endpoint"], s3["bucket"], topic, end_offsets(topic, n, partitions))
+        ok = check["records_in_objects"] == n and result.written == n and check["offsets_ok"]
+        if not ok:
+            say(f"!! {kind}: {check['records_in_objects']} records in objects, {result.written} written, "
+                f"{n} expected; offsets ok: {check['offsets_ok']}")
+        fmt, compression = S3_FORMATS[kind]
+        what = f"kpipe s3 ({fmt}, {compression}) json"
+        extra = {"batches": result.batches, "sink_options": s3.get("options", {}), **check}
     else:
         check = pg_verify(pg_url, pg_table, group, topic, end_offsets(topic, n, partitions), keep_table)
         ok = check["rows_in_table"] == n and result.written == n and check["offsets_ok"]
@@ -389,6 +467,7 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
                      r.t_loop_end - r.t_first, r.cpu_loop_end - r.cpu_first, t_end - r.t_loop_end,
                      None if r.b_first is None else r.b_loop_end - r.b_first,
                      PostgresCPU.delta(r.pg_first, r.pg_loop_end),
+                     None if r.s3_first is None else r.s3_loop_end - r.s3_first,
                      key=kind, sink=sink_type, deserializer=deserializer, verified=ok, **extra)
     if profiler is not None:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -406,9 +485,10 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
 def table(rows: list[dict]) -> str:
     raw = next((r for r in rows if r["key"] == "raw"), None)
     pg = any("pg_cpu_us_per_msg" in r for r in rows)
+    s3 = any("s3_cpu_us_per_msg" in r for r in rows)
     lines = ["| what | msg/s | CPU µs/msg | ratio to raw: msg/s | ratio to raw: CPU/msg |"
-             + (" PostgreSQL CPU µs/msg |" if pg else ""),
-             "|---|---:|---:|---:|---:|" + ("---:|" if pg else "")]
+             + (" PostgreSQL CPU µs/msg |" if pg else "") + (" S3 server CPU µs/msg |" if s3 else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|" if pg else "") + ("---:|" if s3 else "")]
     for r in rows:
         if raw:
             rate = f"{r['msg_per_s'] / raw['msg_per_s']:.2f}"
@@ -422,17 +502,19 @@ def table(rows: list[dict]) -> str:
         line = f"| {r['what']} | {r['msg_per_s']:,}{spread} | {r['cpu_us_per_msg']:.2f}{cspread} | {rate} | {cpu} |"
         if pg:
             line += f" {r['pg_cpu_us_per_msg']:.2f} |" if "pg_cpu_us_per_msg" in r else " - |"
+        if s3:
+            line += f" {r['s3_cpu_us_per_msg']:.2f} |" if "s3_cpu_us_per_msg" in r else " - |"
         lines.append(line)
     return "\n".join(lines)
 
 
 def measure(kind: str, bootstrap: str, topic: str, n: int, tmp: Path, broker_cpu: BrokerCPU,
             options: dict, profile: str | None = None, pg_url: str = DEFAULT_PG_URL,
-            keep_table: bool = False, partitions: int = 4) -> dict:
+            keep_table: bool = False, partitions: int = 4, s3: dict | None = None) -> dict:
     if kind == "raw":
         return bench_raw(bootstrap, topic, n, broker_cpu, options)
     return bench_pipeline(bootstrap, topic, n, kind, tmp, broker_cpu, options, profile=profile,
-                          pg_url=pg_url, keep_table=keep_table, partitions=partitions)
+                          pg_url=pg_url, keep_table=keep_table, partitions=partitions, s3=s3)
 
 
 def measure_isolated(kind: str, args, bootstrap: str, topic: str, tmp: Path, broker_pid,
@@ -445,6 +527,13 @@ def measure_isolated(kind: str, args, bootstrap: str, topic: str, tmp: Path, bro
         cmd += ["-X", kv]
     if broker_pid:
         cmd += ["--broker-pid", str(broker_pid)]
+    if args.s3_endpoint:
+        cmd += ["--s3-endpoint", args.s3_endpoint]
+    if args.s3_pid:
+        cmd += ["--s3-pid", str(args.s3_pid)]
+    for kv in args.sink_option:
+        cmd += ["-S", kv]
+    cmd += ["--max-records", str(args.max_records), "--max-bytes", args.max_bytes]
     if profile:
         cmd += ["--child-profile", profile]
     if args.keep_table:
@@ -484,13 +573,22 @@ def main(argv=None) -> int:
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--brokers", help="bootstrap servers of an external broker (default: start Tansu)")
-    ap.add_argument("--sink", choices=["files", "postgres", "all"], default="files",
+    ap.add_argument("--sink", choices=["files", "postgres", "s3", "all"], default="files",
                     help="which sink's variants to run when --variants is not given: files -> "
-                         "json,string,bytes; postgres -> postgres-insert,postgres-upsert; all -> both "
-                         "(default files)")
+                         "json,string,bytes; postgres -> postgres-insert,postgres-upsert; s3 -> "
+                         f"{','.join(S3_VARIANTS)}; all -> all of them (default files)")
     ap.add_argument("--variants", "--deserializers", dest="variants",
                     help="comma-separated pipeline variants to run, any of "
-                         f"{','.join(FILES_VARIANTS + POSTGRES_VARIANTS)} (overrides --sink)")
+                         f"{','.join(ALL_VARIANTS)} (overrides --sink)")
+    ap.add_argument("--s3-endpoint",
+                    help="S3 endpoint for the s3 variants (default: start moto's server on loopback; "
+                         "credentials from boto3's chain); each run uses a new bucket and deletes it")
+    ap.add_argument("--max-records", type=int, default=BATCH["max_records"],
+                    help=f"batch.max_records of every pipeline (default {BATCH['max_records']})")
+    ap.add_argument("--max-bytes", default=BATCH["max_bytes"],
+                    help=f"batch.max_bytes of every pipeline (default {BATCH['max_bytes']})")
+    ap.add_argument("--sink-option", "-S", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra s3 sink setting for the s3 variants, e.g. -S compression_level=6; repeatable")
     ap.add_argument("--pg-url", default=os.environ.get("KPIPE_BENCH_PG_URL", DEFAULT_PG_URL),
                     help=f"database for the postgres variants (default $KPIPE_BENCH_PG_URL or {DEFAULT_PG_URL}); "
                          "each run drops and recreates table kpipe_bench_<mode>")
@@ -522,13 +620,21 @@ def main(argv=None) -> int:
     ap.add_argument("--topic", help=argparse.SUPPRESS)
     ap.add_argument("--broker-pid", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-profile", help=argparse.SUPPRESS)
+    ap.add_argument("--s3-pid", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    options = {}
-    for kv in args.consumer_option:
-        key, sep, value = kv.partition("=")
-        if not sep:
-            ap.error(f"--consumer-option wants KEY=VALUE, got {kv!r}")
-        options[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    def key_values(items: list, flag: str) -> dict:
+        out = {}
+        for kv in items:
+            key, sep, value = kv.partition("=")
+            if not sep:
+                ap.error(f"{flag} wants KEY=VALUE, got {kv!r}")
+            out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+        return out
+
+    options = key_values(args.consumer_option, "--consumer-option")
+    sink_options = key_values(args.sink_option, "--sink-option")
+    s3 = {"endpoint": args.s3_endpoint, "pid": args.s3_pid, "options": sink_options}
+    BATCH.update(max_records=args.max_records, max_bytes=args.max_bytes)
     if args.output is None:
         args.output = "latest.json" if args.sink == "files" else f"latest-{args.sink}.json"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -537,11 +643,11 @@ def main(argv=None) -> int:
     if args.child:
         row = measure(args.child, args.brokers, args.topic, args.messages, Path(args.tmp),
                       BrokerCPU(args.broker_pid), options, profile=args.child_profile,
-                      pg_url=args.pg_url, keep_table=args.keep_table, partitions=args.partitions)
+                      pg_url=args.pg_url, keep_table=args.keep_table, partitions=args.partitions, s3=s3)
         print(json.dumps(row))
         return 0
 
-    broker = None
+    broker = moto = None
     load_start = os.getloadavg()
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="kpipe-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -553,6 +659,19 @@ def main(argv=None) -> int:
             broker = EmbeddedBroker().start()
             bootstrap, broker_pid = broker.bootstrap, broker.proc.pid
             say(f"started Tansu on {bootstrap}")
+        if args.variants:
+            pipelines = [d.strip() for d in args.variants.split(",") if d.strip()]
+        else:
+            pipelines = list({"files": FILES_VARIANTS, "postgres": POSTGRES_VARIANTS, "s3": S3_VARIANTS,
+                              "all": ALL_VARIANTS}[args.sink])
+        for kind in pipelines:
+            variant(kind)  # fail early on a typo
+        if any(variant(k)[0] == "s3" for k in pipelines) and not args.s3_endpoint:
+            from kpipe.sinks.s3.testing import MotoServer
+            moto = MotoServer().start()
+            args.s3_endpoint, args.s3_pid = moto.url, moto.proc.pid
+            s3.update(endpoint=moto.url, pid=moto.proc.pid)
+            say(f"started moto's S3 server on {moto.url}")
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         create_topic(bootstrap, topic, args.partitions)
         say(f"producing {args.messages:,} messages (~{len(make_value(args.messages // 2))} B) "
@@ -564,20 +683,13 @@ def main(argv=None) -> int:
             if args.no_isolate and not py_spy:
                 row = measure(kind, bootstrap, topic, args.messages, tmp, BrokerCPU(broker_pid),
                               options, profile=profile, pg_url=args.pg_url, keep_table=args.keep_table,
-                              partitions=args.partitions)
+                              partitions=args.partitions, s3=s3)
             else:
                 row = measure_isolated(kind, args, bootstrap, topic, tmp, broker_pid, profile=profile,
                                        py_spy=py_spy)
             row["loadavg_1m_after"] = round(os.getloadavg()[0], 2)  # other work on the machine
             return row
 
-        if args.variants:
-            pipelines = [d.strip() for d in args.variants.split(",") if d.strip()]
-        else:
-            pipelines = list({"files": FILES_VARIANTS, "postgres": POSTGRES_VARIANTS,
-                              "all": FILES_VARIANTS + POSTGRES_VARIANTS}[args.sink])
-        for kind in pipelines:
-            variant(kind)  # fail early on a typo
         kinds = ([] if args.no_raw else ["raw"]) + pipelines
         runs: dict[str, list] = {k: [] for k in kinds}
         for i in range(args.repeat):  # interleaved, so slow drift hits every variant alike
@@ -611,6 +723,7 @@ def main(argv=None) -> int:
             "value_bytes": len(make_value(args.messages // 2)),
             "broker": args.brokers or "embedded Tansu (in-memory)",
             "compression": args.compression,
+            "batch": dict(BATCH),
             "consumer_options": {"session.timeout.ms": SESSION_TIMEOUT_MS, **options},
             "isolated": not args.no_isolate, "repeat": args.repeat,
             "produce_s": round(prod_s, 2),
@@ -622,6 +735,9 @@ def main(argv=None) -> int:
                         "librdkafka": confluent_kafka.libversion()[0]},
             "results": rows,
         }
+        if any(variant(k)[0] == "s3" for k in pipelines):
+            report["s3"] = {"endpoint": "moto server on loopback (started by this script)" if moto else args.s3_endpoint,
+                            "sink_options": sink_options}
         if any(variant(k)[0] == "postgres" for k in pipelines):
             report["postgres"] = pg_describe(args.pg_url)
         if profile_row:
@@ -637,6 +753,8 @@ def main(argv=None) -> int:
             print(f"\ngroup join (excluded): " + ", ".join(f"{r['key']} {r['join_s']:.1f}s" for r in rows))
             if any("pg_cpu_us_per_msg" in r for r in rows):
                 print("PostgreSQL CPU µs/msg: all local postgres processes, not included in CPU µs/msg")
+            if any("s3_cpu_us_per_msg" in r for r in rows):
+                print("S3 server CPU µs/msg: the moto server process, not included in CPU µs/msg")
             if any("broker_cpu_us_per_msg" in r for r in rows):
                 print("broker CPU µs/msg (not included above): "
                       + ", ".join(f"{r['key']} {r.get('broker_cpu_us_per_msg', '-')}" for r in rows))
@@ -645,6 +763,8 @@ def main(argv=None) -> int:
     finally:
         if broker is not None:
             broker.stop()
+        if moto is not None:
+            moto.stop()
         if not args.tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
