@@ -92,10 +92,16 @@ def test_sigterm_cuts_retry_waits_short(tmp_path):
                     "  max_backoff: 60s\n")
     proc = subprocess.Popen(kpipe_cmd("run", str(spec)), stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1)
+        # Signal once the first retry wait has begun, however slow the start-up was.
+        seen = []
+        while not any("retry 1/7" in line for line in seen):
+            line = proc.stderr.readline()
+            assert line, f"kpipe exited before retrying:\n{''.join(seen)}"
+            seen.append(line)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+        err = "".join(seen) + err
     finally:
         proc.kill()
     assert proc.returncode == 3, err

@@ -323,14 +323,41 @@ def test_version_2_is_rejected():
     """).startswith("spec.yaml:2:10: version: expected spec version 1")
 
 
-def test_transforms_must_be_empty_for_now():
+def test_unknown_transform_is_reported_at_its_name():
     assert only("""
         name: orders
         source: {brokers: b, topic: t}
         transforms:
-          - {drop: x}
+          - {no_such_transform: x}
         sink: {type: files, path: ./out}
-    """).startswith("spec.yaml:4:5: transforms[0]: transforms are not supported yet")
+    """).startswith("spec.yaml:4:6: transforms[0].no_such_transform: unknown transform 'no_such_transform'")
+
+
+def test_dlq_policy_needs_a_topic():
+    assert only("""
+        name: orders
+        source: {brokers: b, topic: t}
+        sink: {type: files, path: ./out}
+        errors: {deserialize: dlq}
+    """) == "spec.yaml:4:23: errors.deserialize: policy 'dlq' needs a dead-letter topic: add errors.dlq.topic"
+
+
+def test_tombstone_deletes_need_a_sink_that_can_delete():
+    assert only("""
+        name: orders
+        source: {brokers: b, topic: t}
+        sink: {type: files, path: ./out}
+        tombstones: delete
+    """).startswith("spec.yaml:4:13: tombstones: sink 'files' cannot delete; use 'skip', or a sink that can")
+
+
+def test_validate_schema_file_must_exist():
+    assert only("""
+        name: orders
+        source: {brokers: b, topic: t}
+        deserializer: {type: json, validate: nope.schema.json}
+        sink: {type: files, path: ./out}
+    """).startswith("spec.yaml:3:38: deserializer.validate: no such file: ")
 
 
 def test_every_error_is_reported_in_file_order():
@@ -448,6 +475,7 @@ def test_full_spec_normalizes():
         deserializer_type="string",
         deserializer_config={},
         transforms=[],
+        policies={"deserialize": "fail", "validate": "fail", "transform": "fail", "sink": "fail"},
         sink_type="files",
         sink_config={"path": "/data/orders", "format": "csv", "fsync": True},
         max_records=500,

@@ -8,6 +8,7 @@ from kpipe.plugins import registry
 
 from .schema import schema_default
 from .units import parse_duration, parse_size
+from .validate import resolve_path
 from .yamlnodes import Document
 
 __all__ = ["Spec", "build_spec"]
@@ -26,7 +27,7 @@ class Spec:
     options: dict[str, Any]
     deserializer_type: str
     deserializer_config: dict[str, Any]
-    transforms: list
+    transforms: list  # [(name, settings)] in order
     sink_type: str
     sink_config: dict[str, Any]
     max_records: int
@@ -35,6 +36,13 @@ class Spec:
     retry_attempts: int = 8
     retry_initial_backoff: float = 0.5
     retry_max_backoff: float = 30.0
+    key_deserializer_type: str | None = None
+    key_deserializer_config: dict[str, Any] = field(default_factory=dict)
+    validate_schema: str | None = None     # absolute path of deserializer.validate
+    tombstones: str = "skip"
+    policies: dict[str, str] = field(default_factory=dict)  # stage -> fail | skip | dlq
+    dlq: dict[str, Any] | None = None      # {topic, brokers, options}
+    tests: list = field(default_factory=list)
     _positions: Mapping = field(default_factory=dict, repr=False, compare=False)
 
     def locate(self, path: tuple) -> tuple[int, int]:
@@ -75,6 +83,9 @@ def build_spec(doc: Document) -> Spec:
     retry = data.get("retry", schema_default("retry"))
     deserializer = data.get("deserializer", schema_default("deserializer"))
     sink = data["sink"]
+    errors = data.get("errors", {})
+    default_policy = errors.get("default", schema_default("errors", "default"))
+    key_deserializer = data.get("key_deserializer")
     positions = dict(doc.values)
     if "topic" in source:
         topics = [source["topic"]]
@@ -93,8 +104,20 @@ def build_spec(doc: Document) -> Spec:
         options=dict(source.get("options", {})),
         deserializer_type=deserializer["type"],
         deserializer_config=_with_defaults(
-            "deserializer", deserializer["type"], {k: v for k, v in deserializer.items() if k != "type"}),
-        transforms=list(data.get("transforms", [])),
+            "deserializer", deserializer["type"],
+            {k: v for k, v in deserializer.items() if k not in ("type", "validate")}),
+        key_deserializer_type=key_deserializer["type"] if key_deserializer else None,
+        key_deserializer_config=_with_defaults(
+            "deserializer", key_deserializer["type"],
+            {k: v for k, v in key_deserializer.items() if k != "type"}) if key_deserializer else {},
+        validate_schema=(resolve_path(doc.file, deserializer["validate"])
+                         if deserializer.get("validate") else None),
+        transforms=[next(iter(item.items())) for item in data.get("transforms", [])],
+        tombstones=data.get("tombstones", schema_default("tombstones")),
+        policies={stage: errors.get(stage, default_policy)
+                  for stage in ("deserialize", "validate", "transform", "sink")},
+        dlq=({"brokers": source["brokers"], "options": {}, **errors["dlq"]} if "dlq" in errors else None),
+        tests=list(data.get("tests", [])),
         sink_type=sink["type"],
         sink_config=_with_defaults("sink", sink["type"], {k: v for k, v in sink.items() if k != "type"}),
         max_records=int(batch.get("max_records", schema_default("batch", "max_records"))),

@@ -6,12 +6,14 @@ the key itself, missing keys at the enclosing mapping, bad values at the value.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from typing import Any, Iterable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
+from kpipe.api import KpipeError
 from kpipe.plugins import PluginLoadError, registry
 
 from .problems import Problem, format_path
@@ -19,7 +21,12 @@ from .schema import cached_schema
 from .units import parse_size
 from .yamlnodes import Document
 
-__all__ = ["validate_document", "did_you_mean"]
+__all__ = ["validate_document", "did_you_mean", "resolve_path"]
+
+
+def resolve_path(spec_file: str, path: str) -> str:
+    """A path from the spec, relative to the spec file's directory unless absolute."""
+    return path if os.path.isabs(path) else os.path.join(os.path.dirname(os.path.abspath(spec_file)), path)
 
 # Keywords whose errors are about keys, not about the value at the error's path.
 _KEY_KEYWORDS = {"required", "additionalProperties", "propertyNames", "dependentRequired",
@@ -54,8 +61,10 @@ def validate_document(doc: Document) -> list[Problem]:
     found: list[Problem] = list(doc.problems)
     checker = _Checker(doc, found)
     checker.check(cached_schema(), doc.data, ())
-    for kind in ("deserializer", "sink"):
-        checker.check_plugin(kind)
+    checker.check_plugin("deserializer", ("deserializer",), own={"validate"})
+    checker.check_plugin("deserializer", ("key_deserializer",))
+    checker.check_plugin("sink", ("sink",))
+    checker.check_transforms()
     _lint(doc, checker)
     return found
 
@@ -73,34 +82,65 @@ class _Checker:
         for error in Draft202012Validator(schema).iter_errors(instance):
             self._translate(error, prefix)
 
-    def check_plugin(self, kind: str) -> None:
-        """Look up ``<kind>.type`` in the registry and validate the rest of the mapping with
-        the plugin's ``config_schema``, reporting paths under ``<kind>.``."""
-        section = self.doc.data.get(kind)
-        type_path = (kind, "type")
+    def check_plugin(self, kind: str, at: tuple, own: set = frozenset()) -> None:
+        """Look up ``<at>.type`` in the registry and validate the rest of the mapping (less
+        the keys kpipe itself reads, ``own``) with the plugin's ``config_schema``."""
+        section = self.doc.data.get(at[0])
+        type_path = at + ("type",)
         if not isinstance(section, dict) or not isinstance(section.get("type"), str) \
                 or self.doc.is_tainted(type_path):
             return
-        name = section["type"]
-        where = self.doc.value_at(type_path)
+        plugin = self._plugin(kind, section["type"], type_path)
+        if plugin is not None:
+            config = {k: v for k, v in section.items() if k != "type" and k not in own}
+            self.check(dict(plugin.config_schema), config, at)
+
+    def check_transforms(self) -> None:
+        """Each ``- NAME: SETTINGS`` item names a transform plugin; SETTINGS must fit its schema
+        and must compile (an expression with a syntax error is reported here, not at run)."""
+        items = self.doc.data.get("transforms")
+        if not isinstance(items, list):
+            return
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or len(item) != 1:
+                continue  # the envelope schema reported it
+            ((name, config),) = item.items()
+            path = ("transforms", i, name)
+            if self.doc.is_tainted(path):
+                continue
+            plugin = self._plugin("transform", name, path, at_key=True)
+            if plugin is None:
+                continue
+            before = len(self.out)
+            self.check(dict(plugin.config_schema), config, path)
+            if len(self.out) > before:
+                continue
+            try:
+                plugin.create(config)
+            except (ValueError, TypeError, LookupError) as exc:
+                self.report(self.doc.value_at(path), path, f"transform {name!r}: {exc}")
+            except KpipeError as exc:
+                self.report(self.doc.value_at(path), path, str(exc))
+
+    def _plugin(self, kind: str, name: str, path: tuple, at_key: bool = False):
+        where = self.doc.key_at(path) if at_key else self.doc.value_at(path)
         try:
             reg = registry()
             plugin = reg.get(kind, name)
         except PluginLoadError as exc:
-            self.report(where, type_path, str(exc))
-            return
+            self.report(where, path, str(exc))
+            return None
         if plugin is None:
             installed = reg.names(kind)
-            self.report(where, type_path, f"unknown {kind} type {name!r}{did_you_mean(name, installed)} "
-                                          f"(installed: {', '.join(installed) or 'none'})")
-            return
+            self.report(where, path, f"unknown {kind} {'' if at_key else 'type '}{name!r}"
+                                     f"{did_you_mean(name, installed)} (installed: {', '.join(installed) or 'none'})")
+            return None
         try:
             Draft202012Validator.check_schema(plugin.config_schema)
         except SchemaError as exc:
-            self.report(where, type_path, f"{kind} plugin {name!r} has an invalid config schema: {exc.message}")
-            return
-        config = {k: v for k, v in section.items() if k != "type"}
-        self.check(dict(plugin.config_schema), config, (kind,))
+            self.report(where, path, f"{kind} plugin {name!r} has an invalid config schema: {exc.message}")
+            return None
+        return plugin
 
     def _translate(self, error: ValidationError, prefix: tuple) -> None:
         path = prefix + tuple(error.absolute_path)
@@ -175,11 +215,33 @@ def _lint(doc: Document, checker: _Checker) -> None:
             path = ("source", "options", key)
             checker.report(doc.key_at(path), path, _KPIPE_OWNS[key])
 
-    transforms = data.get("transforms")
-    if isinstance(transforms, list) and transforms:
-        path = ("transforms", 0)
-        checker.report(doc.value_at(path), path,
-                       "transforms are not supported yet; leave the list empty or remove it")
+    errors = data.get("errors")
+    if isinstance(errors, dict) and not isinstance(errors.get("dlq"), dict):
+        for stage, policy in errors.items():
+            if policy == "dlq":
+                path = ("errors", stage)
+                checker.report(doc.value_at(path), path,
+                               "policy 'dlq' needs a dead-letter topic: add errors.dlq.topic")
+
+    deserializer = data.get("deserializer")
+    schema_file = deserializer.get("validate") if isinstance(deserializer, dict) else None
+    if isinstance(schema_file, str) and schema_file and not doc.is_tainted(("deserializer", "validate")):
+        if not os.path.isfile(resolve_path(doc.file, schema_file)):
+            path = ("deserializer", "validate")
+            checker.report(doc.value_at(path), path, f"no such file: {resolve_path(doc.file, schema_file)}")
+
+    sink = data.get("sink")
+    if data.get("tombstones") == "delete" and isinstance(sink, dict) and isinstance(sink.get("type"), str):
+        try:
+            plugin = registry().get("sink", sink["type"])
+        except PluginLoadError:
+            plugin = None
+        if plugin is not None and not plugin.capabilities.deletes:
+            path = ("tombstones",)
+            deleting = [n for n in registry().names("sink") if registry().get("sink", n).capabilities.deletes]
+            checker.report(doc.value_at(path), path,
+                           f"sink {sink['type']!r} cannot delete; use 'skip', or a sink that can "
+                           f"({', '.join(deleting) or 'none installed'})")
 
     batch = data.get("batch")
     size = batch.get("max_bytes") if isinstance(batch, dict) else None
