@@ -114,6 +114,8 @@ class Capabilities:
     """The sink stores each partition's next offset atomically with the data (``load_offsets``)."""
     idempotent_writes: bool = False
     """Writing the same batch twice leaves one copy."""
+    deletes: bool = False
+    """A tombstone (a record whose value is None) deletes its key (``tombstones: delete``)."""
 
 
 class Batch:
@@ -125,10 +127,10 @@ class Batch:
     that does not read them pays nothing.
     """
 
-    __slots__ = ("topic", "partition", "start_offset", "next_offset", "values", "_messages", "nbytes")
+    __slots__ = ("topic", "partition", "start_offset", "next_offset", "values", "_messages", "nbytes", "_keys")
 
     def __init__(self, topic: str, partition: int, start_offset: int, next_offset: int,
-                 values: list, messages: list, nbytes: int = 0):
+                 values: list, messages: list, nbytes: int = 0, keys: list | None = None):
         self.topic = topic
         self.partition = partition
         self.start_offset = start_offset
@@ -136,6 +138,7 @@ class Batch:
         self.values = values
         self._messages = messages  # confluent_kafka.Message objects, parallel to values
         self.nbytes = nbytes
+        self._keys = keys  # deserialized keys (a key deserializer is set), parallel to values
 
     def __len__(self) -> int:
         return len(self.values)
@@ -148,7 +151,14 @@ class Batch:
         """The records before ``index``, covering offsets up to (not including) that record's."""
         stop = self._messages[index].offset()
         return Batch(self.topic, self.partition, self.start_offset, stop, self.values[:index],
-                     self._messages[:index])
+                     self._messages[:index], 0, None if self._keys is None else self._keys[:index])
+
+    def without(self, index: int) -> "Batch":
+        """The same offset range without the record at ``index`` (a record the policy let go)."""
+        def drop(lst):
+            return None if lst is None else lst[:index] + lst[index + 1:]
+        return Batch(self.topic, self.partition, self.start_offset, self.next_offset,
+                     drop(self.values), drop(self._messages), self.nbytes, drop(self._keys))
 
     def offset_of(self, index: int) -> int:
         return self._messages[index].offset()
@@ -163,7 +173,10 @@ class Batch:
         return [m.offset() for m in self._messages]
 
     @property
-    def keys(self) -> list[bytes | None]:
+    def keys(self) -> list:
+        """The deserialized keys with a ``key_deserializer``, else the raw key bytes (or None)."""
+        if self._keys is not None:
+            return self._keys
         return [m.key() for m in self._messages]
 
     @property
@@ -184,6 +197,10 @@ class SinkContext:
     group: str
     spec_file: str = ""
     log: Any = None  # a logging.Logger
+    tombstones: str = "skip"
+    """``delete``: a record whose value is None deletes its key (only for ``Capabilities.deletes``)."""
+    value_schema: Callable[[], Mapping[str, Any] | None] = lambda: None
+    """The value deserializer's current ``schema()``: Avro or JSON Schema, or None."""
 
 
 class Sink(abc.ABC):

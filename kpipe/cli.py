@@ -70,9 +70,29 @@ def cmd_run(args) -> int:
     runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
     result = runner.run()
     log = logging.getLogger("kpipe")
-    log.info("%s: consumed %d, wrote %d records in %d batches%s", spec.name, result.consumed,
-             result.written, result.batches, f"; failed: {result.reason}" if result.exit_code else "")
+    extra = "".join(f"; {what} {n}" for what, n in (("filtered", result.dropped), ("skipped", result.skipped),
+                                                     ("dead-lettered", result.dead_lettered)) if n)
+    log.info("%s: consumed %d, wrote %d records in %d batches%s%s", spec.name, result.consumed,
+             result.written, result.batches, extra, f"; failed: {result.reason}" if result.exit_code else "")
     return result.exit_code
+
+
+def cmd_test(args) -> int:
+    specs = _load(args.specs)
+    if specs is None:
+        return EXIT_USAGE
+    from kpipe.spectest import format_report, run_spec_tests
+
+    failed = 0
+    for spec in specs:
+        if not spec.tests:
+            print(f"{spec.file}: no test cases (add a 'tests:' list)", file=sys.stderr)
+            failed += 1
+            continue
+        results = run_spec_tests(spec)
+        print(format_report(spec, results))
+        failed += sum(1 for r in results if not r.ok)
+    return EXIT_USAGE if failed else EXIT_OK
 
 
 def cmd_demo(args) -> int:
@@ -123,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record the end offsets at start, exit 0 once all of them are written and committed")
     r.add_argument("--max-messages", type=int, metavar="N", help="stop after consuming N messages")
     r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("test", parents=[verbosity], help="run a spec's test cases, without a broker",
+                       description="Run each case in the spec's 'tests:' list through its deserializer "
+                                   "(for 'raw' input), validator and transforms, and compare with the "
+                                   "expected value, drop or error. Exits 1 if a case fails.")
+    t.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec file(s)")
+    t.set_defaults(func=cmd_test)
 
     d = sub.add_parser("demo", parents=[verbosity], help="run the quickstart on a bundled broker",
                        description="Start the bundled broker, produce sample orders, run "

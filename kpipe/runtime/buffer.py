@@ -17,7 +17,8 @@ class PartitionBuffer:
     ``position`` is the next offset expected from the broker.
     """
 
-    __slots__ = ("topic", "partition", "start", "position", "msgs", "values", "sizes", "nbytes", "first_at")
+    __slots__ = ("topic", "partition", "start", "position", "msgs", "values", "keys", "sizes", "nbytes",
+                 "first_at")
 
     def __init__(self, topic: str, partition: int, position: int):
         self.topic = topic
@@ -26,6 +27,7 @@ class PartitionBuffer:
         self.position = position
         self.msgs: list = []
         self.values: list = []
+        self.keys: list | None = None  # deserialized keys, with a key deserializer
         self.sizes: list[int] = []  # raw value bytes per record, for max_bytes
         self.nbytes = 0
         self.first_at = 0.0
@@ -33,18 +35,28 @@ class PartitionBuffer:
     def __len__(self) -> int:
         return len(self.msgs)
 
-    def add(self, msgs: list, values: list, sizes: list, now: float) -> None:
-        if not self.msgs:
+    def add(self, msgs: list, values: list, sizes: list, now: float, keys: list | None = None) -> None:
+        if not self.msgs and self.position == self.start:
             self.first_at = now
         self.msgs += msgs
         self.values += values
+        if keys is not None:
+            if self.keys is None:
+                self.keys = []
+            self.keys += keys
         self.sizes += sizes
         self.nbytes += sum(sizes)
         self.position = msgs[-1].offset() + 1
 
-    def skip_to(self, position: int) -> None:
-        """Advance past offsets that produced no record (e.g. a record dropped by policy)."""
-        self.position = max(self.position, position)
+    def skip_to(self, position: int, now: float) -> None:
+        """Advance past offsets that produced no record (filtered, or dropped by policy).
+
+        Such a range is flushed like records are (by age), so its offsets get committed even
+        when nothing is written for it."""
+        if position > self.position:
+            if not self.msgs and self.position == self.start:
+                self.first_at = now
+            self.position = position
 
     def cut(self, max_records: int, max_bytes: int, out: list) -> None:
         """Move every full batch to ``out``.
@@ -74,9 +86,13 @@ class PartitionBuffer:
         msgs, values = self.msgs[:n], self.values[:n]
         nbytes = sum(self.sizes[:n])
         del self.msgs[:n], self.values[:n], self.sizes[:n]
+        keys = None
+        if self.keys is not None:
+            keys = self.keys[:n]
+            del self.keys[:n]
         if next_offset is None:
             next_offset = msgs[-1].offset() + 1
-        batch = Batch(self.topic, self.partition, self.start, next_offset, values, msgs, nbytes)
+        batch = Batch(self.topic, self.partition, self.start, next_offset, values, msgs, nbytes, keys)
         self.start = next_offset
         self.nbytes -= nbytes
         return batch

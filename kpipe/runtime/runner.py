@@ -22,6 +22,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from kpipe.api import (BadRecordError, FatalError, OffsetConflict, RetryableError, SinkContext)
 from kpipe.plugins import registry
 from kpipe.runtime.buffer import PartitionBuffer
+from kpipe.runtime.dlq import DeadLetterQueue
+from kpipe.runtime.stages import Stages
 from kpipe.runtime.retry import Backoff, DependencyUnavailable, retry
 
 __all__ = ["Runner", "RunResult", "consumer_config", "KAFKA_DEFAULTS"]
@@ -47,6 +49,9 @@ class RunResult:
     consumed: int = 0
     written: int = 0
     batches: int = 0
+    dropped: int = 0        # filtered out by a transform, or skipped tombstones
+    skipped: int = 0        # bad records let go by `skip`
+    dead_lettered: int = 0  # bad records sent to the DLQ
     reason: str = ""
     partitions: dict = field(default_factory=dict)  # (topic, partition) -> committed next offset
 
@@ -111,7 +116,8 @@ class Runner:
         reg = registry()
         self.sink_plugin = reg.get("sink", spec.sink_type)
         self.stores_offsets = self.sink_plugin.capabilities.stores_offsets
-        self.deserializer = reg.get("deserializer", spec.deserializer_type).create(spec.deserializer_config)
+        self.stages = Stages(spec, reg)
+        self.dlq: DeadLetterQueue | None = None
         self.sink = None
         self.consumer = None
         self.buffers: dict[tuple, PartitionBuffer] = {}
@@ -144,6 +150,7 @@ class Runner:
     def run(self) -> RunResult:
         spec = self.spec
         ctx = SinkContext(pipeline=spec.name, group=spec.group, spec_file=spec.file,
+                          tombstones=spec.tombstones, value_schema=self.stages.value_schema,
                           log=logging.getLogger(f"kpipe.sink.{spec.sink_type}"))
         old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         # Each chunk allocates ~10k Message objects and decoded values that die young; the
@@ -155,6 +162,8 @@ class Runner:
             self._sink_thread = ThreadPoolExecutor(1, thread_name_prefix="kpipe-sink")
             self.sink = self._on_sink_thread(self.sink_plugin.create, spec.sink_config, ctx)
             self._on_sink_thread(self._retry, f"opening sink {spec.sink_type}", self.sink.open)
+            if spec.dlq is not None:
+                self.dlq = DeadLetterQueue(spec, kafka_log)
             self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
                                       "logger": kafka_log})
             self._snapshot_targets()
@@ -202,6 +211,8 @@ class Runner:
                 self._settle()  # what became durable is still worth a commit
             except Exception as exc:
                 log.warning("the last write did not complete: %s", exc)
+        if self.dlq is not None:
+            self.dlq.close()
         if self.consumer is not None:
             try:
                 self.consumer.close()  # leave the group now, so it rebalances at once
@@ -290,19 +301,34 @@ class Runner:
             except TypeError:  # tombstones
                 sizes = [0 if v is None else len(v) for v in raw]
             self.result.consumed += len(lst)
-            try:
-                values = self.deserializer.deserialize(raw)
-            except BadRecordError as exc:
-                i = exc.index
-                if i:  # the records before it decoded fine; decode them again to keep them
-                    buf.add(lst[:i], self.deserializer.deserialize(raw[:i]), sizes[:i], now)
+            out = self.stages.process(tp[0], tp[1], lst, raw)
+            failure = None
+            for i, stage, exc in out.rejected:
+                if self.spec.policies[stage] == "fail":
+                    failure = (i, stage, exc)
+                    break
+                self._reject(lst[i], stage, exc)
+            self.result.dropped += out.dropped
+            kept = out.kept
+            if failure is not None:
+                # Keep only what precedes the bad record; nothing past it is committed.
+                cut = failure[0]
+                if kept is None:
+                    kept = list(range(cut))
+                n = sum(1 for i in kept if i < cut)
+                kept, out.values = kept[:n], out.values[:n]
+                out.keys = None if out.keys is None else out.keys[:n]
+            if kept is None:
+                buf.add(lst, out.values, sizes, now, out.keys)
+            elif kept:
+                buf.add([lst[i] for i in kept], out.values, [sizes[i] for i in kept], now, out.keys)
+            if failure is not None:
+                i, stage, exc = failure
                 m = lst[i]
-                # The error policy arrives with a later issue; until then, every bad record fails
-                # the run after what precedes it is written, and nothing past it is committed.
-                return BadRecordError(
-                    f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: deserializer "
-                    f"{spec.deserializer_type!r}: {exc}", index=i)
-            buf.add(lst, values, sizes, now)
+                buf.skip_to(m.offset(), now)
+                return BadRecordError(f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: "
+                                      f"{stage}: {exc} (errors.{stage}: fail)", index=i)
+            buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
             buf.cut(spec.max_records, spec.max_bytes, ready)
         return None
 
@@ -311,10 +337,21 @@ class Runner:
         for tp, buf in self.buffers.items():
             if drain:
                 buf.take_all(ready)
-            elif buf.msgs and now - buf.first_at >= max_age:
+            elif (buf.msgs or buf.position > buf.start) and now - buf.first_at >= max_age:
                 buf.take_all(ready)
             elif self.until_caught_up and buf.position > buf.start and buf.position >= self.targets.get(tp, 0):
                 buf.take_all(ready)
+
+    def _reject(self, msg, stage: str, exc: BaseException) -> None:
+        """Apply a ``skip`` or ``dlq`` policy to one bad record (any thread)."""
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        if self.spec.policies[stage] == "dlq":
+            self.dlq.send(msg, stage, exc)
+            self.result.dead_lettered += 1
+            log.warning("bad record at %s (%s): %s; sent to dead-letter topic %r", where, stage, exc, self.dlq.topic)
+        else:
+            self.result.skipped += 1
+            log.warning("bad record at %s (%s): %s; skipped", where, stage, exc)
 
     def _write(self, batches: list) -> None:
         """Hand ``batches`` to the sink thread, once the previous write is settled."""
@@ -324,6 +361,8 @@ class Runner:
                 batches = [b for b in batches if (b.topic, b.partition) not in rewound]
                 if not batches:
                     return
+        if self.dlq is not None:
+            self.dlq.ensure_delivered()  # the write stores offsets past every dead letter so far
         self._inflight = self._sink_thread.submit(self._write_batches, batches)
 
     def _settle(self) -> set:
@@ -369,15 +408,20 @@ class Runner:
                 self._retry(f"writing to sink {self.spec.sink_type}", attempt)
                 break
             except BadRecordError as exc:
-                # The sink narrowed a data error to one record and made nothing durable. The
-                # error policy arrives with a later issue; until then it is "fail": write what
-                # precedes the record, commit that, and stop.
+                # The sink narrowed a data error to one record and made nothing durable.
                 pos = _locate(batches, exc)
                 bad = batches[pos]
                 tp = (bad.topic, bad.partition)
+                if self.spec.policies["sink"] != "fail":
+                    self._reject(bad._messages[exc.index], "sink", exc)
+                    if self.dlq is not None:
+                        self.dlq.ensure_delivered()
+                    batches = batches[:pos] + [bad.without(exc.index)] + batches[pos + 1:]
+                    continue
+                # fail: write what precedes the record, commit that, and stop.
                 failure = failure or BadRecordError(
                     f"bad record at {bad.topic}[{bad.partition}]@{bad.offset_of(exc.index)}: "
-                    f"sink {self.spec.sink_type!r}: {exc}", exc.index, bad.topic, bad.partition,
+                    f"sink {self.spec.sink_type!r}: {exc} (errors.sink: fail)", exc.index, bad.topic, bad.partition,
                     bad.offset_of(exc.index))
                 head = bad.head(exc.index)
                 # Order matters: a partition's batches must reach the sink in offset order, and

@@ -1,0 +1,124 @@
+"""``kpipe test SPEC``: run a spec's inline test cases through its stages, with no broker.
+
+Each case is one record: its decoded ``value`` (the deserializer is skipped) or its ``raw``
+bytes (decoded by the spec's deserializer), plus optional key, headers, timestamp and
+coordinates. It goes through the same ``Stages`` object ``kpipe run`` uses, so a passing case
+shows what a run would hand the sink.
+"""
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kpipe.runtime.stages import Stages
+
+__all__ = ["CaseResult", "FakeMessage", "run_spec_tests", "format_report"]
+
+
+class FakeMessage:
+    """What the stages read of a ``confluent_kafka.Message``."""
+
+    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_timestamp")
+
+    def __init__(self, topic: str, partition: int = 0, offset: int = 0, key: Any = None,
+                 value: bytes | None = None, headers: list | None = None, timestamp: int | None = None):
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value, self._headers, self._timestamp = key, value, headers, timestamp
+
+    def topic(self): return self._topic
+    def partition(self): return self._partition
+    def offset(self): return self._offset
+    def key(self): return self._key
+    def value(self): return self._value
+    def headers(self): return self._headers
+    def error(self): return None
+
+    def timestamp(self):
+        return (0, -1) if self._timestamp is None else (1, self._timestamp)
+
+
+@dataclass
+class CaseResult:
+    name: str
+    ok: bool
+    expected: Any
+    actual: Any
+    detail: str = ""
+
+
+def _message(spec, inp: dict) -> tuple[FakeMessage, Any, bool]:
+    """The case's record as a message, its decoded value, and whether that value is given."""
+    if "raw_base64" in inp:
+        raw = base64.b64decode(inp["raw_base64"])
+    elif "raw" in inp:
+        raw = None if inp["raw"] is None else inp["raw"].encode()
+    else:
+        raw = b""  # stands in for the bytes behind the given value; never decoded
+    key = inp.get("key")
+    if isinstance(key, str):
+        key = key.encode()
+    headers = [(k, v.encode()) for k, v in (inp.get("headers") or {}).items()] or None
+    msg = FakeMessage(inp.get("topic", spec.topics[0]), inp.get("partition", 0), inp.get("offset", 0),
+                      key, raw, headers, inp.get("timestamp"))
+    return msg, inp.get("value"), "value" in inp
+
+
+def run_case(stages: Stages, spec, case: dict, index: int) -> CaseResult:
+    name = case.get("name") or f"case {index + 1}"
+    expect = case["expect"]
+    msg, value, given = _message(spec, case["input"])
+    try:
+        out = stages.process(msg.topic(), msg.partition(), [msg], [msg.value()],
+                             decoded=[value] if given else None)
+    except Exception as exc:  # a broken transform is a failed case, not a crash of the command
+        return CaseResult(name, False, expect, {"crash": f"{type(exc).__name__}: {exc}"})
+    if out.rejected:
+        _, stage, exc = out.rejected[0]
+        actual: dict = {"error": {"stage": stage, "message": str(exc)}}
+    elif not out.values:
+        actual = {"dropped": True}
+    else:
+        actual = {"value": out.values[0]}
+    if "error" in expect:
+        want = expect["error"]
+        got = actual.get("error")
+        ok = got is not None and got["stage"] == want.get("stage", got["stage"]) \
+            and want.get("message", "") in got["message"]
+    else:
+        ok = _plain(actual) == _plain(expect)
+    return CaseResult(name, ok, expect, actual)
+
+
+def _plain(obj):
+    """JSON-shaped data, so a datetime or bytes compares (and prints) as the sink would see it."""
+    return json.loads(json.dumps(obj, default=_default, sort_keys=True))
+
+
+def _default(obj):
+    if isinstance(obj, (bytes, bytearray)):
+        return base64.b64encode(bytes(obj)).decode()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
+def run_spec_tests(spec) -> list[CaseResult]:
+    stages = Stages(spec)
+    return [run_case(stages, spec, case, i) for i, case in enumerate(spec.tests)]
+
+
+def format_report(spec, results: list[CaseResult]) -> str:
+    lines = []
+    for r in results:
+        lines.append(f"{'PASS' if r.ok else 'FAIL'}  {r.name}")
+        if not r.ok:
+            want = json.dumps(_plain(r.expected), indent=2, sort_keys=True).splitlines()
+            got = json.dumps(_plain(r.actual), indent=2, sort_keys=True).splitlines()
+            diff = difflib.unified_diff(want, got, "expected", "actual", lineterm="", n=3)
+            lines += ["      " + d for d in diff]
+    failed = sum(1 for r in results if not r.ok)
+    lines.append(f"{spec.file}: {len(results) - failed} passed, {failed} failed")
+    return "\n".join(lines)
