@@ -7,6 +7,7 @@ MySQL/MariaDB, ...) goes through Core ``executemany``.
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from typing import Sequence
 
 import sqlalchemy as sa
@@ -94,6 +95,7 @@ class SqlSink(Sink):
         self.fast = False                   # PostgreSQL + psycopg: COPY
         self._stage = itertools.count()
         self.log = context.log
+        self.deletes = context.tombstones == "delete"
 
     # -- connection and tables --------------------------------------------------------------
 
@@ -128,6 +130,8 @@ class SqlSink(Sink):
             raise FatalError(msg) from None
 
     def _prepare(self) -> None:
+        if self.deletes and self.mode != "upsert":
+            raise FatalError(f"tombstones: delete needs mode: upsert with a key (table {self.table_name})")
         meta = sa.MetaData()
         self.offsets = offsets.offsets_table(self.offsets_name, meta)
         self._create(self.offsets)
@@ -225,26 +229,53 @@ class SqlSink(Sink):
         self._guard("writing to", self._write, batches)
 
     def _write(self, batches: list[Batch]) -> None:
-        cols_by_batch = self._columns_for(batches)
-        payloads = []
-        for b, cols in zip(batches, cols_by_batch):
-            try:
-                payloads.append(self._payload(b, cols))
-            except BadRecordError as exc:  # say which of possibly several batches of the partition
-                raise BadRecordError.in_batch(str(exc), b, exc.index) from None
+        # Each batch is one or more parts applied in offset order: runs of rows, and runs of
+        # tombstones (deletions) when `tombstones: delete`. Without tombstones, one part.
+        plans = [(b, _split_tombstones(b) if self.deletes and None in b.values else [b]) for b in batches]
+        row_parts = [p for _, parts in plans for p in parts if p.values and p.values[0] is not None]
+        cols_of = dict(zip(map(id, row_parts), self._columns_for(row_parts)))
+        payload_of = {}
+        for b, parts in plans:
+            for p in parts:
+                if id(p) in cols_of:
+                    with _in(b):
+                        payload_of[id(p)] = self._payload(p, cols_of[id(p)])
         conflicts = {}
         group = self.context.group
         with self.engine.begin() as conn:
-            for b, cols, payload in zip(batches, cols_by_batch, payloads):
+            for b, parts in plans:
                 found = offsets.compare_and_set(conn, self.offsets, group, b.topic, b.partition,
                                                 b.start_offset, b.next_offset)
                 if found is not None:
                     conflicts[(b.topic, b.partition)] = found
                     continue
-                if payload:
-                    self._insert_checked(conn, b, cols, payload)
+                for p in parts:
+                    with _in(b):
+                        if id(p) not in cols_of:
+                            self._delete(conn, p)
+                        elif payload_of[id(p)]:
+                            self._insert_checked(conn, p, cols_of[id(p)], payload_of[id(p)])
         if conflicts:
             raise OffsetConflict(conflicts)
+
+    def _delete(self, conn, part: Batch) -> None:
+        """Tombstones: delete the rows whose key columns the records' Kafka keys name."""
+        if self.table is None:
+            if self.declared == "auto":
+                return  # no table yet, so no row to delete
+            self._reflect()
+        params = []
+        for i, key in enumerate(part.keys):
+            if isinstance(key, dict) and all(k in key for k in self.key):
+                params.append({f"k_{k}": key[k] for k in self.key})
+            elif len(self.key) == 1 and key is not None and not isinstance(key, (dict, list)):
+                params.append({f"k_{self.key[0]}": key.decode() if isinstance(key, bytes) else key})
+            else:
+                raise BadRecordError.in_batch(
+                    f"a tombstone's key must give the key column(s) {self.key} (an object, or a plain "
+                    f"value for a one-column key; set key_deserializer), got {key!r}", part, i)
+        cond = sa.and_(*(self.table.c[k] == sa.bindparam(f"k_{k}") for k in self.key))
+        conn.execute(self.table.delete().where(cond), params)
 
     def _columns_for(self, batches: list[Batch]) -> list[list[Column]]:
         """The columns each batch writes; creates or evolves the table first when needed."""
@@ -384,3 +415,27 @@ class SqlSink(Sink):
         if self.engine is not None:
             self.engine.dispose()
             self.engine = None
+
+
+def _split_tombstones(b: Batch) -> list[Batch]:
+    """``b`` as consecutive parts that are all rows or all tombstones, in offset order."""
+    parts, start = [], 0
+    values, msgs, keys = b.values, b._messages, b.keys
+    for i in range(1, len(values) + 1):
+        if i == len(values) or (values[i] is None) != (values[start] is None):
+            parts.append(Batch(b.topic, b.partition, msgs[start].offset(), msgs[i - 1].offset() + 1,
+                               values[start:i], msgs[start:i], 0, keys[start:i]))
+            start = i
+    return parts
+
+
+@contextmanager
+def _in(batch: Batch):
+    """Re-point a BadRecordError raised for a part at the whole batch the runner knows."""
+    try:
+        yield
+    except BadRecordError as exc:
+        if exc.offset is None or exc.topic is None:  # raised with a part-relative index only
+            raise BadRecordError.in_batch(str(exc), batch, exc.index) from None
+        index = batch.offsets.index(exc.offset)
+        raise BadRecordError.in_batch(str(exc), batch, index) from None
