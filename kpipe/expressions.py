@@ -20,12 +20,12 @@ is used: passing the whole record costs far more than evaluating a comparison.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any
 
 import cel as _cel
 from cel.stdlib import STDLIB_FUNCTIONS as _EXTENSIONS
 
-__all__ = ["Expression", "ExpressionError", "ExpressionSyntaxError", "Scope", "compile",
+__all__ = ["Expression", "ExpressionError", "ExpressionSyntaxError", "compile",
            "META_FIELDS", "RESERVED", "SPEC_URL"]
 
 SPEC_URL = "https://github.com/google/cel-spec/blob/master/doc/langdef.md"
@@ -41,7 +41,7 @@ _EXT_SHORT = frozenset(n.rsplit(".", 1)[-1] for n in _EXTENSIONS) - {"contains"}
 
 _SYNTAX = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
 _UNDEFINED = re.compile(r"Undefined variable or function: '([^']*)'")
-_STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
+_STRINGS = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 _META_USE = re.compile(r"(?<![\w.])_meta\b(\s*\.\s*([A-Za-z_]\w*))?")
 
 
@@ -63,11 +63,23 @@ class ExpressionError(Exception):
     """Evaluating the expression failed for one record (a missing field, a type mismatch)."""
 
 
-class Expression:
-    """A compiled CEL expression. ``run(context)`` evaluates it; build the context with
-    ``Scope``."""
+_SIMPLE_FIELD = re.compile(r"\s*([A-Za-z_]\w*)\s*")
+_SIMPLE_META = re.compile(r"\s*_meta\.([a-z]+)\s*")
+_KEYWORDS = frozenset({"true", "false", "null", "in", "as", "break", "const", "continue", "else",
+                       "for", "function", "if", "import", "let", "loop", "package", "namespace",
+                       "return", "var", "void", "while"})
 
-    __slots__ = ("source", "_program", "fields", "uses_value", "meta_fields", "extensions")
+
+class Expression:
+    """A compiled CEL expression, evaluated per record with ``evaluate(value, meta, i)``.
+
+    ``fields`` are the record fields it names, ``uses_value`` and ``meta_fields`` say whether it
+    reads ``_value`` and which ``_meta`` members. ``context`` and ``run`` are the two halves of
+    ``evaluate`` for callers that build contexts their own way.
+    """
+
+    __slots__ = ("source", "_program", "fields", "uses_value", "meta_fields", "meta_map", "extensions",
+                 "_meta_get", "_direct")
 
     def __init__(self, source: str):
         self.source = source
@@ -79,12 +91,45 @@ class Expression:
         functions = self._program.functions()
         self.fields = tuple(n for n in names if n not in RESERVED)
         self.uses_value = VALUE in names
-        self.meta_fields = _meta_fields(source) if META in names else ()
+        self.meta_fields, self.meta_map = (), False
+        if META in names:
+            self.meta_fields, flat_source = _meta_plan(source)
+            flat = _cel.compile(flat_source) if flat_source is not None else None
+            if flat is not None and META not in flat.variables():
+                self._program = flat  # _meta.topic is read as the variable _meta_topic
+            else:
+                self.meta_map = True
+        self._meta_get = tuple((m if self.meta_map else f"_meta_{m}", _META_GET[m]) for m in self.meta_fields)
         needs_ext = any(f in _EXT_SHORT for f in functions) or any(n in _EXT_NAMESPACES for n in names)
         self.extensions = _EXTENSIONS if needs_ext else None
+        self._direct = _direct(source)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
+
+    def context(self, value: Any, meta: Any = None, i: int = 0) -> Any:
+        """The context for record ``i``: the fields it names, ``_value`` and ``_meta`` if used."""
+        if type(value) is dict or isinstance(value, dict):
+            ctx = {n: value[n] for n in self.fields if n in value}
+        else:
+            ctx = {}
+        if self.uses_value:
+            ctx[VALUE] = value
+        if self._meta_get and meta is not None:
+            if self.meta_map:
+                ctx[META] = {name: get(meta, i) for name, get in self._meta_get}
+            else:
+                for name, get in self._meta_get:
+                    ctx[name] = get(meta, i)
+        if self.extensions is not None:
+            return _cel.Context(ctx, self.extensions)
+        return ctx
+
+    @property
+    def run_unchecked(self):
+        """``run`` without the error translation: the library's own exceptions escape. For a
+        caller's fast path that re-runs the records with ``evaluate`` after any exception."""
+        return self._program.execute
 
     def run(self, context: Any) -> Any:
         """The value of the expression in ``context``; ``ExpressionError`` when it fails."""
@@ -92,6 +137,13 @@ class Expression:
             return self._program.execute(context)
         except Exception as exc:
             raise ExpressionError(self._explain(exc)) from None
+
+    def evaluate(self, value: Any, meta: Any = None, i: int = 0) -> Any:
+        """The value of the expression for record ``i``; ``ExpressionError`` when it fails."""
+        direct = self._direct
+        if direct is not None and meta is not None:
+            return direct(value, meta, i)
+        return self.run(self.context(value, meta, i))
 
     def _explain(self, exc: Exception) -> str:
         if isinstance(exc, KeyError):
@@ -103,10 +155,11 @@ class Expression:
             if name in self.fields:
                 return f"no field {name!r} in the record (test with has(_value.{name}))"
             return f"undefined function {name!r}"
-        if text.startswith("No such overload"):
-            return ("no such overload: CEL never mixes types, so convert with int(), double() "
-                    "or string() (e.g. double(amount) * 1.5)")
-        return text.split(". ")[0]  # the library adds generic advice after the first sentence
+        first = text.split(". ")[0]
+        if text.startswith(("No such overload", "Unsupported operation")):
+            return (f"{first[0].lower()}{first[1:]}: CEL never mixes types in arithmetic, so convert "
+                    "with int(), double() or string() (e.g. double(amount) * 1.5)")
+        return first
 
 
 def compile(source: str) -> Expression:  # noqa: A001 - mirrors re.compile
@@ -129,21 +182,55 @@ def _syntax_error(source: str, exc: Exception) -> ExpressionSyntaxError:
                                  source, line, column, offset)
 
 
-def _meta_fields(source: str) -> tuple:
-    """The ``_meta`` members the source reads, so only those are fetched per record; all of
-    them when ``_meta`` is used as a whole. An unknown member is a syntax error now rather
-    than a failure on every record."""
-    code = _STRINGS.sub('""', source)
-    used = []
+def _meta_plan(source: str) -> tuple[tuple, str | None]:
+    """The ``_meta`` members the source reads, and the source with each ``_meta.member``
+    spelled ``_meta_member`` (same length, so positions hold), or None when ``_meta`` is also
+    used as a whole.
+
+    Why: the bindings convert a Python dict into a CEL map at ~7 us a record, a plain
+    variable at well under 1 us. An unknown member is an error now rather than on every record.
+    """
+    code = _STRINGS.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', source)
+    used, spans, whole = [], [], False
     for match in _META_USE.finditer(code):
         member = match.group(2)
         if member is None:
-            return META_FIELDS
+            whole = True
+            continue
         if member not in META_FIELDS:
             raise ExpressionSyntaxError(
                 f"_meta has no {member!r} in {source!r}; it has {', '.join(META_FIELDS)}", source)
         used.append(member)
-    return tuple(m for m in META_FIELDS if m in used) or META_FIELDS
+        if match.group(1) == "." + member:
+            spans.append((match.start(), match.end()))
+        else:
+            whole = True  # "_meta . key": leave it to the map
+    if whole:
+        return META_FIELDS, None
+    flat = list(source)
+    for start, end in spans:
+        flat[start:end] = list("_meta_" + source[start + 6:end])
+    return tuple(m for m in META_FIELDS if m in used), "".join(flat)
+
+
+def _direct(source: str):
+    """A plain Python getter for an expression that only reads one field or one ``_meta``
+    member (``amount``, ``_meta.topic``): the InsertField case, ~10x cheaper without CEL."""
+    found = _SIMPLE_META.fullmatch(source)
+    if found and found.group(1) in _META_GET:
+        get = _META_GET[found.group(1)]
+        return lambda value, meta, i: get(meta, i)
+    found = _SIMPLE_FIELD.fullmatch(source)
+    if found and found.group(1) not in _KEYWORDS and found.group(1) not in RESERVED:
+        name = found.group(1)
+
+        def field(value, meta, i):
+            try:
+                return value[name]
+            except (KeyError, TypeError, IndexError):
+                raise ExpressionError(f"no field {name!r} in the record (test with has(_value.{name}))") from None
+        return field
+    return None
 
 
 _META_GET = {
@@ -154,32 +241,3 @@ _META_GET = {
     "partition": lambda meta, i: meta.partition,
     "offset": lambda meta, i: meta.offset(i),
 }
-
-
-class Scope:
-    """Builds evaluation contexts for one or more expressions over the same record."""
-
-    __slots__ = ("fields", "uses_value", "meta", "extensions", "uses_meta")
-
-    def __init__(self, expressions: Iterable[Expression]):
-        expressions = list(expressions)
-        self.fields = tuple(dict.fromkeys(f for e in expressions for f in e.fields))
-        self.uses_value = any(e.uses_value for e in expressions)
-        meta = {m for e in expressions for m in e.meta_fields}
-        self.meta = tuple((m, _META_GET[m]) for m in META_FIELDS if m in meta)
-        self.uses_meta = bool(self.meta)
-        self.extensions = next((e.extensions for e in expressions if e.extensions), None)
-
-    def context(self, value: Any, meta: Any = None, i: int = 0) -> Any:
-        """The context for record ``i``: its fields, ``_value`` and ``_meta`` as used."""
-        if type(value) is dict or isinstance(value, dict):
-            ctx = {n: value[n] for n in self.fields if n in value}
-        else:
-            ctx = {}
-        if self.uses_value:
-            ctx[VALUE] = value
-        if self.uses_meta:
-            ctx[META] = {name: get(meta, i) for name, get in self.meta} if meta is not None else {}
-        if self.extensions is not None:
-            return _cel.Context(ctx, self.extensions)
-        return ctx

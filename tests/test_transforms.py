@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from kpipe.api import DROP, BadRecordError, FatalError, Metadata
 from kpipe.deserializers.basic import JsonDeserializer
-from kpipe.expressions import ExpressionSyntaxError, Scope, compile as compile_expr
+from kpipe.expressions import ExpressionSyntaxError, compile as compile_expr
 from kpipe.plugins import registry
 from kpipe.transforms import ConfigError
 from kpipe.transforms.testing import FakeMessage, run_cases, same
@@ -267,11 +267,35 @@ def test_unknown_meta_member_is_caught_at_compile_time():
     compile_expr('"_meta.keys" == _meta.topic')  # inside a string it is just text
 
 
-def test_scope_puts_only_what_is_used_into_the_context():
+def test_context_holds_only_what_the_expression_uses():
     e = compile_expr("a + _meta.offset")
-    ctx = Scope([e]).context({"a": 1, "b": 2}, meta_for(1), 0)
-    assert ctx == {"a": 1, "_meta": {"offset": 100}}
+    ctx = e.context({"a": 1, "b": 2}, meta_for(1), 0)
+    assert ctx == {"a": 1, "_meta_offset": 100}  # _meta.offset is read as a plain variable
     assert e.run(ctx) == 101
+
+
+def test_meta_used_as_a_whole_map_and_inside_strings():
+    e = compile_expr('_meta["topic"] + "/" + _meta.topic + "/_meta.key"')
+    ctx = e.context({}, meta_for(1), 0)
+    assert ctx["_meta"]["topic"] == "orders" and e.run(ctx) == "orders/orders/_meta.key"
+    e = compile_expr('_meta.topic + "_meta.key" + \'_meta.offset\'')
+    assert e.evaluate({}, meta_for(1), 0) == "orders_meta.key_meta.offset"
+
+
+@pytest.mark.parametrize("source,value,want", [
+    ("amount", {"amount": 3}, 3), (" _meta.topic ", {}, "orders"), ("_meta.offset", {}, 100),
+    ("true", {"true": 1}, True), ("_value", {"a": 1}, {"a": 1}),
+])
+def test_plain_field_and_meta_reads_skip_cel_with_the_same_result(source, value, want):
+    e = compile_expr(source)
+    assert same(e.evaluate(value, meta_for(1), 0), want)
+    assert same(e.run(e.context(value, meta_for(1), 0)), want)
+
+
+def test_a_plain_field_read_of_a_missing_field_is_an_expression_error():
+    from kpipe.expressions import ExpressionError
+    with pytest.raises(ExpressionError, match="no field 'amount'"):
+        compile_expr("amount").evaluate({"x": 1}, meta_for(1), 0)
 
 
 # --- cast -----------------------------------------------------------------------------------------

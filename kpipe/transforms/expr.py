@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from kpipe.api import DROP, BadRecordError, Transform
-from kpipe.expressions import Expression, ExpressionError, ExpressionSyntaxError, Scope
+from kpipe.expressions import Expression, ExpressionError, ExpressionSyntaxError
 
 from . import ConfigError, paths
 from .base import parse_paths, short
@@ -30,10 +30,8 @@ class Set(Transform):
         self._names = [paths.show(t) for t in targets]
         self._targets = targets
         self._flat = [t[0] for t in targets] if all(len(t) == 1 for t in targets) else None
-        self._scope = Scope(self._exprs)
 
     def apply(self, values, meta):
-        context = self._scope.context
         exprs = list(zip(self._names, self._exprs))
         flat, targets = self._flat, self._targets
         out = []
@@ -44,11 +42,10 @@ class Set(Transform):
                     continue
                 raise BadRecordError(f"set: expected an object, got {type(value).__name__} {short(value)}",
                                      index=i)
-            ctx = context(value, meta, i)
             results = []
             for name, expr in exprs:
                 try:
-                    results.append(expr.run(ctx))
+                    results.append(expr.evaluate(value, meta, i))
                 except ExpressionError as exc:
                     raise BadRecordError(f"set: field {name!r} ({expr.source}): {exc}", index=i) from None
             if flat is not None:
@@ -74,14 +71,12 @@ class Filter(Transform):
     def __init__(self, config):
         super().__init__(config)
         self._expr = _compile("filter", config, ())
-        self._scope = Scope([self._expr])
 
     def apply(self, values, meta):
-        run = self._expr._program.execute
-        scope = self._scope
-        if not (scope.uses_value or scope.uses_meta or scope.extensions):
+        expr = self._expr
+        if not (expr.uses_value or expr.meta_fields or expr.extensions):
             # The common case, `amount > 100 && country == "DE"`: contexts are the named fields.
-            names = scope.fields
+            run, names = expr.run_unchecked, expr.fields
             try:
                 results = [run({n: v[n] for n in names if n in v}) if v is not None else True
                            for v in values]  # a tombstone is kept
@@ -92,14 +87,13 @@ class Filter(Transform):
         return self._slow(values, meta)
 
     def _slow(self, values, meta):
-        context, expr = self._scope.context, self._expr
-        out = []
+        expr, out = self._expr, []
         for i, value in enumerate(values):
             if value is None:
                 out.append(None)
                 continue
             try:
-                result = expr.run(context(value, meta, i))
+                result = expr.evaluate(value, meta, i)
             except ExpressionError as exc:
                 raise BadRecordError(f"filter ({expr.source}): {exc}", index=i) from None
             if result is True:
