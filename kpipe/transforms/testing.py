@@ -114,9 +114,6 @@ class FakeMessage:
     def error(self):
         return None
 
-    def __len__(self) -> int:
-        return len(self._value) if isinstance(self._value, (bytes, str)) else 0
-
 
 @dataclass
 class CaseResult:
