@@ -94,7 +94,10 @@ class Expression:
         self.meta_fields, self.meta_map = (), False
         if META in names:
             self.meta_fields, flat_source = _meta_plan(source)
-            flat = _cel.compile(flat_source) if flat_source is not None else None
+            try:
+                flat = _cel.compile(flat_source) if flat_source is not None else None
+            except Exception:  # cannot happen for a same-shape rewrite; the map still works
+                flat = None
             if flat is not None and META not in flat.variables():
                 self._program = flat  # _meta.topic is read as the variable _meta_topic
             else:

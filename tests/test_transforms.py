@@ -522,7 +522,7 @@ def test_run_cases_feeds_metadata_and_raw_input():
 def test_run_cases_rejects_bad_transforms_and_cases():
     with pytest.raises(ConfigError) as info:
         run_cases([{"filter": "a > 1"}, {"cast": {"a": "integer"}}], [])
-    assert info.value.path[:2] == (1, "cast")
+    assert info.value.path[:3] == ("transforms", 1, "cast")
     with pytest.raises(ConfigError, match="unknown transform 'selekt'"):
         run_cases([{"selekt": ["a"]}], [])
     with pytest.raises(ConfigError) as info:
@@ -530,7 +530,7 @@ def test_run_cases_rejects_bad_transforms_and_cases():
     assert info.value.path[:2] == ("tests", 0)
     with pytest.raises(ConfigError) as info:
         run_cases([{"set": {"a": "1 +"}}], [])
-    assert info.value.path == (0, "set", "a") and info.value.offset == 3
+    assert info.value.path == ("transforms", 0, "set", "a") and info.value.offset == 3
 
 
 def test_same_tells_numbers_apart():

@@ -140,25 +140,28 @@ class CaseResult:
 def build_transforms(transforms: list) -> list[tuple[str, Transform]]:
     """Validate and create each ``{NAME: CONFIG}`` of a ``transforms:`` list, in order.
 
-    Raises ``ConfigError`` with ``path`` starting at the list index (``(0, "filter")``).
+    Raises ``ConfigError`` with ``path`` from the spec's root (``("transforms", 0, "filter")``);
+    a missing extra surfaces as the ``FatalError`` of ``TransformPlugin.create``.
     """
     built = []
     reg = registry()
     for index, entry in enumerate(transforms):
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConfigError("a transform is a one-key mapping, NAME: CONFIG", (index,))
+            raise ConfigError("a transform is a one-key mapping, NAME: CONFIG", ("transforms", index))
         (name, config), = entry.items()
         plugin = reg.get("transform", name)
         if plugin is None:
             raise ConfigError(f"unknown transform {name!r} (installed: {', '.join(reg.names('transform'))})",
-                              (index,))
+                              ("transforms", index))
         problem = next(iter(Draft202012Validator(plugin.config_schema).iter_errors(config)), None)
         if problem is not None:
-            raise ConfigError(f"{name}: {problem.message}", (index, name, *problem.absolute_path))
+            raise ConfigError(f"{name}: {problem.message}", ("transforms", index, name, *problem.absolute_path))
         try:
             built.append((name, plugin.create(config)))
         except ConfigError as exc:
-            raise ConfigError(str(exc), (index, name, *exc.path), exc.offset) from None
+            raise ConfigError(str(exc), ("transforms", index, name, *exc.path), exc.offset) from None
+        except ValueError as exc:  # a third-party plugin's own refusal
+            raise ConfigError(f"{name}: {exc}", ("transforms", index, name)) from None
     return built
 
 
@@ -168,8 +171,8 @@ def run_cases(transforms: list[dict], cases: list[dict], topic: str = "test", *,
     """Run each case through ``transforms`` (created once, applied in order to a one-record
     ``Metadata``) and compare with its ``expect``.
 
-    Raises ``ConfigError`` (a ``ValueError``) for an invalid transform list or case: the path
-    of a case problem starts with ``"tests"`` and the case's index.
+    Raises ``ConfigError`` (a ``ValueError``) for an invalid transform list or case, with a
+    ``path`` from the spec's root: ``("transforms", i, NAME, ...)`` or ``("tests", i, ...)``.
     """
     built = build_transforms(transforms)
     for index, case in enumerate(cases):
