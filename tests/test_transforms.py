@@ -62,9 +62,15 @@ def test_every_builtin_is_registered_with_a_valid_schema():
         assert plugin.description
 
 
-def test_expression_transforms_name_their_extra():
+def test_expression_transforms_name_their_extra(monkeypatch):
     assert registry().get("transform", "filter").extra == "cel"
     assert registry().get("transform", "set").extra == "cel"
+    monkeypatch.setitem(sys.modules, "cel", None)  # as if kpipe[cel] were not installed
+    monkeypatch.delitem(sys.modules, "kpipe.expressions", raising=False)
+    monkeypatch.delitem(sys.modules, "kpipe.transforms.expr", raising=False)
+    with pytest.raises(FatalError, match=r'needs cel.*pip install "kpipe\[cel\]"'):
+        make("filter", "a > 1")
+    assert run("select", ["a"], [{"a": 1, "b": 2}]) == [{"a": 1}]  # the others do not need it
 
 
 @pytest.mark.parametrize("name,config", [
