@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 __all__ = ["main", "EXIT_OK", "EXIT_USAGE", "EXIT_RUNTIME", "EXIT_UNAVAILABLE"]
@@ -40,6 +41,11 @@ def _load(paths):
 
     specs, ok = [], True
     for path in paths:
+        # `python:` transforms may name a module that sits next to the spec. Appended, so an
+        # installed package of the same name still wins.
+        here = os.path.dirname(os.path.abspath(path))
+        if here not in sys.path:
+            sys.path.append(here)
         try:
             specs.append(load_spec(path))
         except SpecError as err:

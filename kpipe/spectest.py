@@ -14,30 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kpipe.runtime.stages import Stages
+from kpipe.transforms.testing import FakeMessage
 
-__all__ = ["CaseResult", "FakeMessage", "run_spec_tests", "format_report"]
-
-
-class FakeMessage:
-    """What the stages read of a ``confluent_kafka.Message``."""
-
-    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_timestamp")
-
-    def __init__(self, topic: str, partition: int = 0, offset: int = 0, key: Any = None,
-                 value: bytes | None = None, headers: list | None = None, timestamp: int | None = None):
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._key, self._value, self._headers, self._timestamp = key, value, headers, timestamp
-
-    def topic(self): return self._topic
-    def partition(self): return self._partition
-    def offset(self): return self._offset
-    def key(self): return self._key
-    def value(self): return self._value
-    def headers(self): return self._headers
-    def error(self): return None
-
-    def timestamp(self):
-        return (0, -1) if self._timestamp is None else (1, self._timestamp)
+__all__ = ["CaseResult", "run_spec_tests", "format_report"]
 
 
 @dataclass
@@ -61,8 +40,9 @@ def _message(spec, inp: dict) -> tuple[FakeMessage, Any, bool]:
     if isinstance(key, str):
         key = key.encode()
     headers = [(k, v.encode()) for k, v in (inp.get("headers") or {}).items()] or None
-    msg = FakeMessage(inp.get("topic", spec.topics[0]), inp.get("partition", 0), inp.get("offset", 0),
-                      key, raw, headers, inp.get("timestamp"))
+    msg = FakeMessage(value=raw, key=key, headers=headers, timestamp=inp.get("timestamp"),
+                      offset=inp.get("offset", 0), topic=inp.get("topic", spec.topics[0]),
+                      partition=inp.get("partition", 0))
     return msg, inp.get("value"), "value" in inp
 
 

@@ -611,3 +611,13 @@ def test_packaged_schema_is_the_repository_schema():
     repo = Path(__file__).resolve().parents[1] / "schemas" / "pipeline.schema.json"
     assert packaged.is_symlink() and os.readlink(packaged) == "../../schemas/pipeline.schema.json"
     assert json.loads(packaged.read_text()) == json.loads(repo.read_text()) == pipeline_schema()
+
+
+def test_an_expression_syntax_error_points_at_its_character():
+    assert only("""
+        name: orders
+        source: {brokers: b, topic: t}
+        transforms:
+          - filter: 'amount > && 3'
+        sink: {type: files, path: ./out}
+    """).startswith("spec.yaml:4:23: transforms[0].filter: filter: syntax error at column 10")

@@ -68,3 +68,29 @@ def test_a_spec_without_cases_is_an_error(tmp_path):
     spec.write_text("name: x\nsource: {brokers: b, topic: t}\nsink: {type: files, path: ./out}\n")
     proc = run_kpipe("test", str(spec))
     assert proc.returncode == 1 and "no test cases" in proc.stderr
+
+
+def test_cases_run_the_transforms_in_order(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: shaped
+        source: {brokers: "127.0.0.1:1", topic: orders}
+        transforms:
+          - cast: {amount: int}
+          - filter: 'amount > 100'
+          - set: {where: '_meta.topic'}
+        sink: {type: files, path: ./out}
+        tests:
+          - name: big orders pass, reshaped
+            input: {raw: '{"id": 1, "amount": "250"}'}
+            expect: {value: {id: 1, amount: 250, where: orders}}
+          - name: small orders are filtered
+            input: {value: {id: 2, amount: 5}}
+            expect: {dropped: true}
+          - name: an amount that is not a number is a transform error
+            input: {value: {id: 3, amount: lots}}
+            expect: {error: {stage: transform, message: amount}}
+        """))
+    proc = run_kpipe("test", str(spec))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("3 passed, 0 failed")

@@ -118,8 +118,14 @@ class _Checker:
             try:
                 plugin.create(config)
             except (ValueError, TypeError, LookupError) as exc:
-                self.report(self.doc.value_at(path), path, f"transform {name!r}: {exc}")
-            except KpipeError as exc:
+                # A transform's ConfigError says where inside its settings, down to the
+                # character of an expression; a plain ValueError points at the settings.
+                at = path + tuple(getattr(exc, "path", ()))
+                offset = getattr(exc, "offset", None)
+                pos = self.doc.char_at(at, offset) if offset is not None else self.doc.value_at(at)
+                text = str(exc)
+                self.report(pos, at, text if text.startswith(f"{name}:") else f"{name}: {text}")
+            except KpipeError as exc:  # e.g. a missing extra, with its pip hint
                 self.report(self.doc.value_at(path), path, str(exc))
 
     def _plugin(self, kind: str, name: str, path: tuple, at_key: bool = False):

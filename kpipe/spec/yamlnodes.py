@@ -32,6 +32,14 @@ class Document:
     keys: dict = field(default_factory=dict)     # path -> Position of the key node
     problems: list = field(default_factory=list)
     tainted: set = field(default_factory=set)    # paths whose value is unreliable after a problem
+    scalars: dict = field(default_factory=dict)  # path -> ScalarNode, to point inside a value
+
+    def char_at(self, path: tuple, offset: int) -> Position:
+        """Position of character ``offset`` of the string value at ``path``, where we can know it."""
+        node = self.scalars.get(path)
+        if node is None:
+            return self.value_at(path)
+        return (node.start_mark.line + 1, _column_of(node, offset))
 
     def value_at(self, path: tuple) -> Position:
         """Position of the value at ``path``, or of its nearest ancestor that was written."""
@@ -131,6 +139,7 @@ class _Builder:
         if isinstance(node, SequenceNode):
             inner = active | {id(node)}
             return [self.build(item, path + (i,), inner) for i, item in enumerate(node.value)]
+        self.doc.scalars[path] = node
         return self._scalar(node, path)
 
     def _fail(self, node: Node, path: tuple, message: str) -> None:
