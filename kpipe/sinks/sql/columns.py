@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-__all__ = ["Column", "infer_columns", "sql_type", "METADATA_TYPES", "field_getter"]
+__all__ = ["Column", "infer_columns", "schema_columns", "sql_type", "METADATA_TYPES", "field_getter"]
 
 METADATA_TYPES = {"_topic": "text", "_partition": "integer", "_offset": "bigint",
                   "_timestamp": "timestamptz", "_key": "text"}
@@ -74,6 +74,54 @@ def infer_columns(records: list, known: set) -> list[Column]:
             typ = "text"  # all null, or mixed: text holds anything
         out.append(Column(name, typ, (name,)))
     return out
+
+
+_AVRO = {"long": "bigint", "int": "integer", "double": "double", "float": "double", "boolean": "boolean",
+         "string": "text", "bytes": "bytes", "enum": "text", "fixed": "bytes", "record": "json",
+         "array": "json", "map": "json"}
+_AVRO_LOGICAL = {"timestamp-millis": "timestamptz", "timestamp-micros": "timestamptz", "date": "date",
+                 "uuid": "uuid", "local-timestamp-millis": "timestamp", "local-timestamp-micros": "timestamp"}
+_JSON = {"integer": "bigint", "number": "double", "boolean": "boolean", "string": "text",
+         "object": "json", "array": "json"}
+_JSON_FORMATS = {"date-time": "timestamptz", "date": "date", "uuid": "uuid"}
+
+
+def _avro_type(t) -> str:
+    if isinstance(t, list):  # a union: ["null", X] is a nullable X; anything wider is json
+        rest = [x for x in t if x != "null"]
+        return _avro_type(rest[0]) if len(rest) == 1 else "json"
+    if isinstance(t, dict):
+        logical = t.get("logicalType")
+        if logical == "decimal":
+            return f"numeric({t.get('precision', 38)},{t.get('scale', 0)})"
+        if logical in _AVRO_LOGICAL:
+            return _AVRO_LOGICAL[logical]
+        return _AVRO.get(t.get("type"), "text") if isinstance(t.get("type"), str) else _avro_type(t.get("type"))
+    return _AVRO.get(t, "text")
+
+
+def _json_type(prop) -> str:
+    if not isinstance(prop, dict):
+        return "text"
+    t = prop.get("type")
+    if isinstance(t, list):
+        rest = [x for x in t if x != "null"]
+        t = rest[0] if len(rest) == 1 else None
+    if t == "string" and prop.get("format") in _JSON_FORMATS:
+        return _JSON_FORMATS[prop["format"]]
+    return _JSON.get(t, "text")
+
+
+def schema_columns(schema) -> list[Column] | None:
+    """Columns for the top-level fields a schema declares, in its order, all nullable: an Avro
+    record schema, or a JSON Schema object with ``properties``. None for anything else."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "record" and isinstance(schema.get("fields"), list):
+        return [Column(f["name"], _avro_type(f["type"]), (f["name"],)) for f in schema["fields"]]
+    if isinstance(schema.get("properties"), dict):
+        return [Column(name, _json_type(prop), (name,)) for name, prop in schema["properties"].items()]
+    return None
 
 
 def sql_type(kpipe_type: str) -> sa.types.TypeEngine:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import uuid
 from functools import lru_cache
 from itertools import repeat
 from operator import add
@@ -38,6 +40,8 @@ def _c_text(v):
         return "true" if v else "false"
     if t is int or t is float:
         return repr(v)
+    if t is uuid.UUID:  # Avro's uuid logical type
+        return str(v)
     return _esc(_json_text(v))
 
 
@@ -49,6 +53,8 @@ def _c_number(v):
         return "\\N"
     if t is str:
         return _esc(v)
+    if t is decimal.Decimal:  # Avro's decimal logical type, exact
+        return str(v)
     return _esc(_json_text(v))  # PostgreSQL rejects it: a data error, as it should be
 
 

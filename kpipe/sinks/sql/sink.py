@@ -16,7 +16,7 @@ from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, Retrya
                        SinkContext)
 
 from . import offsets
-from .columns import METADATA_TYPES, Column, infer_columns, sql_type
+from .columns import METADATA_TYPES, Column, infer_columns, schema_columns, sql_type
 from .errors import is_data_error, is_database_error, is_retryable
 from .rows import copy_lines, param_rows
 
@@ -294,7 +294,14 @@ class SqlSink(Sink):
         return out
 
     def _evolve(self, b: Batch, known: set) -> None:
-        new_cols = infer_columns(b.values, known)
+        # A new table follows the deserializer's schema (Avro, or the validating JSON Schema)
+        # when there is one, so its types do not depend on what the first batch happened to hold.
+        declared = schema_columns(self.context.value_schema()) if self.table is None else None
+        if declared:
+            names = {c.name for c in declared}
+            new_cols = declared + [c for c in infer_columns(b.values, known | names)]
+        else:
+            new_cols = infer_columns(b.values, known)
         # MySQL/MariaDB cannot index TEXT without a prefix length: key columns get a varchar.
         new_cols = [Column(c.name, "varchar(255)", c.path, c.nullable)
                     if c.name in self.key and c.type == "text" else c for c in new_cols]
