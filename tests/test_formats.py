@@ -199,3 +199,18 @@ def test_layouts():
     assert kc.key("orders", 3, "partition=3", 42, 99) == "topics/orders/partition=3/orders+3+0000000042.json.gz"
     assert kc.owner("topics/orders/partition=3/orders+3+0000000042.json.gz") == ("orders", 3, 42)
     assert kp.owner("raw/orders/orders/3/orders+3+0000000000000000010+0000000000000000019.jsonl") == ("orders", 3, 10)
+
+
+def test_avro_uses_the_deserializers_schema_when_every_record_fits():
+    order = {"type": "record", "name": "Order", "namespace": "shop",
+             "fields": [{"name": "id", "type": "long"}, {"name": "note", "type": ["null", "string"], "default": None}]}
+    fits = written("avro", [{"id": 1, "note": None}, {"id": 2, "note": "x"}], value_schema=order)
+    reader = fastavro.reader(io.BytesIO(fits))
+    assert reader.writer_schema["name"] == "shop.Order" and list(reader) == [{"id": 1, "note": None},
+                                                                             {"id": 2, "note": "x"}]
+    odd = written("avro", [{"id": 1}, {"id": "two"}], value_schema=order)  # does not fit: inferred
+    reader = fastavro.reader(io.BytesIO(odd))
+    assert reader.writer_schema["name"] == "kpipe.Record" and list(reader) == [{"id": 1}, {"id": "two"}]
+    json_schema = {"type": "object", "properties": {"id": {"type": "integer"}}}  # not Avro: ignored
+    assert fastavro.reader(io.BytesIO(written("avro", [{"id": 1}], value_schema=json_schema))).writer_schema[
+        "name"] == "kpipe.Record"

@@ -85,12 +85,14 @@ class _Compressed(Writer):
 
 
 def open_writer(fmt: str, target, compression: str | None = None, *, level: int | None = None,
-                seed: str = "", avro_schema: dict | None = None) -> Writer:
+                seed: str = "", avro_schema: dict | None = None, value_schema=None) -> Writer:
     """A writer of ``fmt`` records into ``target``.
 
     ``compression`` defaults to the format's own default (``snappy`` for parquet, else none);
     ``level`` to the codec's. ``seed`` identifies the object (its Kafka coordinates) for formats
-    that need per-file bytes (Avro's sync marker), so they stay deterministic.
+    that need per-file bytes (Avro's sync marker), so they stay deterministic. ``value_schema``
+    is the deserializer's schema, which Avro uses when ``avro_schema`` is not set and every record
+    fits it.
     """
     compression = compression or DEFAULT_COMPRESSION[fmt]
     if fmt in ("jsonl", "csv"):
@@ -99,7 +101,7 @@ def open_writer(fmt: str, target, compression: str | None = None, *, level: int 
         return inner if stream is target else _Compressed(inner, stream)
     if fmt == "avro":
         from .avro import AvroWriter
-        return AvroWriter(target, compression, level, seed, avro_schema)
+        return AvroWriter(target, compression, level, seed, avro_schema, value_schema)
     if fmt == "parquet":
         from .parquet import ParquetWriter
         return ParquetWriter(target, compression, level)
@@ -131,6 +133,9 @@ class FileFormat:
     def extension(self, style: str = "kpipe") -> str:
         return extension(self.name, self.compression, style)
 
-    def open(self, target, seed: str = "") -> Writer:
+    def open(self, target, seed: str = "", value_schema=None) -> Writer:
+        """A writer into ``target``; ``value_schema`` is a callable returning the deserializer's
+        schema (``SinkContext.value_schema``), asked only by formats that use one."""
         return open_writer(self.name, target, self.compression, level=self.level, seed=seed,
-                           avro_schema=self.avro_schema)
+                           avro_schema=self.avro_schema,
+                           value_schema=value_schema() if value_schema is not None and self.name == "avro" else None)

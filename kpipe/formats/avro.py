@@ -1,6 +1,7 @@
 """avro: an Avro object container file, written by fastavro.
 
-The schema is the one given (``avro_schema``) or is inferred from the records of the object:
+The schema is the one given (``avro_schema``); else the value deserializer's Avro schema, when
+every record of the object fits it; else it is inferred from the records of the object:
 a record named ``kpipe.Record`` with one field per top-level key in first-seen order, every
 field a union that starts with ``null`` (default ``null``) followed by the types seen, in a fixed
 order: boolean, long, double, string, bytes, array, record. Nested objects become nested records
@@ -206,12 +207,23 @@ def infer_schema(values: list) -> tuple[dict, object]:
     return schema, convert
 
 
+def _fits(schema: dict, values: list) -> bool:
+    """Every record of ``values`` can be written with ``schema``."""
+    from fastavro import parse_schema
+    from fastavro.validation import validate_many
+
+    try:
+        return validate_many([as_row(v) for v in values], parse_schema(schema), raise_errors=False)
+    except Exception:  # a schema fastavro cannot parse: infer instead
+        return False
+
+
 # -- the writer ------------------------------------------------------------------------------
 
 
 class AvroWriter(Writer):
     def __init__(self, out, compression: str = "none", level: int | None = None, seed: str = "",
-                 schema: dict | None = None):
+                 schema: dict | None = None, preferred: dict | None = None):
         if compression not in CODECS:
             raise ValueError(f"avro cannot use compression {compression!r}; use one of {', '.join(CODECS)}")
         self.out = out
@@ -219,6 +231,7 @@ class AvroWriter(Writer):
         self.level = level
         self.seed = seed
         self.given = schema
+        self.preferred = preferred if isinstance(preferred, dict) and preferred.get("type") == "record" else None
         self.writer = None
         self.convert = None
 
@@ -228,6 +241,8 @@ class AvroWriter(Writer):
 
         if self.given is not None:
             schema = self.given
+        elif self.preferred is not None and _fits(self.preferred, values):
+            schema = self.preferred
         else:
             schema, self.convert = infer_schema(values)
         self.writer = FastavroWriter(_Target(self.out), parse_schema(schema), codec=self.codec,

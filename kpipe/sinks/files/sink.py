@@ -131,7 +131,8 @@ class FilesSink(Sink):
         try:
             try:
                 with open(tmp, "wb") as f:
-                    writer = self.format.open(f, seed=f"{b.topic}+{b.partition}+{b.start_offset}+{b.last_offset}")
+                    writer = self.format.open(f, f"{b.topic}+{b.partition}+{b.start_offset}+{b.last_offset}",
+                                              self.context.value_schema)
                     writer.write(b.values)
                     writer.close()
                     f.flush()

@@ -209,7 +209,7 @@ class S3Sink(Sink):
             for key, idxs, first, last in plan:
                 upload = ObjectUpload(self.store, key, self.part_size, self.content_type, before_send=fenced)
                 uploads.append(upload)
-                writer = self.format.open(upload, f"{b.topic}+{b.partition}+{first}+{last}")
+                writer = self.format.open(upload, f"{b.topic}+{b.partition}+{first}+{last}", self.context.value_schema)
                 try:
                     writer.write(b.values if idxs is None else [b.values[i] for i in idxs])
                     writer.close()
