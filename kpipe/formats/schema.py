@@ -30,8 +30,9 @@ FORMAT_PROPERTIES = {
     "avro_schema": {
         "anyOf": [{"type": "string", "minLength": 1}, {"type": "object"}],
         "description": "format avro only: the writer schema, inline or as the path of an .avsc file (relative "
-                       "to the spec file). Without it the schema is inferred per file: a record with one "
-                       "nullable field per top-level key.",
+                       "to the spec file). Without it: the value deserializer's Avro schema when every record of "
+                       "the file fits it, else one inferred per file (a record with one nullable field per "
+                       "top-level key).",
     },
 }
 
