@@ -282,3 +282,29 @@ def test_bad_settings_fail_at_start(moto_server, bucket):
         S3Sink({"bucket": bucket, "part_size": "1MiB"}, CTX)
     with pytest.raises(FatalError, match="unknown field"):
         S3Sink({"bucket": bucket, "path": "{valu.x}"}, CTX)
+
+
+def test_the_issues_spec_validates_with_and_without_an_endpoint(tmp_path):
+    import os
+
+    from kit import run_kpipe
+
+    spec = tmp_path / "s3.yaml"
+    spec.write_text("""name: orders-to-s3
+source: {brokers: localhost:9092, topic: orders}
+sink:
+  type: s3
+  bucket: lake
+  prefix: raw/orders
+  endpoint_url: ${S3_ENDPOINT:-}       # MinIO, Ceph, moto...; empty means AWS
+  region: eu-west-1
+  format: jsonl
+  compression: gzip
+  path: "{topic}/dt={timestamp:%Y-%m-%d}/country={value.country}"
+  layout: kpipe
+""")
+    env = {k: v for k, v in os.environ.items() if k != "S3_ENDPOINT"}
+    for extra in ({}, {"S3_ENDPOINT": "http://127.0.0.1:9000"}):
+        proc = run_kpipe("validate", str(spec), env={**env, **extra})
+        assert proc.returncode == 0, proc.stderr
+    assert S3Sink({"bucket": "lake", "endpoint_url": None, "prefix": None}, CTX).endpoint_url is None

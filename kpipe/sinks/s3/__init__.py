@@ -14,14 +14,16 @@ CONFIG_SCHEMA = {
     "description": "Writes each batch to S3 objects named by Kafka offsets, exactly once; paths evaluated per record.",
     "properties": {
         "bucket": {"type": "string", "minLength": 3, "maxLength": 63, "pattern": r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+                   "x-expected": "an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens",
                    "description": "The bucket; it must exist. kpipe keeps its offsets under <prefix>/_kpipe/ in it."},
-        "prefix": {"type": "string", "default": "",
+        "prefix": {"type": ["string", "null"], "default": "",
                    "description": "Key prefix for everything this pipeline writes (no leading or trailing / needed). "
                                   "One pipeline per prefix: the offsets live under it."},
-        "endpoint_url": {"type": "string", "default": "", "pattern": r"^(https?://.+)?$",
+        # null too: an unset ${S3_ENDPOINT:-} substitutes to an empty, i.e. null, YAML value
+        "endpoint_url": {"type": ["string", "null"], "default": "", "pattern": r"^(https?://.+)?$",
                          "description": "S3-compatible endpoint (MinIO, Ceph, moto), e.g. http://127.0.0.1:9000. "
                                         "Empty: AWS S3. Credentials always come from boto3's default chain."},
-        "region": {"type": "string", "default": "",
+        "region": {"type": ["string", "null"], "default": "",
                    "description": "Region of the bucket, e.g. eu-west-1. Empty: boto3's default (AWS_REGION, "
                                   "~/.aws/config)."},
         **FORMAT_PROPERTIES,

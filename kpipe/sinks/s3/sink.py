@@ -52,7 +52,7 @@ class S3Sink(Sink):
         super().__init__(config, context)
         self.log = context.log or logging.getLogger("kpipe.sink.s3")
         self.bucket = config["bucket"]
-        self.prefix = config.get("prefix", "").strip("/")
+        self.prefix = (config.get("prefix") or "").strip("/")
         style = config.get("layout", "kpipe")
         try:
             self.format = FileFormat.from_config(config, context.spec_file)
