@@ -90,12 +90,12 @@ class S3Sink(Sink):
         """Each partition's stored ``next_offset``. Reads only: cleaning up after an uncommitted
         batch waits for the first write, since the runner also asks about partitions other
         members own (``--until-caught-up``)."""
-        found = {}
-        for tp in partitions:
-            st = self._read(tp)
-            if st.next_offset is not None:
-                found[tp] = st.next_offset
-        return found
+        partitions = list(partitions)
+        if len(partitions) > 1 and self.concurrency > 1:  # one GET each: in parallel on assignment
+            states = list(self._pool().map(self._read, partitions))
+        else:
+            states = [self._read(tp) for tp in partitions]
+        return {tp: st.next_offset for tp, st in zip(partitions, states) if st.next_offset is not None}
 
     def write(self, batches: Sequence[Batch]) -> None:
         by_tp: dict[tuple, list] = {}
@@ -104,9 +104,7 @@ class S3Sink(Sink):
         if len(by_tp) == 1 or self.concurrency == 1:
             outcomes = [self._outcome(tp, bs) for tp, bs in by_tp.items()]
         else:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3")
-            outcomes = list(self.pool.map(lambda item: self._outcome(*item), by_tp.items()))
+            outcomes = list(self._pool().map(lambda item: self._outcome(*item), by_tp.items()))
         _raise_most_severe(outcomes)  # a retried call skips what this one committed
 
     def revoke(self, partitions) -> None:
@@ -182,6 +180,11 @@ class S3Sink(Sink):
             first, last = offsets[idxs[0]], offsets[idxs[-1]]
             plan.append((self.layout.key(b.topic, b.partition, path, first, last), idxs, first, last))
         return plan
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3")
+        return self.pool
 
     def _io(self) -> ThreadPoolExecutor:
         if self.io_pool is None:
