@@ -146,6 +146,14 @@ def test_avro_reader_schema_evolves_values(tmp_path):
     assert d.schema() == v2
 
 
+def test_avro_value_the_reader_schema_cannot_take_is_a_bad_record(tmp_path):
+    reader = dict(ORDER_SCHEMA, fields=ORDER_SCHEMA["fields"] + [{"name": "vip", "type": "boolean"}])
+    (tmp_path / "r.avsc").write_text(json.dumps(reader))  # a new field without a default
+    d = AvroDeserializer({"schema": str(ORDER_AVSC), "reader_schema": str(tmp_path / "r.avsc")})
+    err = bad_at(d, [None, plain(order(1))])
+    assert err.index == 1 and "cannot be resolved to reader_schema" in str(err) and "vip" in str(err)
+
+
 def test_avro_logical_types_come_back_as_python_types(tmp_path):
     schema = {"type": "record", "name": "L", "fields": [
         {"name": "d", "type": {"type": "int", "logicalType": "date"}},

@@ -186,20 +186,20 @@ class AvroDeserializer(Deserializer):
         out: list = []
         append = out.append
         pos = 0
-        last = -1
+        header = None  # the previous value's 5 header bytes: a value with the same ones needs no checks
         writer = reader = None
         for v in raw:
             if v is None:
                 append(None)
                 continue
             n = len(v)
-            if n < 5 or v[0] != 0:
-                raise BadRecordError(_not_wire(v), index=len(out))
-            sid = int.from_bytes(v[1:5], "big")
-            if sid != last:
+            if v[:5] != header:
+                if n < 5 or v[0] != 0:
+                    raise BadRecordError(_not_wire(v), index=len(out))
+                sid = int.from_bytes(v[1:5], "big")
                 entry = self._by_id.get(sid) or self._fetch(sid, len(out))
                 writer, reader, self._latest_json = entry
-                last = sid
+                header = v[:5]
             seek(pos + 5)
             try:
                 append(read(fo, writer, reader))
