@@ -48,11 +48,19 @@ def test_json_decodes_and_keeps_tombstones():
     assert JsonDeserializer({}).deserialize(raw) == [{"a": 1}, None, [1, 2], "x", None]
 
 
-@pytest.mark.parametrize("bad", [b"{not json", b"", b'{"a": 1} trailing', b"\xff"])
+@pytest.mark.parametrize("bad", [b"{not json", b"", b'{"a": 1} trailing', b"\xff", b'"\xff"', b"NaN",
+                                 b"1e400", b'"\\ud800"', b"[" * 100_000 + b"]" * 100_000],
+                         ids=["syntax", "empty", "trailing", "not-utf8", "not-utf8-in-string", "nan",
+                              "too-big-float", "lone-surrogate", "too-deep"])
 def test_json_bad_value_is_a_bad_record_at_its_index(bad):
     raw = [b"1", None, b"2", bad, b"3"]
     err = bad_at(JsonDeserializer({}), raw)
     assert err.index == 3 and "invalid JSON" in str(err)
+
+
+def test_json_keeps_big_integers_exact():
+    big = 2**64 + 1
+    assert JsonDeserializer({}).deserialize([b"%d" % big, b'{"id": -%d}' % big]) == [big, {"id": -big}]
 
 
 def test_string_decodes_utf8_and_flags_the_first_bad_value():
