@@ -16,15 +16,11 @@ pipeline actually uses this deserializer, so ``kpipe validate`` never loads it.
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import logging
-import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, Mapping
 
 from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError, RetryableError
@@ -303,6 +299,11 @@ class RegistryClient:
 
     def get(self, path: str) -> Any:
         """The JSON body of ``GET {url}{path}``; raises as the class docstring says."""
+        import http.client  # here, not at module level: listing plugins must stay cheap
+        import socket
+        import urllib.error
+        import urllib.request
+
         url = self.base + path
         req = urllib.request.Request(url, headers=self._headers, method="GET")
         try:
