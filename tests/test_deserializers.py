@@ -313,3 +313,41 @@ def test_registry_with_reader_schema(schema_registry, tmp_path):
     d = AvroDeserializer({"registry": {"url": schema_registry.url}, "reader_schema": str(tmp_path / "r.avsc")})
     assert d.deserialize([enc(order(5))]) == [{"order_id": 5, "customer": "customer-5"}]
     assert d.schema() == reader
+
+
+# -- the config as `kpipe validate` sees it --------------------------------------------------
+
+
+def spec_problems(tmp_path, deserializer: str, env: dict | None = None):
+    from kpipe.spec import SpecError, load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: p\nsource: {brokers: b, topic: t}\nsink: {type: files, path: ./out}\n"
+                    "deserializer:\n" + deserializer)
+    try:
+        return load_spec(str(path), env=env or {})
+    except SpecError as err:
+        return [str(p).split(": ", 1)[1] for p in err.problems]
+
+
+def test_avro_config_errors_point_at_the_spec(tmp_path):
+    assert spec_problems(tmp_path, "  type: avro\n  schema: a.avsc\n  registry: {url: http://sr:8081}\n") == [
+        "deserializer.registry: set exactly one of 'schema' or 'registry', not both"]
+    assert spec_problems(tmp_path, "  type: avro\n") == ["deserializer: set exactly one of 'schema' or 'registry'"]
+    assert spec_problems(tmp_path, "  type: avro\n  registry: {url: sr:8081}\n") == [
+        "deserializer.registry.url: expected an http:// or https:// URL of the Schema Registry, got 'sr:8081'"]
+    found = spec_problems(tmp_path, "  type: avro\n  registry: {url: http://sr, username: u, timeout: soon}\n")
+    assert any("registry.timeout: expected a duration" in p for p in found), found
+    assert any("'password' is a dependency of 'username'" in p for p in found), found
+    assert spec_problems(tmp_path, "  type: bytes\n  validate: s.json\n") == [
+        "deserializer.validate: unknown key 'validate'"]
+
+
+def test_avro_registry_credentials_come_from_the_environment(tmp_path):
+    spec = spec_problems(tmp_path, "  type: avro\n  registry:\n    url: https://sr:8081\n"
+                                   "    username: ${SR_USER}\n    password: ${SR_PASSWORD}\n"
+                                   "  validate: order.schema.json\n",
+                         env={"SR_USER": "svc", "SR_PASSWORD": "pw"})
+    assert spec.deserializer_type == "avro"
+    assert spec.deserializer_config == {"registry": {"url": "https://sr:8081", "username": "svc", "password": "pw"},
+                                        "validate": "order.schema.json"}
