@@ -193,10 +193,10 @@ def test_unknown_deserializer_type():
     assert only("""
         name: orders
         source: {brokers: b, topic: t}
-        deserializer: {type: avro}
+        deserializer: {type: protobuf}
         sink: {type: files, path: ./out}
-    """) == ("spec.yaml:3:22: deserializer.type: unknown deserializer type 'avro' "
-             "(installed: bytes, json, string)")
+    """) == ("spec.yaml:3:22: deserializer.type: unknown deserializer type 'protobuf' "
+             "(installed: avro, bytes, json, string)")
 
 
 def test_bad_size_unit():
