@@ -22,8 +22,12 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
-import pytest
 from fastavro import parse_schema, schemaless_writer
+
+try:
+    import pytest
+except ImportError:  # benchmarks/deserializers.py uses the server without pytest installed
+    pytest = None
 
 __all__ = ["SchemaRegistry", "encode_wire", "schema_registry"]
 
@@ -214,8 +218,10 @@ def _public(entry: dict) -> dict:
     return out
 
 
-@pytest.fixture
-def schema_registry():
+def _schema_registry():
     """A fresh registry on a loopback port, without auth; stopped after the test."""
     with SchemaRegistry() as reg:
         yield reg
+
+
+schema_registry = pytest.fixture(_schema_registry, name="schema_registry") if pytest else None
