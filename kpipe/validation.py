@@ -28,15 +28,8 @@ from referencing.exceptions import Unresolvable
 
 from kpipe.api import BadRecordError, FatalError
 
-__all__ = ["Validator", "VALIDATE_PROPERTY", "resolve_path", "read_json_file"]
+__all__ = ["Validator", "resolve_path", "read_json_file"]
 
-VALIDATE_PROPERTY = {
-    "type": "string",
-    "minLength": 1,
-    "description": "Path of a JSON Schema file; every decoded value (not tombstones) must match it. "
-                   "Relative to the spec file's directory.",
-}
-"""The ``validate`` key of a deserializer's config schema."""
 
 
 def resolve_path(path: str, spec_file: str = "") -> str:

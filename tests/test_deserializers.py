@@ -339,15 +339,17 @@ def test_avro_config_errors_point_at_the_spec(tmp_path):
     found = spec_problems(tmp_path, "  type: avro\n  registry: {url: http://sr, username: u, timeout: soon}\n")
     assert any("registry.timeout: expected a duration" in p for p in found), found
     assert any("'password' is a dependency of 'username'" in p for p in found), found
+    # `validate` is the runner's own key, for every deserializer: checked here for the file.
     assert spec_problems(tmp_path, "  type: bytes\n  validate: s.json\n") == [
-        "deserializer.validate: unknown key 'validate'"]
+        f"deserializer.validate: no such file: {tmp_path / 's.json'}"]
 
 
 def test_avro_registry_credentials_come_from_the_environment(tmp_path):
+    (tmp_path / "order.schema.json").write_text("{}")
     spec = spec_problems(tmp_path, "  type: avro\n  registry:\n    url: https://sr:8081\n"
                                    "    username: ${SR_USER}\n    password: ${SR_PASSWORD}\n"
                                    "  validate: order.schema.json\n",
                          env={"SR_USER": "svc", "SR_PASSWORD": "pw"})
     assert spec.deserializer_type == "avro"
-    assert spec.deserializer_config == {"registry": {"url": "https://sr:8081", "username": "svc", "password": "pw"},
-                                        "validate": "order.schema.json"}
+    assert spec.deserializer_config == {"registry": {"url": "https://sr:8081", "username": "svc", "password": "pw"}}
+    assert spec.validate_schema == str(tmp_path / "order.schema.json")  # the runner's stage, not the plugin's

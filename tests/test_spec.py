@@ -621,3 +621,11 @@ def test_an_expression_syntax_error_points_at_its_character():
           - filter: 'amount > && 3'
         sink: {type: files, path: ./out}
     """).startswith("spec.yaml:4:23: transforms[0].filter: filter: syntax error at column 10")
+
+
+def test_an_empty_default_is_an_empty_string_not_null(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\nsource: {brokers: b, topic: t}\nsink: {type: files, path: ./out}\n"
+                    "deserializer:\n  type: avro\n  registry:\n    url: http://sr\n    username: u\n"
+                    "    password: ${PW:-}\n")
+    assert load_spec(str(spec), env={}).deserializer_config["registry"]["password"] == ""

@@ -24,7 +24,7 @@ import urllib.parse
 from typing import Any, Mapping
 
 from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError, RetryableError
-from kpipe.validation import VALIDATE_PROPERTY, read_json_file
+from kpipe.validation import read_json_file
 
 __all__ = ["AvroDeserializer", "RegistryClient", "avro_plugin", "CONFIG_SCHEMA", "load_avsc"]
 
@@ -39,7 +39,7 @@ CONFIG_SCHEMA = {
     "description": "Avro binary values: schemaless with a local .avsc (schema), or Confluent wire format "
                    "with the writer schema fetched by id from a Schema Registry (registry).",
     "properties": {
-        "schema": {"type": "string", "minLength": 1,
+        "schema": {"type": "string", "minLength": 1, "x-path": True,
                    "description": "Path of the .avsc the values were written with (schemaless Avro, no header). "
                                   "Relative to the spec file's directory."},
         "registry": {
@@ -63,10 +63,9 @@ CONFIG_SCHEMA = {
             "dependentRequired": {"username": ["password"], "password": ["username"]},
             "additionalProperties": False,
         },
-        "reader_schema": {"type": "string", "minLength": 1,
+        "reader_schema": {"type": "string", "minLength": 1, "x-path": True,
                           "description": "Path of an .avsc to resolve every value to (Avro schema evolution). "
                                          "Relative to the spec file's directory."},
-        "validate": VALIDATE_PROPERTY,
     },
     "oneOf": [{"required": ["schema"]}, {"required": ["registry"]}],
     "additionalProperties": False,

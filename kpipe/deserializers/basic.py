@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin
-from kpipe.validation import VALIDATE_PROPERTY
 
 __all__ = ["JsonDeserializer", "StringDeserializer", "BytesDeserializer",
            "json_plugin", "string_plugin", "bytes_plugin"]
 
 _NO_OPTIONS = {"type": "object", "properties": {}, "additionalProperties": False}
-# `validate` is the runner's validate stage (kpipe.validation.Validator); the deserializer ignores it.
-_VALIDATE_ONLY = {"type": "object", "properties": {"validate": VALIDATE_PROPERTY}, "additionalProperties": False}
 
 
 class JsonDeserializer(Deserializer):
@@ -68,6 +65,6 @@ class BytesDeserializer(Deserializer):
         return list(raw)
 
 
-json_plugin = DeserializerPlugin("json", _VALIDATE_ONLY, JsonDeserializer, "UTF-8 JSON values (msgspec)")
-string_plugin = DeserializerPlugin("string", _VALIDATE_ONLY, StringDeserializer, "UTF-8 text values")
+json_plugin = DeserializerPlugin("json", _NO_OPTIONS, JsonDeserializer, "UTF-8 JSON values (msgspec)")
+string_plugin = DeserializerPlugin("string", _NO_OPTIONS, StringDeserializer, "UTF-8 text values")
 bytes_plugin = DeserializerPlugin("bytes", _NO_OPTIONS, BytesDeserializer, "raw bytes, untouched")
