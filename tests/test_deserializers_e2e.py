@@ -113,3 +113,22 @@ def test_avro_registry_end_to_end(brokers, topic, tmp_path, schema_registry):
     assert landed == expect([as_written(v) for v in values], [as_written(s) for s in seals])
     assert schema_registry.fetches(1) == 1 and schema_registry.fetches(2) == 1
 
+
+
+def test_a_registry_outage_is_retried_then_fails_closed(brokers, topic, tmp_path, schema_registry):
+    enc = schema_registry.encoder(f"{topic}-value", ORDER_SCHEMA)
+    produce_values(brokers, topic, ((i % 4, str(i), enc(order(i))) for i in range(40)))
+    seal(brokers, topic, lambda p: enc(order(100 + p)))
+    schema_registry.stop()  # connections are refused from now on: a dependency down, not bad data
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, brokers, topic, out, name=unique("sr-down"))
+    doc = yaml.safe_load(spec.read_text())
+    doc["deserializer"] = {"type": "avro", "registry": {"url": schema_registry.url, "timeout": "2s"}}
+    doc["errors"] = {"default": "skip"}  # even so: an outage must never be skipped as bad records
+    doc["retry"] = {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms"}
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "decoding records: still failing after 3 attempts" in proc.stderr
+    assert "skipped" not in proc.stderr.split("consumed")[-1]
+    assert not list(out.rglob("*.jsonl"))
