@@ -1,6 +1,7 @@
 """The ready-to-run specs in pipelines/ stay valid and do what their comments say."""
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ from kit import ROOT, run_kpipe
 from kpipe.demo import sample_orders
 from kpipe.kafka_admin import create_topic, produce
 
-PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
+PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.yaml"))
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -21,9 +22,12 @@ def test_there_is_a_quickstart():
 
 
 @pytest.mark.parametrize("spec", PIPELINES, ids=lambda p: p.name)
-def test_every_pipeline_validates(spec: Path):
+def test_every_pipeline_and_example_validates_and_passes_its_tests(spec: Path):
     proc = run_kpipe("validate", str(spec))
     assert proc.returncode == 0, proc.stderr
+    if "\ntests:" in spec.read_text():
+        proc = run_kpipe("test", str(spec))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_orders_to_postgres_keeps_one_row_per_order(brokers):
@@ -49,3 +53,59 @@ def test_orders_to_postgres_keeps_one_row_per_order(brokers):
             conn.exec_driver_sql("DELETE FROM kpipe_offsets WHERE group_id = 'orders-to-postgres' "
                                  f"AND topic = '{topic}'")
         engine.dispose()
+
+
+def test_orders_with_dlq_sends_bad_orders_to_the_dlq(brokers, tmp_path):
+    from test_errors import read_topic
+
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    create_topic(brokers, topic, 4)
+    create_topic(brokers, f"{topic}.dlq", 1)
+    events = list(sample_orders(200))
+    events[50] = (b"c050", b"not json")                                   # deserialize
+    events[60] = (b"c060", events[60][1].replace(b'"country":', b'"land":'))  # validate: no country
+    produce(brokers, topic, iter(events))
+    out = tmp_path / "out"
+    env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "DLQ_TOPIC": f"{topic}.dlq",
+           "OUT": str(out)}
+    proc = run_kpipe("run", "pipelines/orders-with-dlq.yaml", "--until-caught-up", env=env)
+    assert proc.returncode == 0, proc.stderr
+    landed = [json.loads(line) for f in out.rglob("*.jsonl") for line in f.read_text().splitlines()]
+    assert sorted(o["order_id"] for o in landed) == [i for i in range(200) if i not in (50, 60)]
+    assert all(len(o["customer"]) == 64 for o in landed)  # hashed
+    letters = read_topic(brokers, f"{topic}.dlq", 2)
+    stages = sorted(dict(m.headers())["kpipe.error.stage"].decode() for m in letters)
+    assert stages == ["deserialize", "validate"]
+    assert run_kpipe("test", "pipelines/orders-with-dlq.yaml").returncode == 0
+
+
+def test_orders_avro_to_postgres_creates_its_table_from_the_schema(brokers):
+    import datetime as dt
+
+    from schema_registry import SchemaRegistry
+
+    topic, table = f"orders-avro-{uuid.uuid4().hex[:8]}", f"orders_avro_{uuid.uuid4().hex[:8]}"
+    create_topic(brokers, topic, 4)
+    schema = json.loads((ROOT / "schemas" / "order.avsc").read_text())
+    with SchemaRegistry() as registry:
+        enc = registry.encoder(f"{topic}-value", schema)
+        produce(brokers, topic, ((f"c{i}".encode(), enc({
+            "order_id": i, "customer": f"c{i}", "country": "DE", "amount": i / 4,
+            "created_at": dt.datetime(2026, 11, 26, 12, 0, i % 60, tzinfo=dt.timezone.utc)})) for i in range(300)))
+        env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "ORDERS_TABLE": f"public.{table}",
+               "PGURL": PG, "SCHEMA_REGISTRY_URL": registry.url}
+        engine = sa.create_engine(PG)
+        try:
+            proc = run_kpipe("run", "pipelines/orders-avro-to-postgres.yaml", "--until-caught-up", env=env)
+            assert proc.returncode == 0, proc.stderr
+            cols = {c["name"]: str(c["type"]).lower() for c in sa.inspect(engine).get_columns(table)}
+            assert "timestamp" in cols["created_at"] and "double" in cols["amount"], cols
+            with engine.connect() as conn:
+                n, keys = conn.exec_driver_sql(f"SELECT count(*), count(DISTINCT _key) FROM {table}").one()
+            assert (n, keys) == (300, 300)
+        finally:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+                conn.exec_driver_sql("DELETE FROM kpipe_offsets WHERE group_id = 'orders-avro-to-postgres' "
+                                     f"AND topic = '{topic}'")
+            engine.dispose()

@@ -193,10 +193,10 @@ def test_unknown_deserializer_type():
     assert only("""
         name: orders
         source: {brokers: b, topic: t}
-        deserializer: {type: avro}
+        deserializer: {type: protobuf}
         sink: {type: files, path: ./out}
-    """) == ("spec.yaml:3:22: deserializer.type: unknown deserializer type 'avro' "
-             "(installed: bytes, json, string)")
+    """) == ("spec.yaml:3:22: deserializer.type: unknown deserializer type 'protobuf' "
+             "(installed: avro, bytes, json, string)")
 
 
 def test_bad_size_unit():
@@ -621,3 +621,11 @@ def test_an_expression_syntax_error_points_at_its_character():
           - filter: 'amount > && 3'
         sink: {type: files, path: ./out}
     """).startswith("spec.yaml:4:23: transforms[0].filter: filter: syntax error at column 10")
+
+
+def test_an_empty_default_is_an_empty_string_not_null(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\nsource: {brokers: b, topic: t}\nsink: {type: files, path: ./out}\n"
+                    "deserializer:\n  type: avro\n  registry:\n    url: http://sr\n    username: u\n"
+                    "    password: ${PW:-}\n")
+    assert load_spec(str(spec), env={}).deserializer_config["registry"]["password"] == ""

@@ -174,6 +174,9 @@ class Runner:
             self._fail(3, str(exc))
         except (FatalError, BadRecordError, KafkaException) as exc:
             self._fail(2, str(exc))
+        except Exception as exc:  # a bug (ours or a plugin's): exit 2 like any failure, with the trace
+            log.error("internal error", exc_info=True)
+            self._fail(2, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._shutdown()
             gc.set_threshold(*thresholds)
@@ -301,7 +304,9 @@ class Runner:
             except TypeError:  # tombstones
                 sizes = [0 if v is None else len(v) for v in raw]
             self.result.consumed += len(lst)
-            out = self.stages.process(tp[0], tp[1], lst, raw)
+            # A dependency of a stage (a Schema Registry) that is down raises RetryableError:
+            # retried like any other, never taken for a bad record. The stages are pure.
+            out = self._retry("decoding records", lambda: self.stages.process(tp[0], tp[1], lst, raw))
             failure = None
             for i, stage, exc in out.rejected:
                 if self.spec.policies[stage] == "fail":

@@ -8,11 +8,11 @@ sees exactly what a run would do.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from kpipe.api import DROP, BadRecordError, FatalError, Metadata
 from kpipe.plugins import registry
+from kpipe.validation import Validator
 
 __all__ = ["Stages", "Outcome", "STAGES"]
 
@@ -45,7 +45,7 @@ class Stages:
         self.keys = None
         if spec.key_deserializer_type:
             self.keys = reg.get("deserializer", spec.key_deserializer_type).create(spec.key_deserializer_config)
-        self.validator = _Validator(spec.validate_schema) if spec.validate_schema else None
+        self.validator = Validator(spec.validate_schema) if spec.validate_schema else None
         self.transforms = []
         for name, config in spec.transforms:
             plugin = reg.get("transform", name)
@@ -104,7 +104,7 @@ class Stages:
             work, values = _reject(work, values, bad, "deserialize", rejected)
 
         if self.validator is not None and values:
-            bad = self.validator.check(values)
+            bad = [(i, BadRecordError(message, index=i)) for i, message in self.validator.check(values)]
             work, values = _reject(work, values, bad, "validate", rejected)
 
         for name, transform in self.transforms:
@@ -178,32 +178,3 @@ def _reject(work: list, values: list, bad: list, stage: str, rejected: list, dro
     gone = {i for i, _ in bad}
     keep = [j for j, v in enumerate(values) if j not in gone and v is not DROP]
     return [work[j] for j in keep], [values[j] for j in keep]
-
-
-class _Validator:
-    """``deserializer.validate``: a JSON Schema compiled once; valid values cost one call."""
-
-    def __init__(self, path: str):
-        from jsonschema import validators
-
-        try:
-            with open(path, encoding="utf-8") as fh:
-                schema = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise FatalError(f"cannot read the JSON Schema {path}: {exc}") from None
-        cls = validators.validator_for(schema)
-        cls.check_schema(schema)
-        self.schema = schema
-        self.validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-    def check(self, values: list) -> list:
-        is_valid = self.validator.is_valid
-        bad = []
-        for i, v in enumerate(values):
-            if not is_valid(v):
-                from jsonschema.exceptions import best_match
-
-                err = best_match(self.validator.iter_errors(v))
-                where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-                bad.append((i, BadRecordError(f"{where}: {err.message}", index=i)))
-        return bad

@@ -1,6 +1,7 @@
 """The validated, normalized spec the runtime reads."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -8,7 +9,7 @@ from kpipe.plugins import registry
 
 from .schema import schema_default
 from .units import parse_duration, parse_size
-from .validate import resolve_path
+from kpipe.validation import resolve_path
 from .yamlnodes import Document
 
 __all__ = ["Spec", "build_spec"]
@@ -64,14 +65,22 @@ class Spec:
         return f"{self.file}:{line}:{col}"
 
 
-def _with_defaults(kind: str, name: str, config: dict) -> dict:
-    """``config`` plus the ``default`` of each top-level property the plugin schema declares."""
+def _with_defaults(kind: str, name: str, config: dict, spec_file: str = "") -> dict:
+    """``config`` plus the ``default`` of each top-level property the plugin schema declares.
+
+    A property marked ``"x-path": true`` is a file path: a relative one is made absolute
+    against the spec file's directory, so a spec means the same from any working directory.
+    """
     plugin = registry().get(kind, name)
     properties = plugin.config_schema.get("properties", {}) if plugin is not None else {}
     filled = dict(config)
     for key, prop in properties.items():
-        if key not in filled and isinstance(prop, Mapping) and "default" in prop:
+        if not isinstance(prop, Mapping):
+            continue
+        if key not in filled and "default" in prop:
             filled[key] = prop["default"]
+        if prop.get("x-path") and isinstance(filled.get(key), str) and spec_file:
+            filled[key] = os.path.abspath(resolve_path(filled[key], spec_file))
     return filled
 
 
@@ -105,12 +114,12 @@ def build_spec(doc: Document) -> Spec:
         deserializer_type=deserializer["type"],
         deserializer_config=_with_defaults(
             "deserializer", deserializer["type"],
-            {k: v for k, v in deserializer.items() if k not in ("type", "validate")}),
+            {k: v for k, v in deserializer.items() if k not in ("type", "validate")}, doc.file),
         key_deserializer_type=key_deserializer["type"] if key_deserializer else None,
         key_deserializer_config=_with_defaults(
             "deserializer", key_deserializer["type"],
-            {k: v for k, v in key_deserializer.items() if k != "type"}) if key_deserializer else {},
-        validate_schema=(resolve_path(doc.file, deserializer["validate"])
+            {k: v for k, v in key_deserializer.items() if k != "type"}, doc.file) if key_deserializer else {},
+        validate_schema=(os.path.abspath(resolve_path(deserializer["validate"], doc.file))
                          if deserializer.get("validate") else None),
         transforms=[next(iter(item.items())) for item in data.get("transforms", [])],
         tombstones=data.get("tombstones", schema_default("tombstones")),

@@ -15,18 +15,14 @@ from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from kpipe.api import KpipeError
 from kpipe.plugins import PluginLoadError, registry
+from kpipe.validation import resolve_path
 
 from .problems import Problem, format_path
 from .schema import cached_schema
 from .units import parse_size
 from .yamlnodes import Document
 
-__all__ = ["validate_document", "did_you_mean", "resolve_path"]
-
-
-def resolve_path(spec_file: str, path: str) -> str:
-    """A path from the spec, relative to the spec file's directory unless absolute."""
-    return path if os.path.isabs(path) else os.path.join(os.path.dirname(os.path.abspath(spec_file)), path)
+__all__ = ["validate_document", "did_you_mean"]
 
 # Keywords whose errors are about keys, not about the value at the error's path.
 _KEY_KEYWORDS = {"required", "additionalProperties", "propertyNames", "dependentRequired",
@@ -232,9 +228,9 @@ def _lint(doc: Document, checker: _Checker) -> None:
     deserializer = data.get("deserializer")
     schema_file = deserializer.get("validate") if isinstance(deserializer, dict) else None
     if isinstance(schema_file, str) and schema_file and not doc.is_tainted(("deserializer", "validate")):
-        if not os.path.isfile(resolve_path(doc.file, schema_file)):
+        if not os.path.isfile(resolve_path(schema_file, doc.file)):
             path = ("deserializer", "validate")
-            checker.report(doc.value_at(path), path, f"no such file: {resolve_path(doc.file, schema_file)}")
+            checker.report(doc.value_at(path), path, f"no such file: {os.path.abspath(resolve_path(schema_file, doc.file))}")
 
     sink = data.get("sink")
     if data.get("tombstones") == "delete" and isinstance(sink, dict) and isinstance(sink.get("type"), str):

@@ -194,8 +194,10 @@ class _Builder:
             if errors:
                 self.doc.tainted.add(path)
                 return text
-            if not getattr(node, "kpipe_plain", False):
-                return text  # quoted or explicitly tagged: stays a string
+            if not getattr(node, "kpipe_plain", False) or text == "":
+                # Quoted or tagged: stays a string. So does an empty expansion (${X:-}): the
+                # writer asked for a value, and YAML's typing would turn "" into null.
+                return text
             # Plain scalars get the type they would have had if the value had been typed in.
             tag = self.resolver.resolve(ScalarNode, text, (True, False))
             node = ScalarNode(tag, text, node.start_mark, node.end_mark, style=None)

@@ -106,7 +106,12 @@ def _ms_text(ms) -> str:
 
 
 def _key_text(key) -> str | None:
-    return None if key is None else key.decode("utf-8", "backslashreplace")
+    """Raw key bytes as UTF-8 text; a deserialized key (key_deserializer) as text or JSON."""
+    if key is None or type(key) is str:
+        return key
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).decode("utf-8", "backslashreplace")
+    return orjson.dumps(key, default=str).decode()
 
 
 def metadata_values(batch: Batch, name: str) -> list:
