@@ -116,9 +116,9 @@ def cmd_plugins(args) -> int:
             dist, version = reg.dists[(kind, name)]
             caps = getattr(reg.plugins[kind][name], "capabilities", None)
             flags = ",".join(k for k, v in vars(caps).items() if v) if caps else ""
-            print(f"{kind:13} {name:12} {dist} {version}  {flags}")
+            print(f"{kind:13} {name:16} {dist} {version}  {flags}")
         for name, why in sorted(reg.broken[kind].items()):
-            print(f"{kind:13} {name:12} BROKEN: {why}")
+            print(f"{kind:13} {name:16} BROKEN: {why}")
     return EXIT_OK
 
 
