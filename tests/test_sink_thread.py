@@ -110,3 +110,13 @@ def test_sink_calls_run_on_one_thread_overlapped_with_consuming(brokers, topic, 
     # Overlap: ~40 writes of 0.3 s each; a runner that read only between writes would have
     # consumed nothing while one ran.
     assert sink.consumed_during_writes > 0
+
+    # The live figures watchers read agree with what the probe saw.
+    assert result.phase == "done" and result.sink_ok
+    assert result.batch_records.count == result.batches == sum(len(r) for r in sink.written.values())
+    assert result.batch_records.sum == produced
+    assert 0 < result.write_seconds.count <= result.batches and result.write_seconds.sum >= 0.3
+    assert result.commit_seconds.count >= 1
+    assert result.committed == result.partitions and not result.positions  # closing revoked them all
+    assert all(result.ends[tp] == result.committed[tp] for tp in result.ends) and len(result.ends) == 4
+    assert not result.rejected

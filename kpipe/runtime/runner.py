@@ -15,7 +15,6 @@ import logging
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -24,6 +23,7 @@ from kpipe.plugins import registry
 from kpipe.runtime.buffer import PartitionBuffer
 from kpipe.runtime.dlq import DeadLetterQueue
 from kpipe.runtime.stages import Stages
+from kpipe.runtime.stats import RunResult
 from kpipe.runtime.retry import Backoff, DependencyUnavailable, retry
 
 __all__ = ["Runner", "RunResult", "consumer_config", "KAFKA_DEFAULTS"]
@@ -41,19 +41,6 @@ _REBALANCE_CODES = {
     KafkaError._STATE,
 }
 _CHUNK = 10_000  # messages per Consumer.consume call
-
-
-@dataclass
-class RunResult:
-    exit_code: int = 0
-    consumed: int = 0
-    written: int = 0
-    batches: int = 0
-    dropped: int = 0        # filtered out by a transform, or skipped tombstones
-    skipped: int = 0        # bad records let go by `skip`
-    dead_lettered: int = 0  # bad records sent to the DLQ
-    reason: str = ""
-    partitions: dict = field(default_factory=dict)  # (topic, partition) -> committed next offset
 
 
 class _Throttle(logging.Filter):
@@ -121,16 +108,17 @@ class Runner:
         self.sink = None
         self.consumer = None
         self.buffers: dict[tuple, PartitionBuffer] = {}
+        self.result = RunResult()                # totals and live figures, read by watchers
         self.durable: dict[tuple, int] = {}      # next offset the sink holds durably
-        self.committed: dict[tuple, int] = {}    # next offset the group has committed
-        self.targets: dict[tuple, int] = {}      # end offsets to reach with --until-caught-up
+        self.committed = self.result.committed   # next offset the group has committed
+        self.targets = self.result.targets       # end offsets to reach with --until-caught-up
+        self._next_ends = 0.0
         self.assigned_once = False
         self._next_group_check = 0.0
         self._next_waiting_log = 0.0
         self.rebalancing = False
         self.mirror_pending: set = set()
         self.stop_requested = 0
-        self.result = RunResult()
         self._callback_error: BaseException | None = None
         # The sink lives on this thread: a write in progress overlaps the next consume (the
         # COPY or upload wait was ~25% of a PostgreSQL run), and sinks whose drivers are
@@ -162,6 +150,7 @@ class Runner:
             self._sink_thread = ThreadPoolExecutor(1, thread_name_prefix="kpipe-sink")
             self.sink = self._on_sink_thread(self.sink_plugin.create, spec.sink_config, ctx)
             self._on_sink_thread(self._retry, f"opening sink {spec.sink_type}", self.sink.open)
+            self.result.sink_ok = True
             if spec.dlq is not None:
                 self.dlq = DeadLetterQueue(spec, kafka_log)
             self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
@@ -169,6 +158,7 @@ class Runner:
             self._snapshot_targets()
             self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
                                     on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self.result.phase = "running"
             self._loop()
         except DependencyUnavailable as exc:
             self._fail(3, str(exc))
@@ -209,6 +199,7 @@ class Runner:
         return self._sink_thread.submit(fn, *args).result()
 
     def _shutdown(self) -> None:
+        self.result.phase = "stopping"
         if self._inflight is not None:
             try:
                 self._settle()  # what became durable is still worth a commit
@@ -229,6 +220,7 @@ class Runner:
         if self._sink_thread is not None:
             self._sink_thread.shutdown(wait=True)
         self.result.partitions = dict(self.committed)
+        self.result.phase = "done"
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -237,6 +229,7 @@ class Runner:
         timeout = min(1.0, max(0.05, spec.max_age / 2))
         budget = self.max_messages
         while not self.stop_requested:
+            self._tick()
             if self._inflight is not None and self._inflight.done():
                 self._settle()  # commit promptly, not only when the next batch is ready
             msgs = self.consumer.consume(_CHUNK if budget is None else max(1, min(_CHUNK, budget)), timeout)
@@ -259,6 +252,7 @@ class Runner:
                 raise bad
             if budget is not None and budget <= 0:
                 self._settle()
+                self._tick(force=True)
                 log.info("reached --max-messages %d", self.max_messages)
                 return
             if self.until_caught_up:
@@ -266,6 +260,7 @@ class Runner:
                     self._settle()  # nothing left to overlap the last write with
                 if self._caught_up():
                     self._settle()
+                    self._tick(force=True)
                     log.info("caught up with the end offsets recorded at start")
                     return
         if self.stop_requested == 1:
@@ -274,6 +269,24 @@ class Runner:
             if ready:
                 self._write(ready)
         self._settle()
+        self._tick(force=True)
+
+    def _tick(self, force: bool = False) -> None:
+        """The loop turned: say so to watchers, and refresh end offsets once a second from
+        librdkafka's cache (fetch responses carry them; no request is made)."""
+        now = time.monotonic()
+        self.result.last_loop_at = now
+        if now < self._next_ends and not force:
+            return
+        self._next_ends = now + 1.0
+        ends = self.result.ends
+        for tp in self.buffers:
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                ends[tp] = high
 
     def _ingest(self, msgs: list, now: float, ready: list):
         """Buffer a consumed chunk; returns the BadRecordError that stops the run, if any."""
@@ -311,6 +324,7 @@ class Runner:
             for i, stage, exc in out.rejected:
                 if self.spec.policies[stage] == "fail":
                     failure = (i, stage, exc)
+                    self.result.rejected[(stage, "fail")] += 1
                     break
                 self._reject(lst[i], stage, exc)
             self.result.dropped += out.dropped
@@ -334,6 +348,7 @@ class Runner:
                 return BadRecordError(f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: "
                                       f"{stage}: {exc} (errors.{stage}: fail)", index=i)
             buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
+            self.result.positions[tp] = buf.position
             buf.cut(spec.max_records, spec.max_bytes, ready)
         return None
 
@@ -350,6 +365,7 @@ class Runner:
     def _reject(self, msg, stage: str, exc: BaseException) -> None:
         """Apply a ``skip`` or ``dlq`` policy to one bad record (any thread)."""
         where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        self.result.rejected[(stage, self.spec.policies[stage])] += 1
         if self.spec.policies[stage] == "dlq":
             self.dlq.send(msg, stage, exc)
             self.result.dead_lettered += 1
@@ -386,6 +402,7 @@ class Runner:
             self.durable[tp] = b.next_offset
             self.result.written += len(b.values)
             self.result.batches += 1
+            self.result.batch_records.observe(len(b.values))
             done.append(tp)
         for tp, head in conflicts.items():
             self._rewind(tp, head)
@@ -403,10 +420,16 @@ class Runner:
         failure = None
 
         def attempt():
+            started = time.perf_counter()
             try:
                 self.sink.write(batches)
             except OffsetConflict as exc:
                 conflicts.update(exc.partitions)
+            except RetryableError:
+                self.result.sink_ok = False
+                raise
+            self.result.write_seconds.observe(time.perf_counter() - started)
+            self.result.sink_ok = True
 
         while True:
             try:
@@ -455,8 +478,10 @@ class Runner:
         self.mirror_pending.clear()
         if not offsets:
             return
+        started = time.perf_counter()
         try:
             result = self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.result.commit_seconds.observe(time.perf_counter() - started)
         except KafkaException as exc:
             err = exc.args[0]
             if err.code() in _REBALANCE_CODES:
@@ -593,6 +618,7 @@ class Runner:
             p.offset = starts[tp]
             self.buffers[tp] = PartitionBuffer(p.topic, p.partition, p.offset)
             self.durable[tp] = p.offset
+            self.result.positions[tp] = p.offset
             if self.committed.get(tp) != p.offset:
                 self.mirror_pending.add(tp)  # make the group's offset agree with the sink's
         if self.cooperative:
@@ -601,6 +627,8 @@ class Runner:
             consumer.assign(partitions)
         self.assigned_once = True
         self.rebalancing = False
+        self.result.assigned = frozenset(self.buffers)
+        self._next_ends = 0.0  # new partitions: their end offsets at the next turn
         if tps:
             log.info("assigned %s", ", ".join(f"{t}[{p}]@{starts[(t, p)]}" for t, p in sorted(tps)))
 
@@ -632,8 +660,10 @@ class Runner:
     def _drop(self, tps) -> None:
         for tp in tps:
             self.buffers.pop(tp, None)
+            self.result.positions.pop(tp, None)
             self.durable.pop(tp, None)
             self.mirror_pending.discard(tp)
+        self.result.assigned = frozenset(self.buffers)
         if self.sink is not None:
             self._on_sink_thread(self.sink.revoke, tps)
 
