@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from conftest import read_output, write_spec
 from kit import event, produce_values, run_kpipe, seal_events, unique
@@ -43,12 +44,13 @@ def committed(brokers: str, group: str, topic: str) -> dict[int, int]:
 
 
 def read_topic(brokers: str, topic: str, expect: int, timeout: float = 30) -> list:
-    c = Consumer({"bootstrap.servers": brokers, "group.id": unique("reader"), "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    c.subscribe([topic])
+    """Every message of ``topic`` from the beginning (``expect`` of them, plus any extra that
+    arrives within two seconds). Partitions are assigned, not subscribed: no group join."""
+    c = Consumer({"bootstrap.servers": brokers, "group.id": unique("reader"), "enable.auto.commit": False})
     got = []
     try:
-        import time
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         deadline = time.monotonic() + timeout
         while len(got) < expect and time.monotonic() < deadline:
             m = c.poll(0.5)
