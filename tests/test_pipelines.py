@@ -109,3 +109,32 @@ def test_orders_avro_to_postgres_creates_its_table_from_the_schema(brokers):
                 conn.exec_driver_sql("DELETE FROM kpipe_offsets WHERE group_id = 'orders-avro-to-postgres' "
                                      f"AND topic = '{topic}'")
             engine.dispose()
+
+
+def test_orders_to_s3_lands_every_order_once_under_its_country(brokers, tmp_path):
+    import gzip
+
+    import boto3
+
+    from kpipe.sinks.s3.testing import MotoServer
+
+    topic, bucket = f"orders-{uuid.uuid4().hex[:8]}", f"lake-{uuid.uuid4().hex[:8]}"
+    create_topic(brokers, topic, 4)
+    events = list(sample_orders(500))
+    produce(brokers, topic, iter(events))
+    with MotoServer() as server:
+        s3 = boto3.client("s3", endpoint_url=server.url)
+        s3.create_bucket(Bucket=bucket)
+        env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "BUCKET": bucket,
+               "S3_ENDPOINT": server.url}
+        proc = run_kpipe("run", "pipelines/orders-to-s3.yaml", "--until-caught-up", env=env)
+        assert proc.returncode == 0, proc.stderr
+        landed = {}
+        for obj in s3.list_objects_v2(Bucket=bucket, Prefix="raw/orders/dt=")["Contents"]:
+            country = obj["Key"].split("/country=")[1].split("/")[0]
+            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            for line in body.splitlines():
+                order = json.loads(line)
+                assert order["country"] == country
+                landed[order["order_id"]] = landed.get(order["order_id"], 0) + 1
+    assert landed == {i: 1 for i in range(500)}
