@@ -43,7 +43,9 @@ def snapshot(name: str, result, until_caught_up: bool) -> dict:
                 committed, positions = dict(result.committed), dict(result.positions)
                 remaining = 0
                 for tp, target in dict(result.targets).items():
-                    if tp in result.assigned:
+                    # Partitions we hold, or held (their last commit stays known): the final
+                    # record of a run that failed must not read as done.
+                    if tp in result.assigned or tp in committed:
                         done = committed.get(tp, positions.get(tp))
                         remaining += max(0, target - done) if done is not None else target
             break
@@ -165,7 +167,8 @@ class TtyDisplay:
         try:
             columns = os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, ValueError, OSError):
-            columns = 120
+            columns = 0
+        columns = columns or 200  # a terminal that does not say its size (a bare pty) says 0
         # A line that wraps would throw off the cursor-up count of the next redraw.
         lines = [format_line(t, bar=True, width=width)[:max(10, columns - 1)] for t in trackers]
         self.stream.write("\n".join(lines))
