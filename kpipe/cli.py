@@ -5,6 +5,8 @@ Exit codes (documented in the README; cron, systemd and Kubernetes rely on them)
   1  invalid spec or usage
   2  runtime failure (a bad record, a fatal Kafka or sink error)
   3  a dependency (Kafka, the sink) stayed unreachable after retries
+Several pipelines under one supervisor exit with the worst of theirs: 2 > 3 > 1 > 0
+(docs/operations.md).
 """
 from __future__ import annotations
 
