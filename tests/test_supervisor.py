@@ -68,8 +68,7 @@ def test_two_pipelines_restart_after_sigkill_and_drain_on_sigterm(brokers, topic
     err = sup.stderr()
     assert re.search(rf"{a} \(pid \d+\) finished: exit 0", err) and re.search(rf"{b} \(pid \d+\) finished: exit 0", err)
     assert "all pipelines finished (exit codes: " in err and "; exit 0" in err
-    for pid in pids(sup, a) + pids(sup, b):  # every child is gone
-        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert all(gone(pid) for pid in pids(sup, a) + pids(sup, b))  # no child outlives the supervisor
     assert_exactly_once(out_a, 4000)
     assert_exactly_once(out_b, 2000)
 
@@ -104,3 +103,33 @@ def test_one_invalid_spec_starts_nothing(brokers, topic, tmp_path):
     empty.mkdir()
     proc = run_kpipe("run", str(empty))
     assert proc.returncode == 1 and "no *.yaml spec files" in proc.stderr
+
+
+def gone(pid: int) -> bool:
+    """``pid`` has exited (reaped, or a zombie waiting for a parent that is not us)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_children_stop_when_the_supervisor_is_killed(brokers, topic, tmp_path):
+    produce_events(brokers, topic, 400)
+    specs = [write_spec(tmp_path, brokers, topic, tmp_path / n, name=unique(n), options=FAST_SESSION,
+                        filename=f"{n}.yaml") for n in ("x", "y")]
+    sup = Proc(tmp_path / "logs", "sup", "run", *map(str, specs), "--no-progress")
+    children: list[int] = []
+    try:
+        wait_for(lambda: sup.stderr().count("kpipe.run: assigned") == 2, 40, "both children assigned", [sup])
+        children += [int(p) for p in re.findall(r"started \S+ \(pid (\d+)\)", sup.stderr())]
+        assert len(children) == 2
+        sup.kill()
+        # The progress pipe breaks; each child stops as if sent SIGTERM, within a few seconds.
+        wait_for(lambda: all(gone(pid) for pid in children), 20, "the orphaned children to stop")
+    finally:
+        sup.kill()
+        for pid in children:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert records_in(tmp_path / "x") == 400 and records_in(tmp_path / "y") == 400
