@@ -5,6 +5,8 @@ Exit codes (documented in the README; cron, systemd and Kubernetes rely on them)
   1  invalid spec or usage
   2  runtime failure (a bad record, a fatal Kafka or sink error)
   3  a dependency (Kafka, the sink) stayed unreachable after retries
+Several pipelines under one supervisor exit with the worst of theirs: 2 > 3 > 1 > 0
+(docs/operations.md).
 """
 from __future__ import annotations
 
@@ -67,20 +69,109 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    specs = _load([args.spec])
+    from kpipe.ops.supervisor import expand_specs
+
+    paths = expand_specs(args.specs)
+    specs = None if paths is None else _load(paths)
     if specs is None:
         return EXIT_USAGE
+    if len(specs) > 1:
+        return _supervise(args, specs)
+    from kpipe.ops.progress import attach
     from kpipe.runtime import Runner
 
     spec = specs[0]
     runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
-    result = runner.run()
+    detach = attach(runner, spec.name, args.until_caught_up, args.progress, args.progress_interval)
+    try:
+        result = runner.run()
+    finally:
+        detach()
     log = logging.getLogger("kpipe")
     extra = "".join(f"; {what} {n}" for what, n in (("filtered", result.dropped), ("skipped", result.skipped),
                                                      ("dead-lettered", result.dead_lettered)) if n)
     log.info("%s: consumed %d, wrote %d records in %d batches%s%s", spec.name, result.consumed,
              result.written, result.batches, extra, f"; failed: {result.reason}" if result.exit_code else "")
     return result.exit_code
+
+
+# `kpipe run` options that only the supervisor acts on; every other option is passed to each child.
+_SUPERVISOR_ONLY = {"specs", "restart", "max_restarts", "progress", "progress_interval", "help", "version"}
+
+
+def _child_args(args) -> list[str]:
+    """The options of this `kpipe run` as they were given, for each child's command line."""
+    out: list[str] = ["--no-progress"]
+    for action in args.run_parser._actions:
+        if not action.option_strings or action.dest in _SUPERVISOR_ONLY:
+            continue
+        value = getattr(args, action.dest, None)
+        if value == action.default or value is None:
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._CountAction):
+            out += [flag] * value
+        elif action.nargs == 0:  # store_true / store_false / store_const
+            out.append(flag)
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *map(str, value)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _supervise(args, specs) -> int:
+    from kpipe.ops.progress import make_display
+    from kpipe.ops.supervisor import Supervisor
+
+    names: dict = {}
+    for spec in specs:
+        if spec.name in names:
+            print(f"{spec.file}: pipeline name {spec.name!r} is also the name of {names[spec.name]}; "
+                  "each pipeline under one supervisor needs a name of its own", file=sys.stderr)
+            return EXIT_USAGE
+        names[spec.name] = spec.file
+    display = make_display(sys.stderr, args.progress_interval) if args.progress else None
+    sup = Supervisor([(s.name, s.file) for s in specs], _child_args(args), restart=args.restart,
+                     max_restarts=args.max_restarts, bounded=bool(args.until_caught_up or args.max_messages),
+                     display=display)
+    from kpipe.ops.progress import route_logs, unroute_logs
+
+    swapped = route_logs(display, sys.stderr)
+    try:
+        return sup.run()
+    finally:
+        unroute_logs(swapped, sys.stderr)
+
+
+def cmd_lag(args) -> int:
+    specs = _load([args.spec])
+    if specs is None:
+        return EXIT_USAGE
+    from kpipe.api import KpipeError
+    from kpipe.ops.lag import format_table, gather, to_json
+    from kpipe.runtime.retry import DependencyUnavailable
+
+    spec = specs[0]
+    try:
+        rows = gather(spec)
+    except DependencyUnavailable as exc:
+        print(f"kpipe lag: {spec.file}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KpipeError as exc:
+        print(f"kpipe lag: {spec.file}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(to_json(spec, rows) if args.json else format_table(spec, rows))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    specs = _load([args.spec])
+    if specs is None:
+        return EXIT_USAGE
+    from kpipe.ops.check import check
+
+    return check(specs[0])
 
 
 def cmd_test(args) -> int:
@@ -122,6 +213,19 @@ def cmd_plugins(args) -> int:
     return EXIT_OK
 
 
+def _add_ops_run_options(r) -> None:
+    """`kpipe run` options for progress and for the supervisor of many pipelines."""
+    r.add_argument("--restart", choices=["no", "on-failure", "always"], default="on-failure",
+                   help="several specs: restart a pipeline whose process dies (default: on-failure)")
+    r.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                   help="several specs: give a pipeline up after N restarts in a row (default: 5)")
+    r.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress display (a live line per pipeline on a terminal, else a log line "
+                        "every --progress-interval)")
+    r.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="off a terminal: seconds between progress log lines (default: 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kpipe import __version__
 
@@ -141,14 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec file(s)")
     v.set_defaults(func=cmd_validate)
 
-    r = sub.add_parser("run", parents=[verbosity], help="run a pipeline",
+    r = sub.add_parser("run", parents=[verbosity], help="run one pipeline, or many under a supervisor",
                        description="Run a pipeline until SIGINT/SIGTERM (then drain, commit and exit 0), "
-                                   "or until caught up, or for N messages.")
-    r.add_argument("spec", metavar="SPEC", help="pipeline spec file")
+                                   "or until caught up, or for N messages. With several specs (or a "
+                                   "directory: every *.yaml in it), each runs in a child process under "
+                                   "one supervisor; see docs/operations.md.")
+    r.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec file(s), or a directory of them")
     r.add_argument("--until-caught-up", action="store_true",
                    help="record the end offsets at start, exit 0 once all of them are written and committed")
     r.add_argument("--max-messages", type=int, metavar="N", help="stop after consuming N messages")
-    r.set_defaults(func=cmd_run)
+    _add_ops_run_options(r)
+    r.set_defaults(func=cmd_run, run_parser=r)
 
     t = sub.add_parser("test", parents=[verbosity], help="run a spec's test cases, without a broker",
                        description="Run each case in the spec's 'tests:' list through its deserializer "
@@ -163,6 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--messages", type=int, default=1000, metavar="N", help="sample events to produce")
     d.add_argument("--keep", metavar="DIR", help="keep the output in DIR instead of a temp directory")
     d.set_defaults(func=cmd_demo)
+
+    lg = sub.add_parser("lag", parents=[verbosity], help="committed position, end offset and lag per partition",
+                        description="For each partition of the spec's source topics: the committed position "
+                                    "(from the sink's own offset store when it has one, else the group's), "
+                                    "the end offset and the lag, with totals. Exits 3 if Kafka or the sink "
+                                    "is unreachable.")
+    lg.add_argument("spec", metavar="SPEC", help="pipeline spec file")
+    lg.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lg.set_defaults(func=cmd_lag)
+
+    ck = sub.add_parser("check", parents=[verbosity], help="validate a spec, then connect to its dependencies",
+                        description="Validate the spec, then check that the brokers answer, the topics "
+                                    "exist, the sink opens and reads its offsets, and the dead-letter topic "
+                                    "exists. One line per check; exit 1 invalid spec, 2 a check failed "
+                                    "(missing topic, access denied), 3 a dependency is unreachable.")
+    ck.add_argument("spec", metavar="SPEC", help="pipeline spec file")
+    ck.set_defaults(func=cmd_check)
 
     pl = sub.add_parser("plugins", parents=[verbosity], help="list installed plugins",
                         description="List installed sinks and deserializers with their distribution "

@@ -7,7 +7,7 @@ import pytest
 
 from kit import kpipe_cmd, run_kpipe
 
-COMMANDS = ["validate", "run", "demo", "plugins"]
+COMMANDS = ["validate", "run", "demo", "plugins", "lag", "check"]
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in COMMANDS])
