@@ -27,7 +27,7 @@ Optional hooks:
 
 The checks drive the sink the way the runner does: all calls on one thread, ``open`` first,
 ``load_offsets`` on assignment (``stores_offsets`` sinks), whole batches of one partition each,
-and a "crash" is an instance dropped without ``close``.
+and a "crash" is an instance dropped without ``close``. Needs pytest (``kpipe[test]``).
 """
 from __future__ import annotations
 
@@ -296,7 +296,9 @@ class SinkConformance:
             f"a transient outage raised {type(info.value).__name__}: {info.value}; expected RetryableError")
         self.assert_landed(config, self.ids([a]), "a write that raised RetryableError")
         if stores:
-            got = self.new_sink(config).load_offsets([self.tp(0)])
+            fresh = self.new_sink(config)
+            got = fresh.load_offsets([self.tp(0)])
+            fresh.close()
             assert got == {self.tp(0): a.next_offset}, (
                 f"after a failed write of 3..6, the stored offset is {got}, not {a.next_offset}")
         sink.write([b])  # the runner's retry: same instance, same batch
