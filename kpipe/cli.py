@@ -24,15 +24,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                                           "%H:%M:%S"))
-    root = logging.getLogger("kpipe")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+def _setup_logging(verbosity: int, fmt: str = "text") -> None:
+    from kpipe.ops.logs import setup_logging  # text or JSON lines; secrets redacted either way
+
+    setup_logging(verbosity, fmt)
 
 
 def _load(paths):
@@ -132,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity = argparse.ArgumentParser(add_help=False)
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    verbosity.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KPIPE_LOG_FORMAT", "text"),
+                           help="text (default, or $KPIPE_LOG_FORMAT) or json: one object per line, for journald/ELK")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -173,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(-1 if args.quiet else args.verbose)
+    _setup_logging(-1 if args.quiet else args.verbose, args.log_format)
     try:
         return args.func(args)
     except KeyboardInterrupt:
