@@ -69,7 +69,10 @@ def cmd_run(args) -> int:
 
     spec = specs[0]
     runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
-    result = runner.run()
+    from kpipe.ops.run import run_ops  # metrics and health endpoint, systemd notify
+
+    with run_ops(args, runner):
+        result = runner.run()
     log = logging.getLogger("kpipe")
     extra = "".join(f"; {what} {n}" for what, n in (("filtered", result.dropped), ("skipped", result.skipped),
                                                      ("dead-lettered", result.dead_lettered)) if n)
@@ -145,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--until-caught-up", action="store_true",
                    help="record the end offsets at start, exit 0 once all of them are written and committed")
     r.add_argument("--max-messages", type=int, metavar="N", help="stop after consuming N messages")
+    # -- operations (kpipe/ops, docs/metrics.md) --
+    r.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus /metrics, /healthz and /readyz on PORT (0: any free port)")
+    r.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address to bind (default 0.0.0.0)")
+    r.add_argument("--health-stall", type=float, metavar="SECONDS",
+                   help="/healthz fails and systemd watchdog pings stop once the loop has not turned for this "
+                        "long (default: 60 s plus the spec's whole retry budget)")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("test", parents=[verbosity], help="run a spec's test cases, without a broker",
