@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import count_published, records_in, write_spec
+from kpipe.kafka_admin import create_topic
 from kit import (Proc, event, produce_events, produce_values, run_kpipe, seal_events, stop_cleanly, unique,
                  wait_for)
 from sqlkit import dbs, write_sql_spec  # noqa: F401
@@ -277,3 +278,23 @@ def test_metrics_port_without_prometheus_client_or_with_the_port_taken_exits_1(t
         proc = run_kpipe("run", str(spec), "--metrics-port", str(port), "--metrics-host", "127.0.0.1", timeout=30)
     assert proc.returncode == 1, proc.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_a_member_with_no_partitions_is_ready(brokers, tmp_path):
+    """Two members, one partition: the member the group gives nothing is ready (and idle)."""
+    topic = unique("one-partition")
+    create_topic(brokers, topic, 1)
+    spec = write_spec(tmp_path, brokers, topic, tmp_path / "out", name=unique("spare"))
+    procs = [Proc(tmp_path / "logs", f"m{i}", "run", str(spec), "--metrics-port", "0", "--metrics-host", "127.0.0.1")
+             for i in range(2)]
+    try:
+        ports = [serving_port(p) for p in procs]
+        wait_for(lambda: all(get(port, "/readyz")[0] == 200 for port in ports)
+                 and sorted(m(scrape(port), "kpipe_partitions_assigned") for port in ports) == [0, 1],
+                 60, "both ready, one partition between them", procs)
+        assert sorted(get(port, "/readyz")[1] for port in ports) == [
+            "ready: 0 partitions assigned, sink reachable\n", "ready: 1 partition assigned, sink reachable\n"]
+        stop_cleanly(*procs)
+    finally:
+        for p in procs:
+            p.kill()
