@@ -232,6 +232,8 @@ def test_sd_notify_sends_ready_then_watchdog_then_stopping(brokers, topic, tmp_p
         records = [json.loads(line) for line in proc.stderr().splitlines()]
         assert records and all({"ts", "level", "logger", "message"} <= set(r) for r in records)
         assert any(r["logger"] == "kpipe.run" and r["message"].startswith("assigned ") for r in records)
+        name = yaml.safe_load(spec.read_text())["name"]
+        assert all(r.get("pipeline") == name for r in records), records[:3]
     finally:
         proc.kill()
         sock.close()

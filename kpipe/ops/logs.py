@@ -13,7 +13,7 @@ import sys
 
 from kpipe.ops.redact import redact
 
-__all__ = ["setup_logging", "JsonFormatter", "RedactFilter", "TEXT_FORMAT", "FORMATS"]
+__all__ = ["setup_logging", "tag_pipeline", "JsonFormatter", "RedactFilter", "TEXT_FORMAT", "FORMATS"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FORMATS = ("text", "json")
@@ -67,6 +67,24 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and key not in out:
                 out[key] = value
         return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class _PipelineField(logging.Filter):
+    def __init__(self, name: str):
+        super().__init__()
+        self.name_ = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "pipeline"):
+            record.pipeline = self.name_
+        return True
+
+
+def tag_pipeline(name: str) -> None:
+    """Give every record through kpipe's handlers a ``pipeline`` field (a JSON key; the text
+    format does not show it), so the lines of many pipelines can be told apart in one stream."""
+    for handler in logging.getLogger("kpipe").handlers:
+        handler.addFilter(_PipelineField(name))
 
 
 def setup_logging(verbosity: int, fmt: str = "text") -> None:

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from kpipe.ops.health import Health
+from kpipe.ops.logs import tag_pipeline
 
 __all__ = ["run_ops"]
 
@@ -23,6 +24,7 @@ log = logging.getLogger("kpipe.ops")
 @contextlib.contextmanager
 def run_ops(args, runner):
     spec = runner.spec
+    tag_pipeline(spec.name)
     health = Health(runner, getattr(args, "health_stall", None))
     server = notifier = None
     port = getattr(args, "metrics_port", None)
