@@ -102,3 +102,13 @@ def test_the_log_filter_masks_messages_tracebacks_and_extra_fields():
     assert first["ts"].endswith("Z") and first["dsn"] == "password=*** x"
     assert "login with *** failed" in second["exc"] and "hunter22" not in stream.getvalue()
     assert second["message"] == "sink failed: about"  # "ab" is not masked inside words
+
+
+
+def test_a_url_marked_secret_hides_only_its_password(tmp_path):
+    """registry.url is x-secret for the credentials a URL may hold; a bad one is still shown."""
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(SPEC.format(n=3, pw="/dev/null").replace("https://sr:8081", "sr-host:8081"))
+    with pytest.raises(SpecError) as err:
+        load_spec(spec_file, env={"SR_TOKEN": "sr-token-3"})
+    assert "got 'sr-host:8081'" in str(err.value)

@@ -6,7 +6,7 @@ What is hidden (docs/metrics.md, "Secrets"):
 - ``password=...``, ``passwd=``, ``pwd=``, ``secret=``, ``token=`` pairs (libpq DSNs, query strings);
 - every value registered here, verbatim. ``load_spec`` registers, for each spec it loads
   (``Spec.secrets``): values marked ``"x-secret": true`` in a plugin's config schema (only the
-  password when the value is a URL), librdkafka options whose name contains ``password`` or
+  password of a URL, for keys named ``url``/``*uri`` or values with ``://``), librdkafka options whose name contains ``password`` or
   ``secret``, and every interpolated value that came from ``${file:...}`` or from a variable
   whose name contains PASSWORD, PASSWD, SECRET, TOKEN, CREDENTIAL or API_KEY.
 

@@ -86,24 +86,26 @@ def _with_defaults(kind: str, name: str, config: dict, spec_file: str = "") -> d
     return filled
 
 
-def _schema_secrets(schema, value, out: set) -> None:
+def _schema_secrets(schema, value, out: set, key: str = "") -> None:
     """Add to ``out`` what ``schema`` marks ``"x-secret": true`` in ``value``, at any depth:
-    the password alone when the value is a URL (the rest of a URL is no secret), else the value."""
+    for a key named like a URL (``url``, ``*_uri``) the URL's password alone, the rest of a
+    URL being no secret; for any other key the whole value."""
     if not isinstance(schema, Mapping):
         return
     if schema.get("x-secret") and isinstance(value, str):
-        password = url_password(value)
-        if password is not None:
-            out.add(password)
-        elif "://" not in value:
+        if key.lower().endswith(("url", "uri")) or "://" in value:
+            password = url_password(value)
+            if password is not None:
+                out.add(password)
+        else:
             out.add(value)
     if isinstance(value, Mapping):
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                _schema_secrets(sub, value[key], out)
+        for name, sub in schema.get("properties", {}).items():
+            if name in value:
+                _schema_secrets(sub, value[name], out, name)
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for item in value:
-            _schema_secrets(schema["items"], item, out)
+            _schema_secrets(schema["items"], item, out, key)
 
 
 def collect_secrets(doc: Document) -> frozenset:
