@@ -26,15 +26,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                                           "%H:%M:%S"))
-    root = logging.getLogger("kpipe")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+def _setup_logging(verbosity: int, fmt: str = "text") -> None:
+    from kpipe.ops.logs import setup_logging  # text or JSON lines; secrets redacted either way
+
+    setup_logging(verbosity, fmt)
 
 
 def _load(paths):
@@ -82,11 +77,14 @@ def cmd_run(args) -> int:
 
     spec = specs[0]
     runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
-    detach = attach(runner, spec.name, args.until_caught_up, args.progress, args.progress_interval)
-    try:
-        result = runner.run()
-    finally:
-        detach()
+    from kpipe.ops.run import run_ops  # metrics and health endpoint, systemd notify
+
+    with run_ops(args, runner):
+        detach = attach(runner, spec.name, args.until_caught_up, args.progress, args.progress_interval)
+        try:
+            result = runner.run()
+        finally:
+            detach()
     log = logging.getLogger("kpipe")
     extra = "".join(f"; {what} {n}" for what, n in (("filtered", result.dropped), ("skipped", result.skipped),
                                                      ("dead-lettered", result.dead_lettered)) if n)
@@ -96,7 +94,8 @@ def cmd_run(args) -> int:
 
 
 # `kpipe run` options that only the supervisor acts on; every other option is passed to each child.
-_SUPERVISOR_ONLY = {"specs", "restart", "max_restarts", "progress", "progress_interval", "help", "version"}
+_SUPERVISOR_ONLY = {"specs", "restart", "max_restarts", "progress", "progress_interval", "help", "version",
+                    "metrics_port"}
 
 
 def _child_args(args) -> list[str]:
@@ -132,7 +131,12 @@ def _supervise(args, specs) -> int:
             return EXIT_USAGE
         names[spec.name] = spec.file
     display = make_display(sys.stderr, args.progress_interval) if args.progress else None
-    sup = Supervisor([(s.name, s.file) for s in specs], _child_args(args), restart=args.restart,
+    port = args.metrics_port
+
+    def own(i: int) -> tuple:  # each pipeline its own metrics port: PORT+i (0: each a free one)
+        return () if port is None else ("--metrics-port", str(port + i if port else 0))
+
+    sup = Supervisor([(s.name, s.file, own(i)) for i, s in enumerate(specs)], _child_args(args), restart=args.restart,
                      max_restarts=args.max_restarts, bounded=bool(args.until_caught_up or args.max_messages),
                      display=display)
     from kpipe.ops.progress import route_logs, unroute_logs
@@ -236,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity = argparse.ArgumentParser(add_help=False)
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    verbosity.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KPIPE_LOG_FORMAT", "text"),
+                           help="text (default, or $KPIPE_LOG_FORMAT) or json: one object per line, for journald/ELK")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -254,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--until-caught-up", action="store_true",
                    help="record the end offsets at start, exit 0 once all of them are written and committed")
     r.add_argument("--max-messages", type=int, metavar="N", help="stop after consuming N messages")
+    # -- operations (kpipe/ops, docs/metrics.md) --
+    r.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus /metrics, /healthz and /readyz on PORT (0: any free port); "
+                        "with several specs, pipeline i gets PORT+i")
+    r.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address to bind (default 0.0.0.0)")
+    r.add_argument("--health-stall", type=float, metavar="SECONDS",
+                   help="/healthz fails and systemd watchdog pings stop once the loop has not turned for this "
+                        "long (default: 60 s plus the spec's whole retry budget)")
     _add_ops_run_options(r)
     r.set_defaults(func=cmd_run, run_parser=r)
 
@@ -297,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(-1 if args.quiet else args.verbose)
+    _setup_logging(-1 if args.quiet else args.verbose, args.log_format)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -171,16 +171,17 @@ class BurstProducer(threading.Thread):
 
 
 class Proc:
-    """A ``kpipe`` subprocess whose stdout and stderr go to files under ``logdir``."""
+    """A ``kpipe`` subprocess whose stdout and stderr go to files under ``logdir``; ``env``
+    replaces the environment, as in ``subprocess.Popen``."""
 
-    def __init__(self, logdir: Path, tag: str, *args: str):
+    def __init__(self, logdir: Path, tag: str, *args: str, env=None):
         logdir.mkdir(exist_ok=True)
         self.tag = tag
         self.err_path = logdir / f"{tag}.stderr"
         self.out_path = logdir / f"{tag}.stdout"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.popen = subprocess.Popen(kpipe_cmd(*args), stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, cwd=ROOT)
+                                          stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
         self.started = time.monotonic()
 
     def stderr(self) -> str:

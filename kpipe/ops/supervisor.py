@@ -87,12 +87,16 @@ def expand_specs(paths) -> list[str] | None:
     return out
 
 
+_SYSTEMD_ENV = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
+
 class Child:
     """One pipeline under the supervisor, across its restarts."""
 
-    def __init__(self, name: str, spec_path: str):
+    def __init__(self, name: str, spec_path: str, extra_args: tuple = ()):
         self.name = name
         self.spec_path = spec_path
+        self.extra_args = list(extra_args)  # this pipeline's own options (its metrics port)
         self.proc: subprocess.Popen | None = None
         self.pid: int | None = None
         self.started_at = 0.0
@@ -106,7 +110,7 @@ class Child:
 class Supervisor:
     def __init__(self, pipelines: list[tuple[str, str]], child_args: list[str], *, restart: str = "on-failure",
                  max_restarts: int = 5, bounded: bool = False, display=None, stream=None):
-        self.children = [Child(name, path) for name, path in pipelines]
+        self.children = [Child(*p) for p in pipelines]  # (name, spec path[, extra args])
         self.child_args = list(child_args)
         self.policy = restart
         self.max_restarts = max_restarts
@@ -153,8 +157,11 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, PROGRESS_FD_ENV: str(write_fd)}
-        cmd = [sys.executable, "-m", "kpipe", "run", child.spec_path, *self.child_args]
+        # systemd talks to the supervisor only (NotifyAccess=main): a child must not claim
+        # readiness or feed the watchdog for all of them.
+        env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ENV}
+        env[PROGRESS_FD_ENV] = str(write_fd)
+        cmd = [sys.executable, "-m", "kpipe", "run", child.spec_path, *self.child_args, *child.extra_args]
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                                     pass_fds=(write_fd,), start_new_session=True)

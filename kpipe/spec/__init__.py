@@ -9,11 +9,14 @@ Every problem is reported at once, each as ``FILE:LINE:COL: PATH: MESSAGE``::
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Mapping
 
-from .model import Spec, build_spec
+from kpipe.ops import redact
+
+from .model import Spec, build_spec, collect_secrets
 from .problems import Problem, SpecError, format_path
 from .schema import pipeline_schema
 from .units import parse_duration, parse_size
@@ -27,7 +30,8 @@ __all__ = ["load_spec", "Spec", "SpecError", "Problem", "format_path",
 def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
     """Read, interpolate and validate the spec at ``path``; raise ``SpecError`` listing every problem.
 
-    ``env`` supplies ``${VAR}`` values and defaults to ``os.environ``.
+    ``env`` supplies ``${VAR}`` values and defaults to ``os.environ``. The spec's secrets
+    (``Spec.secrets``) are registered with ``kpipe.ops.redact``, so logs never show them.
     """
     file = str(path)
     env = os.environ if env is None else env
@@ -37,6 +41,8 @@ def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
         raise SpecError([Problem(file, 1, 1, format_path(()), f"cannot read the spec: {exc}")]) from None
     doc = parse_document(text, file, env)
     problems = validate_document(doc)
+    # Secrets are known from here on; no message, log line or problem prints them.
+    redact.register(collect_secrets(doc))
     if problems:
-        raise SpecError(problems)
+        raise SpecError([dataclasses.replace(p, message=redact.redact(p.message)) for p in problems])
     return build_spec(doc)

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from kpipe.ops.redact import secret_name, url_password
 from kpipe.plugins import registry
 
 from .schema import schema_default
@@ -12,7 +13,7 @@ from .units import parse_duration, parse_size
 from kpipe.validation import resolve_path
 from .yamlnodes import Document
 
-__all__ = ["Spec", "build_spec"]
+__all__ = ["Spec", "build_spec", "collect_secrets"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Spec:
     policies: dict[str, str] = field(default_factory=dict)  # stage -> fail | skip | dlq
     dlq: dict[str, Any] | None = None      # {topic, brokers, options}
     tests: list = field(default_factory=list)
+    secrets: frozenset = frozenset()       # values never to print (kpipe.ops.redact)
     _positions: Mapping = field(default_factory=dict, repr=False, compare=False)
 
     def locate(self, path: tuple) -> tuple[int, int]:
@@ -82,6 +84,51 @@ def _with_defaults(kind: str, name: str, config: dict, spec_file: str = "") -> d
         if prop.get("x-path") and isinstance(filled.get(key), str) and spec_file:
             filled[key] = os.path.abspath(resolve_path(filled[key], spec_file))
     return filled
+
+
+def _schema_secrets(schema, value, out: set, key: str = "") -> None:
+    """Add to ``out`` what ``schema`` marks ``"x-secret": true`` in ``value``, at any depth:
+    for a key named like a URL (``url``, ``*_uri``) the URL's password alone, the rest of a
+    URL being no secret; for any other key the whole value."""
+    if not isinstance(schema, Mapping):
+        return
+    if schema.get("x-secret") and isinstance(value, str):
+        if key.lower().endswith(("url", "uri")) or "://" in value:
+            password = url_password(value)
+            if password is not None:
+                out.add(password)
+        else:
+            out.add(value)
+    if isinstance(value, Mapping):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value:
+                _schema_secrets(sub, value[name], out, name)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            _schema_secrets(schema["items"], item, out, key)
+
+
+def collect_secrets(doc: Document) -> frozenset:
+    """Every value of the spec that must never be printed (see ``kpipe.ops.redact``)."""
+    data = doc.data if isinstance(doc.data, Mapping) else {}
+    out = set(doc.secrets)
+    reg = registry()
+    for key, kind in (("sink", "sink"), ("deserializer", "deserializer"), ("key_deserializer", "deserializer")):
+        section = data.get(key)
+        if isinstance(section, Mapping) and isinstance(section.get("type"), str):
+            plugin = reg.get(kind, section["type"])
+            if plugin is not None:
+                _schema_secrets(plugin.config_schema, section, out)
+    source = data.get("source") if isinstance(data.get("source"), Mapping) else {}
+    dlq = (data.get("errors") or {}).get("dlq") if isinstance(data.get("errors"), Mapping) else None
+    for options in (source.get("options"), dlq.get("options") if isinstance(dlq, Mapping) else None):
+        if isinstance(options, Mapping):  # librdkafka: sasl.password, ssl.key.password, ...client.secret
+            out.update(str(v) for k, v in options.items() if secret_name(str(k)) and v is not None)
+    for value in list(out):
+        password = url_password(value)
+        if password is not None:
+            out.add(password)
+    return frozenset(v for v in out if v)
 
 
 def build_spec(doc: Document) -> Spec:
@@ -127,6 +174,7 @@ def build_spec(doc: Document) -> Spec:
                   for stage in ("deserialize", "validate", "transform", "sink")},
         dlq=({"brokers": source["brokers"], "options": {}, **errors["dlq"]} if "dlq" in errors else None),
         tests=list(data.get("tests", [])),
+        secrets=collect_secrets(doc),
         sink_type=sink["type"],
         sink_config=_with_defaults("sink", sink["type"], {k: v for k, v in sink.items() if k != "type"}),
         max_records=int(batch.get("max_records", schema_default("batch", "max_records"))),

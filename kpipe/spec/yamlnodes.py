@@ -5,6 +5,7 @@ we compose the node tree and build the data ourselves, interpolating strings on 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -33,6 +34,7 @@ class Document:
     problems: list = field(default_factory=list)
     tainted: set = field(default_factory=set)    # paths whose value is unreliable after a problem
     scalars: dict = field(default_factory=dict)  # path -> ScalarNode, to point inside a value
+    secrets: set = field(default_factory=set)    # interpolated values that are secrets (never printed)
 
     def char_at(self, path: tuple, offset: int) -> Position:
         """Position of character ``offset`` of the string value at ``path``, where we can know it."""
@@ -126,6 +128,7 @@ class _Builder:
     def __init__(self, doc: Document, env: Mapping[str, str]):
         self.doc = doc
         self.env = env
+        self.base_dir = os.path.dirname(os.path.abspath(doc.file))  # for relative ${file:PATH}
         self.constructor = yaml.constructor.SafeConstructor()
         self.resolver = yaml.resolver.Resolver()
 
@@ -188,7 +191,7 @@ class _Builder:
 
     def _scalar(self, node: ScalarNode, path: tuple) -> Any:
         if node.tag == _STR and "$" in node.value:
-            text, errors = expand(node.value, self.env)
+            text, errors = expand(node.value, self.env, base_dir=self.base_dir, secrets=self.doc.secrets)
             for offset, message in errors:
                 self.doc.problem((node.start_mark.line + 1, _column_of(node, offset)), path, message)
             if errors:
