@@ -15,6 +15,7 @@ from kpipe.api import FatalError, OffsetConflict, RetryableError, SinkContext
 from kpipe.sinks.s3.sink import S3Sink
 from kpipe.sinks.s3.store import Store
 from kpipe.sinks.s3.upload import ObjectUpload
+from kpipe.sinks.s3.testing import CREDENTIALS
 from s3kit import bucket, free_port, make_batch, moto_server, objects, read_records, s3, state_of, uploads  # noqa: F401
 
 CTX = SinkContext(pipeline="p", group="g", log=logging.getLogger("test.s3"))
@@ -256,7 +257,11 @@ def test_a_missing_bucket_is_fatal_and_named(moto_server):
         s.open()
 
 
-def test_an_unreachable_endpoint_is_retryable():
+def test_an_unreachable_endpoint_is_retryable(monkeypatch):
+    # Credentials, or boto3 fails before it connects; the moto fixture sets them only for the
+    # worker that happens to have started it.
+    for k, v in CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
     s = S3Sink({"bucket": "lake", "endpoint_url": f"http://127.0.0.1:{free_port()}", "region": "us-east-1"}, CTX)
     with pytest.raises(RetryableError, match="lake"):
         s.open()
