@@ -137,3 +137,12 @@ def test_docs_are_deterministic():
     from kpipe.reference import render_docs
 
     assert render_docs(["kpipe"]) == render_docs(["kpipe"])
+
+
+def test_editor_support_example_fits_the_schema(validator):
+    import re
+
+    text = (ROOT / "docs" / "editor-support.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
+    assert block.startswith("# yaml-language-server: $schema=")
+    assert validator.is_valid(yaml.safe_load(block))
