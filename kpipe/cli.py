@@ -217,6 +217,48 @@ def cmd_plugins(args) -> int:
     return EXIT_OK
 
 
+def _write(path: str, text: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+
+
+def cmd_schema(args) -> int:
+    from kpipe.reference import schema_json
+
+    text = schema_json(args.dist)
+    if args.output and args.output != "-":
+        _write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_docs(args) -> int:
+    from kpipe.reference import render_docs
+
+    pages = render_docs(args.dist)
+    if args.check:
+        stale = []
+        for name, text in pages.items():
+            path = os.path.join(args.output, name)
+            try:
+                with open(path, encoding="utf-8", newline="") as fh:
+                    current = fh.read()
+            except OSError:
+                current = None
+            if current != text:
+                stale.append(path)
+        for path in stale:
+            print(f"{path}: stale; run: kpipe docs -o {args.output}", file=sys.stderr)
+        return EXIT_USAGE if stale else EXIT_OK
+    for name, text in pages.items():
+        _write(os.path.join(args.output, name), text)
+        print(os.path.join(args.output, name))
+    return EXIT_OK
+
+
 def _add_ops_run_options(r) -> None:
     """`kpipe run` options for progress and for the supervisor of many pipelines."""
     r.add_argument("--restart", choices=["no", "on-failure", "always"], default="on-failure",
@@ -306,6 +348,29 @@ def build_parser() -> argparse.ArgumentParser:
                         description="List installed sinks and deserializers with their distribution "
                                     "and capabilities.")
     pl.set_defaults(func=cmd_plugins)
+
+    dist_help = ("only plugins from distribution NAME (repeatable; default: every installed plugin). "
+                 "The committed docs use --dist kpipe")
+    sc = sub.add_parser("schema", parents=[verbosity], help="print the JSON Schema of a whole spec, plugins included",
+                        description="Print the complete JSON Schema (draft 2020-12) of a pipeline spec: the "
+                                    "envelope plus the config schema of every installed sink, deserializer and "
+                                    "transform, for editors (yaml-language-server, VS Code; see "
+                                    "docs/editor-support.md). A ${VAR} string is accepted wherever a number, "
+                                    "boolean, choice or pattern is expected.")
+    sc.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    sc.add_argument("--dist", action="append", metavar="NAME", help=dist_help)
+    sc.set_defaults(func=cmd_schema)
+
+    dc = sub.add_parser("docs", parents=[verbosity], help="render the reference docs from the schemas",
+                        description="Render Markdown reference docs from the schemas the validator uses: "
+                                    "spec.md (the envelope), sinks.md, deserializers.md and transforms.md "
+                                    "(every installed plugin's options). With --check, write nothing and "
+                                    "exit 1 naming each file that differs from what would be rendered.")
+    dc.add_argument("-o", "--output", metavar="DIR", default=os.path.join("docs", "reference"),
+                    help="directory of the pages (default: docs/reference)")
+    dc.add_argument("--check", action="store_true", help="exit 1 if the pages in DIR are stale")
+    dc.add_argument("--dist", action="append", metavar="NAME", help=dist_help)
+    dc.set_defaults(func=cmd_docs)
     return p
 
 
