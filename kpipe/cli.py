@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("spec", metavar="SPEC", help="pipeline spec file")
     ck.set_defaults(func=cmd_check)
 
-    pl = sub.add_parser("plugins", parents=[verbosity], help="list installed plugins",
+    pl = sub.add_parser("plugins", parents=[verbosity], help="list installed plugins (sinks, deserializers, transforms)",
                         description="List installed sinks and deserializers with their distribution "
                                     "and capabilities.")
     pl.set_defaults(func=cmd_plugins)
