@@ -177,3 +177,15 @@ def test_the_descriptor_marks_credentials_secret_and_imports_no_sink():
             "assert s['url']['x-secret'] and s['headers']['properties']['Authorization']['x-secret']")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert not plugin.capabilities.idempotent_writes and not plugin.capabilities.stores_offsets
+
+
+def test_a_spec_registers_authorization_and_the_url_password_as_secrets(tmp_path, monkeypatch):
+    from kpipe.ops.redact import redact
+    from kpipe.spec import load_spec
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\nsource: {brokers: 'localhost:9092', topic: t}\n"
+                    "sink:\n  type: http\n  url: http://u:pw-abcdef@127.0.0.1:1/hook\n"
+                    "  headers: {Authorization: 'Bearer ${HOOKAUTH}'}\n")
+    monkeypatch.setenv("HOOKAUTH", "plain-name-value")  # a name that does not say "secret"
+    load_spec(str(spec))
+    assert redact("auth Bearer plain-name-value at pw-abcdef") == "auth *** at ***"
