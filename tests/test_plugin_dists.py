@@ -7,6 +7,7 @@ consumes a topic of the bundled broker into the http sink, posting to a local re
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -20,7 +21,19 @@ from kit import ROOT, SESSION, produce_events, run_kpipe, seal_events
 HTTP = Path(ROOT) / "plugins" / "kpipe-http"
 
 
-def pip_install_editable(path: Path) -> None:
+def pip_install_editable(path: Path, package: str) -> None:
+    """``pip install -e path``, once: xdist workers take turns (a file lock) and skip it when
+    ``package`` already imports from ``path``."""
+    with open(path / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        where = subprocess.run([sys.executable, "-c", f"import {package}; print({package}.__file__)"],
+                               capture_output=True, text=True)
+        if where.returncode == 0 and Path(where.stdout.strip()).is_relative_to(path):
+            return
+        _pip_install(path)
+
+
+def _pip_install(path: Path) -> None:
     base = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", "-e", str(path)]
     # Without build isolation it takes a second, but needs a setuptools that builds editable
     # wheels itself (>= 70.1) or the wheel package; else let pip fetch a build backend.
@@ -33,7 +46,7 @@ def pip_install_editable(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def kpipe_http():
-    pip_install_editable(HTTP)
+    pip_install_editable(HTTP, "kpipe_http")
     sys.path.insert(0, str(HTTP / "tests"))  # its receiver, for the run below
     yield HTTP
     sys.path.remove(str(HTTP / "tests"))
