@@ -1,6 +1,7 @@
 """The CLI as a Unix tool: --help everywhere, exit codes, diagnostics on stderr."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -38,8 +39,11 @@ def test_validate_ok_and_invalid(tmp_path):
     assert proc.returncode == 1
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
+    # The built-in sinks, and any plugin distribution installed here (tests/test_plugin_dists.py).
+    installed = re.search(r"\(installed: ([^)]*)\)$", lines[0])
+    assert installed and {"files", "postgres", "s3", "sql"} <= set(installed[1].split(", ")), lines[0]
     assert lines == [
-        f"{bad1}:6:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: files, postgres, s3, sql)",
+        f"{bad1}:6:9: sink.type: unknown sink type 'fils'; did you mean 'files'? (installed: {installed[1]})",
         f"{bad2}:5:3: source.strat: unknown key 'strat'; did you mean 'start'?",
         f"{bad2}:7:3: sink.path: missing required key 'path'",
     ]
