@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Producer
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = {0, 1, 2, 3}  # the partitions of the ``topic`` fixture's topics
@@ -51,6 +52,14 @@ def kpipe_cmd(*args: str) -> list[str]:
 def run_kpipe(*args: str, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(kpipe_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+
+
+def edit_spec(spec: Path, **top_level) -> Path:
+    """Set top-level keys of the YAML spec at ``spec`` (e.g. ``errors=...``); returns ``spec``."""
+    doc = yaml.safe_load(spec.read_text())
+    doc.update(top_level)
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return spec
 
 
 def summary(stderr: str) -> tuple[int, int, int]:
@@ -124,6 +133,39 @@ def seal_events(brokers: str, topic: str, produced: int) -> int:
     """``seal`` with events ``produced..produced+3`` (to partitions 0..3); returns the new total."""
     seal(brokers, topic, lambda p: event(produced + p))
     return produced + 4
+
+
+def committed(brokers: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset of each of the topic's 4 partitions (-1001: none)."""
+    c = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
+    try:
+        return {tp.partition: tp.offset for tp in
+                c.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)}
+    finally:
+        c.close()
+
+
+def read_topic(brokers: str, topic: str, expect: int, timeout: float = 30) -> list:
+    """Every message of ``topic`` from the beginning (``expect`` of them, plus any extra that
+    arrives within two seconds). Partitions are assigned, not subscribed: no group join."""
+    c = Consumer({"bootstrap.servers": brokers, "group.id": unique("reader"), "enable.auto.commit": False})
+    got = []
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        deadline = time.monotonic() + timeout
+        while len(got) < expect and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m)
+        # anything beyond what we expected would be a duplicate (a dead letter sent twice, say)
+        for _ in range(4):
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m)
+    finally:
+        c.close()
+    return got
 
 
 class BurstProducer(threading.Thread):
@@ -242,6 +284,33 @@ def stop_cleanly(*procs: Proc, signums=(signal.SIGTERM,), timeout: float = 20) -
 def no_traceback(proc: Proc) -> None:
     err = proc.stderr()
     assert "Traceback" not in err and " ERROR " not in err, f"{proc.tag}:\n{err[-3000:]}"
+
+
+def kill_when(proc: "Proc", rng, mode: str, delay: tuple, progressed, progress: str,
+              jitter: float, interval: float, run: int) -> str:
+    """The crash tests' kill: after a random ``delay`` (mode "time"), or once ``progressed()``
+    is true plus up to ``jitter`` seconds, so the SIGKILL lands anywhere inside the next write.
+    Returns what the kill waited for, for the test's log."""
+    if mode == "time":
+        seconds = rng.uniform(*delay)
+        let_run(proc, seconds)
+        what = f"{seconds:.2f}s"
+    else:
+        wait_for(progressed, 45, f"run {run} to write {progress}", [proc], interval=interval)
+        time.sleep(rng.uniform(0, jitter))
+        what = progress
+    sigkill(proc)
+    return what
+
+
+def final_run(spec: Path, logs: Path):
+    """The crash tests' last run: ``--until-caught-up``, which must end cleanly; its stderr is
+    kept in ``logs``."""
+    final = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
+    (logs / "final.stderr").write_text(final.stderr)
+    assert final.returncode == 0, final.stderr
+    assert "Traceback" not in final.stderr, final.stderr
+    return final
 
 
 def sigkill(proc: Proc) -> None:

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from confluent_kafka import Consumer, TopicPartition
 
-from kit import SESSION, unique
+from kit import SESSION, committed, unique  # noqa: F401 (committed: for the SQL tests)
 
 PG_URL = os.environ.get("KPIPE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("KPIPE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -133,15 +132,6 @@ def write_sql_spec(tmp_path: Path, brokers: str, topic: str, *, group: str, sink
 
 
 # -- Kafka -----------------------------------------------------------------------------------
-
-
-def committed(brokers: str, group: str, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
-    try:
-        return {tp.partition: tp.offset for tp in
-                c.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)}
-    finally:
-        c.close()
 
 
 def offsets_state(db: Db, brokers: str, topic: str, table: str, group: str):

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 from conftest import assert_exactly_once, count_published, published, read_output, records_in, write_spec
-from kit import (FAST_SESSION, BurstProducer, Proc, let_run, produce_events, run_kpipe, seal_events, sigkill,
+from kit import (FAST_SESSION, BurstProducer, Proc, final_run, kill_when, produce_events, run_kpipe, seal_events,
                  stop_cleanly, summary, unique, wait_for)
 
 MAX_RECORDS = 500
@@ -57,19 +57,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(brokers, topic, 
             before = count_published(out, topic)
             proc = Proc(logs, f"kill{i}", "run", str(spec))
             procs.append(proc)
-            if mode == "time":
-                delay = rng.uniform(0.3, 8.0)
-                let_run(proc, delay)
-                what = f"{delay:.2f}s"
-            else:
-                # Full batches still to come in this run: aim K somewhere inside them.
-                full_left = (produced - in_output) // MAX_RECORDS
-                k = rng.randint(1, max(1, min(40, full_left - 4)))
-                wait_for(lambda: count_published(out, topic) >= before + k, 45,
-                         f"run {i} to publish {k} files", [proc], interval=0.002)
-                time.sleep(rng.uniform(0, 0.005))  # land anywhere inside the next write
-                what = f"{k} files"
-            sigkill(proc)
+            # Full batches still to come in this run: aim K somewhere inside them.
+            k = rng.randint(1, max(1, min(40, (produced - in_output) // MAX_RECORDS - 4)))
+            what = kill_when(proc, rng, mode, (0.3, 8.0), lambda: count_published(out, topic) >= before + k,
+                             f"{k} files", jitter=0.005, interval=0.002, run=i)
             snapshot = published(out, topic)
             snapshots.append(snapshot)
             grew = len(snapshot) - before
@@ -84,10 +75,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(brokers, topic, 
         # test_group.py::test_until_caught_up_right_after_a_crashed_join_writes_every_partition.
         time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 1.5)
         already = records_in(out)
-        final = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
-        (logs / "final.stderr").write_text(final.stderr)
-        assert final.returncode == 0, final.stderr
-        assert "Traceback" not in final.stderr, final.stderr
+        final = final_run(spec, logs)
     finally:
         for proc in procs:
             proc.kill()

@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from conftest import read_output, write_spec
-from kit import event, produce_values, run_kpipe, seal_events, unique
+from kit import committed, edit_spec, event, produce_values, read_topic, run_kpipe, seal_events, unique
 from kpipe.kafka_admin import create_topic
 
 POISON = b'{"id": "not closed'
 
 
 def spec_with(tmp_path: Path, brokers: str, topic: str, out: Path, **extra) -> Path:
-    path = write_spec(tmp_path, brokers, topic, out, name=unique("errors"), max_records=1000)
-    doc = yaml.safe_load(path.read_text())
-    doc.update(extra)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return edit_spec(write_spec(tmp_path, brokers, topic, out, name=unique("errors"), max_records=1000), **extra)
 
 
 def produce_with_poison(brokers: str, topic: str, n: int, poison_at: int) -> tuple[int, int, int]:
@@ -33,37 +27,6 @@ def produce_with_poison(brokers: str, topic: str, n: int, poison_at: int) -> tup
     where = produce_values(brokers, topic, items)
     seal_events(brokers, topic, n)
     return where[poison_at]
-
-
-def committed(brokers: str, group: str, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": brokers, "group.id": group})
-    try:
-        return {tp.partition: tp.offset for tp in c.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)}
-    finally:
-        c.close()
-
-
-def read_topic(brokers: str, topic: str, expect: int, timeout: float = 30) -> list:
-    """Every message of ``topic`` from the beginning (``expect`` of them, plus any extra that
-    arrives within two seconds). Partitions are assigned, not subscribed: no group join."""
-    c = Consumer({"bootstrap.servers": brokers, "group.id": unique("reader"), "enable.auto.commit": False})
-    got = []
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        deadline = time.monotonic() + timeout
-        while len(got) < expect and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is not None and m.error() is None:
-                got.append(m)
-        # anything beyond what we expected would be a duplicate dead letter
-        for _ in range(4):
-            m = c.poll(0.5)
-            if m is not None and m.error() is None:
-                got.append(m)
-    finally:
-        c.close()
-    return got
 
 
 def test_poison_message_goes_to_the_dlq_with_its_headers_and_the_rest_lands(brokers, topic, tmp_path):

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from kit import ROOT, run_kpipe
+from kit import ROOT, read_topic, run_kpipe
 from kpipe.demo import sample_orders
 from kpipe.kafka_admin import create_topic, produce
 
@@ -39,25 +40,29 @@ def test_orders_to_postgres_keeps_one_row_per_order(brokers):
     produce(brokers, topic, ((k, v[:-1] + b',"version":2}') for k, v in events))
     env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "ORDERS_TABLE": f"public.{table}",
            "PGURL": PG}
-    engine = sa.create_engine(PG)
-    try:
+    with postgres_cleanup("orders-to-postgres", topic, table) as engine:
         proc = run_kpipe("run", "pipelines/orders-to-postgres.yaml", "--until-caught-up", env=env)
         assert proc.returncode == 0, proc.stderr
         with engine.connect() as conn:
             rows = conn.exec_driver_sql(f"SELECT count(*), count(DISTINCT order_id), min(version), "
                                         f"max(version) FROM {table}").one()
         assert tuple(rows) == (400, 400, 2, 2)
+
+
+@contextmanager
+def postgres_cleanup(group: str, topic: str, table: str):
+    """An engine on the test database; afterwards the pipeline's table and its offsets rows go."""
+    engine = sa.create_engine(PG)
+    try:
+        yield engine
     finally:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-            conn.exec_driver_sql("DELETE FROM kpipe_offsets WHERE group_id = 'orders-to-postgres' "
-                                 f"AND topic = '{topic}'")
+            conn.exec_driver_sql(f"DELETE FROM kpipe_offsets WHERE group_id = '{group}' AND topic = '{topic}'")
         engine.dispose()
 
 
 def test_orders_with_dlq_sends_bad_orders_to_the_dlq(brokers, tmp_path):
-    from test_errors import read_topic
-
     topic = f"orders-{uuid.uuid4().hex[:8]}"
     create_topic(brokers, topic, 4)
     create_topic(brokers, f"{topic}.dlq", 1)
@@ -94,8 +99,7 @@ def test_orders_avro_to_postgres_creates_its_table_from_the_schema(brokers):
             "created_at": dt.datetime(2026, 11, 26, 12, 0, i % 60, tzinfo=dt.timezone.utc)})) for i in range(300)))
         env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "ORDERS_TABLE": f"public.{table}",
                "PGURL": PG, "SCHEMA_REGISTRY_URL": registry.url}
-        engine = sa.create_engine(PG)
-        try:
+        with postgres_cleanup("orders-avro-to-postgres", topic, table) as engine:
             proc = run_kpipe("run", "pipelines/orders-avro-to-postgres.yaml", "--until-caught-up", env=env)
             assert proc.returncode == 0, proc.stderr
             cols = {c["name"]: str(c["type"]).lower() for c in sa.inspect(engine).get_columns(table)}
@@ -103,12 +107,6 @@ def test_orders_avro_to_postgres_creates_its_table_from_the_schema(brokers):
             with engine.connect() as conn:
                 n, keys = conn.exec_driver_sql(f"SELECT count(*), count(DISTINCT _key) FROM {table}").one()
             assert (n, keys) == (300, 300)
-        finally:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-                conn.exec_driver_sql("DELETE FROM kpipe_offsets WHERE group_id = 'orders-avro-to-postgres' "
-                                     f"AND topic = '{topic}'")
-            engine.dispose()
 
 
 def test_orders_to_s3_lands_every_order_once_under_its_country(brokers, tmp_path):

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kit import FAST_SESSION, Proc, let_run, produce_values, run_kpipe, seal, sigkill, summary, unique, wait_for
+from kit import FAST_SESSION, Proc, final_run, kill_when, produce_values, run_kpipe, seal, summary, unique
 from s3kit import (bucket, committed, moto_server, object_offsets, objects, read_records, s3,  # noqa: F401
                    state_of, uploads, write_s3_spec)
 
@@ -98,16 +98,9 @@ def test_sigkill_at_random_moments_leaves_every_record_exactly_once(brokers, top
             before = count()
             proc = Proc(logs, f"kill{i}", "run", str(spec))
             procs.append(proc)
-            if mode == "time":
-                delay = rng.uniform(0.3, 8.0)
-                let_run(proc, delay)
-                what = f"{delay:.2f}s"
-            else:
-                k = rng.randint(1, max(1, min(30, 3 * ((produced - done) // MAX_RECORDS) - 12)))
-                wait_for(lambda: count() >= before + k, 45, f"run {i} to write {k} objects", [proc], interval=0.01)
-                time.sleep(rng.uniform(0, 0.02))  # land anywhere inside the next write
-                what = f"{k} objects"
-            sigkill(proc)
+            k = rng.randint(1, max(1, min(30, 3 * ((produced - done) // MAX_RECORDS) - 12)))
+            what = kill_when(proc, rng, mode, (0.3, 8.0), lambda: count() >= before + k, f"{k} objects",
+                             jitter=0.02, interval=0.01, run=i)
             heads = committed(s3, bucket, prefix, topic)
             listing = {o["Key"]: o["ETag"] for page in s3.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix + "/" + topic) for o in page.get("Contents", [])}
@@ -120,10 +113,7 @@ def test_sigkill_at_random_moments_leaves_every_record_exactly_once(brokers, top
         # Let the group forget the last killed run before the final one joins (see test_crash.py).
         time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 1.5)
         already = committed_records(s3, bucket, prefix, topic)
-        final = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
-        (logs / "final.stderr").write_text(final.stderr)
-        assert final.returncode == 0, final.stderr
-        assert "Traceback" not in final.stderr, final.stderr
+        final = final_run(spec, logs)
     finally:
         for proc in procs:
             proc.kill()

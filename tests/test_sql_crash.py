@@ -11,8 +11,8 @@ import random
 import time
 from contextlib import contextmanager
 
-from kit import (ALL, FAST_SESSION, BurstProducer, Proc, let_run, no_traceback, ownership, produce_events,
-                 run_kpipe, seal_events, sigkill, split, stop_cleanly, summary, wait_for)
+from kit import (ALL, FAST_SESSION, BurstProducer, Proc, final_run, kill_when, no_traceback, ownership,
+                 produce_events, run_kpipe, seal_events, split, stop_cleanly, summary, wait_for)
 from sqlkit import (TcpProxy, assert_rows_exactly_once, committed, dbs, offsets_state,  # noqa: F401
                     write_sql_spec)
 
@@ -71,27 +71,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, t
                 produced += 8000
             proc = Proc(logs, f"kill{i}", "run", str(spec))
             procs.append(proc)
-            if mode == "time":
-                delay = rng.uniform(0.3, 6.0)
-                let_run(proc, delay)
-                what = f"{delay:.2f}s"
-            else:
-                target = before + k * batch - rng.randint(0, batch - 1)
-                wait_for(lambda: db.count(table) >= target, 45, f"run {i} to write {target - before} rows",
-                         [proc], interval=0.002)
-                time.sleep(rng.uniform(0, 0.3))  # land anywhere inside the next transaction
-                what = f"{target - before} rows"
-            sigkill(proc)
+            target = before + k * batch - rng.randint(0, batch - 1)
+            what = kill_when(proc, rng, mode, (0.3, 6.0), lambda: db.count(table) >= target,
+                             f"{target - before} rows", jitter=0.3, interval=0.002, run=i)
             after = db.count(table)
             kills.append((mode, what, after - before, after >= produced))
             print(f"kill {i}: {mode} after {what}: +{after - before} rows, complete={after >= produced}")
 
         produced = seal_events(brokers, topic, produced)
         already = db.count(table)
-        final = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
-        (logs / "final.stderr").write_text(final.stderr)
-        assert final.returncode == 0, final.stderr
-        assert "Traceback" not in final.stderr, final.stderr
+        final = final_run(spec, logs)
     finally:
         for proc in procs:
             proc.kill()

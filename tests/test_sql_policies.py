@@ -3,19 +3,10 @@ the rest land; tombstones delete their key's row in upsert mode, in offset order
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from kit import event, produce_values, run_kpipe, seal
+from kit import edit_spec, event, produce_values, read_topic, run_kpipe, seal
 from kpipe.kafka_admin import create_topic
 from sqlkit import dbs, write_sql_spec  # noqa: F401
-from test_errors import read_topic
-
-
-def _extend(spec, **extra):
-    doc = yaml.safe_load(spec.read_text())
-    doc.update(extra)
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return spec
 
 
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])
@@ -37,7 +28,7 @@ def test_a_rejected_row_goes_to_the_dlq_and_the_rest_land(brokers, topic, tmp_pa
                           sink={"type": db.sink_type, "url": db.url, "table": table,
                                 "columns": {"id": {"type": "bigint"}, "name": {"type": "text"},
                                             "amount": {"type": "bigint"}}})
-    _extend(spec, errors={"sink": "dlq", "dlq": {"topic": dlq}})
+    edit_spec(spec, errors={"sink": "dlq", "dlq": {"topic": dlq}})
     proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 0, proc.stderr
     ids = [r[0] for r in db.rows(f"SELECT id FROM {db.q(table)}")]
@@ -63,7 +54,7 @@ def test_tombstones_delete_their_key_in_offset_order(brokers, topic, tmp_path, d
     spec = write_sql_spec(tmp_path, brokers, topic, group=group,
                           sink={"type": db.sink_type, "url": db.url, "table": table, "mode": "upsert",
                                 "key": ["k"]})
-    _extend(spec, tombstones="delete", key_deserializer={"type": "string"})
+    edit_spec(spec, tombstones="delete", key_deserializer={"type": "string"})
     proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 0, proc.stderr
     rows = dict(db.rows(f"SELECT k, v FROM {db.q(table)}"))
@@ -82,6 +73,6 @@ def test_tombstone_deletes_need_upsert_mode(brokers, topic, tmp_path, dbs):
     db = dbs("sqlite")
     spec = write_sql_spec(tmp_path, brokers, topic, group=db.group("t"),
                           sink={"type": db.sink_type, "url": db.url, "table": db.table("t")})
-    _extend(spec, tombstones="delete")
+    edit_spec(spec, tombstones="delete")
     proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 2 and "tombstones: delete needs mode: upsert" in proc.stderr

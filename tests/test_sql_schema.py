@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
-from kit import produce_values, run_kpipe, seal
+from kit import edit_spec, produce_values, run_kpipe, seal
 from sqlkit import dbs, write_sql_spec  # noqa: F401
 
 SCHEMA = {
@@ -34,9 +33,7 @@ def test_table_columns_come_from_the_json_schema(brokers, topic, tmp_path, dbs, 
     seal(brokers, topic, lambda p: {"order_id": 100 + p, "amount": 1.5, "created_at": "2026-11-26T11:00:00Z"})
     spec = write_sql_spec(tmp_path, brokers, topic, group=group,
                           sink={"type": db.sink_type, "url": db.url, "table": table})
-    doc = yaml.safe_load(spec.read_text())
-    doc["deserializer"] = {"type": "json", "validate": "order.schema.json"}
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    edit_spec(spec, deserializer={"type": "json", "validate": "order.schema.json"})
     proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 0, proc.stderr
 

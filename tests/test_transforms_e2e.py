@@ -8,9 +8,8 @@ import textwrap
 import yaml
 
 from conftest import write_spec
-from kit import event, produce_values, run_kpipe, seal_events, unique
+from kit import committed, edit_spec, event, produce_values, read_topic, run_kpipe, seal_events, unique
 from kpipe.kafka_admin import create_topic
-from test_errors import committed, read_topic
 
 
 def test_a_chain_of_transforms_shapes_what_lands(brokers, topic, tmp_path):
@@ -29,17 +28,14 @@ def test_a_chain_of_transforms_shapes_what_lands(brokers, topic, tmp_path):
     where = produce_values(brokers, topic, records)
     seal_events(brokers, topic, 1000)
     out = tmp_path / "out"
-    spec = write_spec(tmp_path, brokers, topic, out, name=unique("shape"), max_records=100)
-    doc = yaml.safe_load(spec.read_text())
-    doc["transforms"] = [
+    name = unique("shape")
+    spec = edit_spec(write_spec(tmp_path, brokers, topic, out, name=name, max_records=100), transforms=[
         {"cast": {"amount": "int"}},
         {"filter": "amount % 2 == 0"},
         {"set": {"double": "amount * 2", "topic": "_meta.topic"}},
         {"drop": ["name"]},
         {"python": "shaping:tag"},
-    ]
-    doc["errors"] = {"transform": "dlq", "dlq": {"topic": dlq}}
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    ], errors={"transform": "dlq", "dlq": {"topic": dlq}})
 
     proc = run_kpipe("run", str(spec), "--until-caught-up")
     assert proc.returncode == 0, proc.stderr
@@ -53,4 +49,4 @@ def test_a_chain_of_transforms_shapes_what_lands(brokers, topic, tmp_path):
     (letter,) = read_topic(brokers, dlq, 1)
     headers = {k: v.decode() for k, v in letter.headers()}
     assert headers["kpipe.error.stage"] == "transform" and "amount" in headers["kpipe.error.message"]
-    assert committed(brokers, doc["name"], topic) == {p: 251 for p in range(4)}
+    assert committed(brokers, name, topic) == {p: 251 for p in range(4)}
