@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 __all__ = [
     "API_VERSION",
+    "MIN_API_VERSION",
     "Capabilities",
     "Batch",
     "SinkContext",
@@ -39,6 +40,14 @@ __all__ = [
 ]
 
 API_VERSION = 1
+"""The plugin API this kpipe implements. Within one API version, changes only add (a new
+optional method with a default, a new ``Capabilities`` flag that defaults to False, a new
+keyword argument with a default); anything that removes or changes a meaning raises it. The
+promise in full is docs/api.md."""
+
+MIN_API_VERSION = 1
+"""The oldest plugin API version this kpipe still loads. When API 2 comes, kpipe keeps loading
+API 1 plugins for at least one more minor release, warning that they use a deprecated API."""
 
 TopicPartition = tuple  # (topic: str, partition: int); a plain tuple keeps dict lookups cheap
 
@@ -365,6 +374,9 @@ class SinkPlugin:
     description: str = ""
     extra: str = ""
     """The ``kpipe[extra]`` that installs this plugin's dependencies, for the error message."""
+    api_version: int = 1
+    """The plugin API the plugin was written for (``API_VERSION`` when it was written). kpipe
+    refuses, with a message, a plugin newer than itself or older than ``MIN_API_VERSION``."""
 
     def create(self, config: Mapping[str, Any], context: SinkContext) -> Sink:
         return _create(self, config, context)
@@ -378,8 +390,8 @@ class DeserializerPlugin:
     config_schema: Mapping[str, Any]
     factory: str | Callable[..., Deserializer]
     description: str = ""
-
     extra: str = ""
+    api_version: int = 1
 
     def create(self, config: Mapping[str, Any]) -> Deserializer:
         return _create(self, config)
@@ -397,6 +409,7 @@ class TransformPlugin:
     factory: str | Callable[..., Transform]
     description: str = ""
     extra: str = ""
+    api_version: int = 1
 
     def create(self, config: Any) -> Transform:
         return _create(self, config)

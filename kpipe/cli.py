@@ -11,6 +11,7 @@ Several pipelines under one supervisor exit with the worst of theirs: 2 > 3 > 1 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -44,7 +45,12 @@ def _load(paths):
         if here not in sys.path:
             sys.path.append(here)
         try:
-            specs.append(load_spec(path))
+            spec = load_spec(path)
+            specs.append(spec)
+            for w in spec.warnings:  # through logging, so --log-format json keeps one format
+                logging.getLogger("kpipe.spec").warning(
+                    "%s:%d:%d: %s: %s", w.file, w.line, w.col, w.path, w.message,
+                    extra={"file": w.file, "line": w.line, "col": w.col, "path": w.path})
         except SpecError as err:
             print(err, file=sys.stderr)
             ok = False
@@ -206,15 +212,30 @@ def cmd_plugins(args) -> int:
     from kpipe.plugins import registry
 
     reg = registry()
+    rows = []
     for kind in sorted(reg.plugins):
         for name in reg.names(kind):
             dist, version = reg.dists[(kind, name)]
             caps = getattr(reg.plugins[kind][name], "capabilities", None)
-            flags = ",".join(k for k, v in vars(caps).items() if v) if caps else ""
-            print(f"{kind:13} {name:16} {dist} {version}  {flags}")
+            flags = [k for k, v in vars(caps).items() if v] if caps else []
+            rows.append({"kind": kind, "name": name, "distribution": dist, "version": version,
+                         "capabilities": flags, "error": None})
         for name, why in sorted(reg.broken[kind].items()):
-            print(f"{kind:13} {name:16} BROKEN: {why}")
-    return EXIT_OK
+            rows.append({"kind": kind, "name": name, "distribution": None, "version": None,
+                         "capabilities": [], "error": why})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            if r["error"]:
+                print(f"{r['kind']:13} {r['name']:16} BROKEN: {r['error']}")
+            else:
+                print(f"{r['kind']:13} {r['name']:16} {r['distribution']} {r['version']}  {','.join(r['capabilities'])}")
+    for (kind, name), owners in sorted(reg.conflicts.items()):
+        # A plugin that fails to import is a warning; two owners of one name is an error,
+        # because which one a spec would get depends on installation order.
+        print(f"error: {kind} plugin name {name!r} is claimed by {' and '.join(owners)}", file=sys.stderr)
+    return EXIT_USAGE if reg.conflicts else EXIT_OK
 
 
 def _write(path: str, text: str) -> None:
@@ -345,8 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     ck.set_defaults(func=cmd_check)
 
     pl = sub.add_parser("plugins", parents=[verbosity], help="list installed plugins (sinks, deserializers, transforms)",
-                        description="List installed sinks and deserializers with their distribution "
-                                    "and capabilities.")
+                        description="List every installed plugin: kind, name, distribution, version and "
+                                    "declared capabilities. A plugin that fails to load is listed as "
+                                    "BROKEN (a warning); a name claimed by two distributions is an "
+                                    "error (exit 1).")
+    pl.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
     pl.set_defaults(func=cmd_plugins)
 
     dist_help = ("only plugins from distribution NAME (repeatable; default: every installed plugin). "
@@ -381,3 +405,8 @@ def main(argv=None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        # `kpipe plugins | head`: the reader left; exit quietly, as Unix tools do (the Python
+        # docs' recipe: point stdout at devnull so the interpreter's final flush cannot fail).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kit import ROOT, SESSION, produce_events, run_kpipe, seal_events
+from kit import ROOT, SESSION, edit_spec, produce_events, run_kpipe, seal_events
 
 HTTP = Path(ROOT) / "plugins" / "kpipe-http"
 
@@ -90,5 +90,10 @@ def test_a_pipeline_posts_a_topic_to_a_webhook(kpipe_http, brokers, topic, tmp_p
         assert {r["headers"]["Authorization"] for r in receiver.requests} == {token}
         assert len({r["headers"]["Idempotency-Key"] for r in receiver.requests}) == len(receiver.requests)
         assert "e2e-secret" not in proc.stderr + proc.stdout
+        # The sink declares neither capability: the run says so, and a spec asking for more is warned.
+        assert "delivery: at-least-once: a batch written before a crash is written again" in proc.stderr
+        edit_spec(spec, delivery="exactly-once")
+        warned = run_kpipe("validate", str(spec), env={**os.environ, "HOOK_API_TOKEN": token})
+        assert warned.returncode == 0 and "delivery: sink 'http' declares neither" in warned.stderr, warned.stderr
     finally:
         receiver.close()

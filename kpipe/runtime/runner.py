@@ -92,6 +92,19 @@ def consumer_config(spec) -> dict:
     return conf
 
 
+def delivery_statement(spec, caps) -> str:
+    """What the run guarantees, from the sink's declared capabilities, for the start-up log."""
+    if caps.stores_offsets:
+        how = "exactly-once: the sink stores offsets with the data"
+    elif caps.idempotent_writes:
+        how = "exactly-once: replayed writes converge (idempotent writes)"
+    else:
+        how = "at-least-once: a batch written before a crash is written again after it"
+    if spec.dlq is not None:
+        how += "; dead letters at-least-once"
+    return how
+
+
 class Runner:
     def __init__(self, spec, *, until_caught_up: bool = False, max_messages: int | None = None,
                  backoff: Backoff | None = None):
@@ -151,6 +164,7 @@ class Runner:
             self.sink = self._on_sink_thread(self.sink_plugin.create, spec.sink_config, ctx)
             self._on_sink_thread(self._retry, f"opening sink {spec.sink_type}", self.sink.open)
             self.result.sink_ok = True
+            log.info("delivery: %s", delivery_statement(spec, self.sink_plugin.capabilities))
             if spec.dlq is not None:
                 self.dlq = DeadLetterQueue(spec, kafka_log)
             self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,

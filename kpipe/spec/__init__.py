@@ -40,9 +40,12 @@ def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(file, 1, 1, format_path(()), f"cannot read the spec: {exc}")]) from None
     doc = parse_document(text, file, env)
-    problems = validate_document(doc)
+    found = validate_document(doc)
     # Secrets are known from here on; no message, log line or problem prints them.
     redact.register(collect_secrets(doc))
-    if problems:
-        raise SpecError([dataclasses.replace(p, message=redact.redact(p.message)) for p in problems])
-    return build_spec(doc)
+    found = [dataclasses.replace(p, message=redact.redact(p.message)) for p in found]
+    errors = [p for p in found if p.severity != "warning"]
+    if errors:
+        raise SpecError(errors)
+    warnings = tuple(SpecError(p for p in found if p.severity == "warning").problems)  # sorted, unique
+    return dataclasses.replace(build_spec(doc), warnings=warnings)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from kpipe.ops.redact import secret_name, url_password
-from kpipe.plugins import registry
+from kpipe.plugins import PluginLoadError, registry
 
 from .schema import schema_default
 from .units import parse_duration, parse_size
@@ -42,10 +42,12 @@ class Spec:
     key_deserializer_config: dict[str, Any] = field(default_factory=dict)
     validate_schema: str | None = None     # absolute path of deserializer.validate
     tombstones: str = "skip"
+    delivery: str | None = None            # exactly-once | at-least-once | None (the sink's own)
     policies: dict[str, str] = field(default_factory=dict)  # stage -> fail | skip | dlq
     dlq: dict[str, Any] | None = None      # {topic, brokers, options}
     tests: list = field(default_factory=list)
     secrets: frozenset = frozenset()       # values never to print (kpipe.ops.redact)
+    warnings: tuple = ()                   # Problem(severity="warning"): printed, never fatal
     _positions: Mapping = field(default_factory=dict, repr=False, compare=False)
 
     def locate(self, path: tuple) -> tuple[int, int]:
@@ -116,9 +118,15 @@ def collect_secrets(doc: Document) -> frozenset:
     for key, kind in (("sink", "sink"), ("deserializer", "deserializer"), ("key_deserializer", "deserializer")):
         section = data.get(key)
         if isinstance(section, Mapping) and isinstance(section.get("type"), str):
-            plugin = reg.get(kind, section["type"])
+            try:
+                plugin = reg.get(kind, section["type"])
+            except PluginLoadError:  # reported at its spec line; its schema is unknown
+                plugin = None
             if plugin is not None:
                 _schema_secrets(plugin.config_schema, section, out)
+            else:  # no schema to say which settings are secret: go by name and by URL password
+                out.update(str(v) for k, v in section.items()
+                           if isinstance(v, str) and (secret_name(str(k)) or url_password(v)))
     source = data.get("source") if isinstance(data.get("source"), Mapping) else {}
     dlq = (data.get("errors") or {}).get("dlq") if isinstance(data.get("errors"), Mapping) else None
     for options in (source.get("options"), dlq.get("options") if isinstance(dlq, Mapping) else None):
@@ -170,13 +178,15 @@ def build_spec(doc: Document) -> Spec:
                          if deserializer.get("validate") else None),
         transforms=[next(iter(item.items())) for item in data.get("transforms", [])],
         tombstones=data.get("tombstones", schema_default("tombstones")),
+        delivery=data.get("delivery"),
         policies={stage: errors.get(stage, default_policy)
                   for stage in ("deserialize", "validate", "transform", "sink")},
         dlq=({"brokers": source["brokers"], "options": {}, **errors["dlq"]} if "dlq" in errors else None),
         tests=list(data.get("tests", [])),
         secrets=collect_secrets(doc),
         sink_type=sink["type"],
-        sink_config=_with_defaults("sink", sink["type"], {k: v for k, v in sink.items() if k != "type"}),
+        sink_config=_with_defaults("sink", sink["type"], {k: v for k, v in sink.items() if k != "type"},
+                                   doc.file),
         max_records=int(batch.get("max_records", schema_default("batch", "max_records"))),
         max_bytes=parse_size(batch.get("max_bytes", schema_default("batch", "max_bytes"))),
         max_age=parse_duration(batch.get("max_age", schema_default("batch", "max_age"))),

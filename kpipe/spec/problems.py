@@ -22,16 +22,22 @@ def format_path(path: Iterable) -> str:
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a spec, at a 1-based line and column."""
+    """One thing wrong with a spec, at a 1-based line and column.
+
+    A ``warning`` does not stop the spec from running: it states a guarantee the spec asks for
+    and the installed plugins do not declare.
+    """
 
     file: str
     line: int
     col: int
     path: str
     message: str
+    severity: str = "error"  # "error" | "warning"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"
+        kind = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}:{self.col}: {kind}{self.path}: {self.message}"
 
 
 def _order(problem: Problem) -> tuple:

@@ -70,9 +70,9 @@ class _Checker:
         self.doc = doc
         self.out = out
 
-    def report(self, pos: tuple, path: tuple, message: str) -> None:
+    def report(self, pos: tuple, path: tuple, message: str, severity: str = "error") -> None:
         if not self.doc.is_tainted(path):  # an unset variable already explains this value
-            self.out.append(Problem(self.doc.file, pos[0], pos[1], format_path(path), message))
+            self.out.append(Problem(self.doc.file, pos[0], pos[1], format_path(path), message, severity))
 
     def check(self, schema: dict, instance: Any, prefix: tuple) -> None:
         for error in Draft202012Validator(schema).iter_errors(instance):
@@ -197,6 +197,28 @@ class _Checker:
             self.report(self.doc.value_at(path), path, f"set exactly one of {choice}")
 
 
+def _exactly_once(caps) -> bool:
+    """Offsets kept with the data, or writes that converge when replayed: either way, once."""
+    return caps.stores_offsets or caps.idempotent_writes
+
+
+def _installed_sink(sink: Any):
+    """The sink plugin a ``sink:`` mapping names, or None (missing, unknown or broken: the
+    plugin check has reported that already)."""
+    if not isinstance(sink, dict) or not isinstance(sink.get("type"), str):
+        return None
+    try:
+        return registry().get("sink", sink["type"])
+    except PluginLoadError:
+        return None
+
+
+def _sinks_that(has) -> str:
+    reg = registry()
+    names = [n for n in reg.names("sink") if has(reg.get("sink", n).capabilities)]
+    return ", ".join(names) or "none installed"
+
+
 def _only_required(alternatives: Any) -> bool:
     return isinstance(alternatives, list) and bool(alternatives) and all(
         isinstance(alt, dict) and set(alt) == {"required"} and len(alt["required"]) == 1
@@ -233,17 +255,21 @@ def _lint(doc: Document, checker: _Checker) -> None:
             checker.report(doc.value_at(path), path, f"no such file: {os.path.abspath(resolve_path(schema_file, doc.file))}")
 
     sink = data.get("sink")
-    if data.get("tombstones") == "delete" and isinstance(sink, dict) and isinstance(sink.get("type"), str):
-        try:
-            plugin = registry().get("sink", sink["type"])
-        except PluginLoadError:
-            plugin = None
-        if plugin is not None and not plugin.capabilities.deletes:
-            path = ("tombstones",)
-            deleting = [n for n in registry().names("sink") if registry().get("sink", n).capabilities.deletes]
-            checker.report(doc.value_at(path), path,
-                           f"sink {sink['type']!r} cannot delete; use 'skip', or a sink that can "
-                           f"({', '.join(deleting) or 'none installed'})")
+    sink_plugin = _installed_sink(sink)
+    if data.get("tombstones") == "delete" and sink_plugin is not None and not sink_plugin.capabilities.deletes:
+        path = ("tombstones",)
+        checker.report(doc.value_at(path), path,
+                       f"sink {sink['type']!r} cannot delete; use 'skip', or a sink that can "
+                       f"({_sinks_that(lambda c: c.deletes)})")
+    if data.get("delivery") == "exactly-once" and sink_plugin is not None \
+            and not _exactly_once(sink_plugin.capabilities):
+        # A warning, not an error: the run works, only its promise is weaker than asked.
+        path = ("delivery",)
+        checker.report(doc.value_at(path), path,
+                       f"sink {sink['type']!r} declares neither stores_offsets nor idempotent_writes, "
+                       f"so a run stopped between its write and the commit writes that batch again "
+                       f"(at-least-once); use a sink that declares one ({_sinks_that(_exactly_once)}), "
+                       f"or say 'at-least-once'", severity="warning")
 
     batch = data.get("batch")
     size = batch.get("max_bytes") if isinstance(batch, dict) else None
