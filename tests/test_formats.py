@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import random
+from decimal import Decimal
 
 import fastavro
 import pyarrow.parquet as pq
@@ -106,9 +107,17 @@ def test_parquet_mixed_columns_become_text():
                     {"a": None, "b": None, "value": None}, {"a": None, "b": None, "value": 5}]
 
 
+def test_jsonl_writes_big_integers_and_decimals_exactly_as_numbers():
+    records = [{"a": 1}] * 300 + [{"a": 2**70, "d": Decimal("12.340"), "n": -2**80}, {"b": 2}]
+    lines = written("jsonl", records).splitlines()
+    back = [json.loads(line, parse_float=Decimal) for line in lines]
+    assert back == records and back[300]["d"].as_tuple() == Decimal("12.340").as_tuple()
+    assert lines[300] == b'{"a":1180591620717411303424,"d":12.340,"n":-1208925819614629174706176}'
+
+
 def test_jsonl_names_the_record_json_cannot_hold():
     with pytest.raises(EncodeError) as info:
-        written("jsonl", [{"a": 1}] * 3000 + [{"a": 2**70}])
+        written("jsonl", [{"a": 1}] * 3000 + [{"a": object()}])
     assert info.value.index == 3000
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 
+import msgspec
 import orjson
 
 from .base import EncodeError, Writer, encode_in_steps, json_default
@@ -28,19 +29,35 @@ def encode_jsonl(values: list) -> bytes:
             write = out.write
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     for v in values:
-        write(dumps(v, default=json_default, option=opt))
+        try:
+            write(dumps(v, default=json_default, option=opt))
+        except TypeError:  # orjson.JSONEncodeError: see _exact
+            write(_exact(v))
     return out.getvalue()
+
+
+# orjson stops at 64-bit integers and does not write Decimal; JSON itself has neither limit,
+# and both arrive from real data (msgspec keeps big JSON integers exact, Avro has decimals).
+# msgspec writes them exactly, as numbers; only records orjson refuses pay for the second try.
+_EXACT = msgspec.json.Encoder(decimal_format="number")
+
+
+def _exact(v) -> bytes:
+    return _EXACT.encode(v) + b"\n"
 
 
 def _encode_checked(values: list) -> bytes:
     try:
         return encode_jsonl(values)
-    except TypeError:  # orjson.JSONEncodeError: a value JSON cannot hold (an int past 64 bits)
+    except (TypeError, msgspec.EncodeError):  # neither encoder can write some value (an unknown type)
         for i, v in enumerate(values):
             try:
                 orjson.dumps(v, default=json_default)
-            except TypeError as exc:
-                raise EncodeError(f"cannot write as JSON: {exc}", i) from None
+            except TypeError:
+                try:
+                    _exact(v)
+                except (TypeError, msgspec.EncodeError) as exc:
+                    raise EncodeError(f"cannot write as JSON: {exc}", i) from None
         raise
 
 
