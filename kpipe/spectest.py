@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kpipe.runtime.stages import Stages
-from kpipe.transforms.testing import FakeMessage
+from kpipe.transforms.testing import FakeMessage, same
 
 __all__ = ["CaseResult", "run_spec_tests", "format_report"]
 
@@ -67,8 +67,8 @@ def run_case(stages: Stages, spec, case: dict, index: int) -> CaseResult:
         got = actual.get("error")
         ok = got is not None and got["stage"] == want.get("stage", got["stage"]) \
             and want.get("message", "") in got["message"]
-    else:
-        ok = _plain(actual) == _plain(expect)
+    else:  # strict, as run_cases: 1, 1.0 and true are three different expectations
+        ok = same(_plain(expect), _plain(actual))
     return CaseResult(name, ok, expect, actual)
 
 

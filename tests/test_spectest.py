@@ -94,3 +94,22 @@ def test_cases_run_the_transforms_in_order(tmp_path):
     proc = run_kpipe("test", str(spec))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.rstrip().endswith("3 passed, 0 failed")
+
+
+def test_cases_compare_strictly_like_run_cases(tmp_path):
+    """1, 1.0 and true are three different expectations, in `kpipe test` as in run_cases."""
+    spec = write(tmp_path, """\
+        - name: true is not 1
+          input: {raw: '{"id": 1, "paid": true}'}
+          expect: {value: {id: 1, paid: 1}}
+        - name: 2.0 is not 2
+          input: {raw: '{"id": 2, "amount": 2.0}'}
+          expect: {value: {id: 2, amount: 2}}
+        - name: the same types pass
+          input: {raw: '{"id": 3, "amount": 2.0, "paid": true}'}
+          expect: {value: {id: 3, amount: 2.0, paid: true}}
+    """)
+    proc = run_kpipe("test", str(spec))
+    assert proc.returncode == 1
+    assert "FAIL  true is not 1" in proc.stdout and "FAIL  2.0 is not 2" in proc.stdout
+    assert "PASS  the same types pass" in proc.stdout
