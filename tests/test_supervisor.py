@@ -133,3 +133,60 @@ def test_children_stop_when_the_supervisor_is_killed(brokers, topic, tmp_path):
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
     assert records_in(tmp_path / "x") == 400 and records_in(tmp_path / "y") == 400
+
+
+def _free_port_pair() -> int:
+    """A port P with P and P+1 both free on 127.0.0.1 right now."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        socks = []
+        try:
+            for port in (base, base + 1):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no two consecutive free ports")
+
+
+def test_each_pipeline_serves_its_own_metrics_on_port_plus_its_index(brokers, topic, tmp_path):
+    import urllib.request
+
+    topic2 = topic + "-m"
+    create_topic(brokers, topic2, 4)
+    a, b = unique("met-a"), unique("met-b")
+    spec_a = write_spec(tmp_path, brokers, topic, tmp_path / "a", name=a, options=FAST_SESSION, filename="a.yaml")
+    spec_b = write_spec(tmp_path, brokers, topic2, tmp_path / "b", name=b, options=FAST_SESSION, filename="b.yaml")
+    produce_events(brokers, topic, 300)
+    produce_events(brokers, topic2, 200)
+    port = _free_port_pair()
+    sup = Proc(tmp_path / "logs", "sup", "run", str(spec_a), str(spec_b), "--no-progress",
+               "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+
+    def scrape(p: int) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            return ""
+
+    def written(text: str, name: str) -> float:
+        m = re.search(rf'kpipe_messages_written_total\{{pipeline="{re.escape(name)}"\}} (\S+)', text)
+        return float(m[1]) if m else -1
+
+    try:
+        wait_for(lambda: written(scrape(port), a) == 300 and written(scrape(port + 1), b) == 200, 60,
+                 "each child's /metrics on its own port", [sup], interval=0.2)
+        # Each port is one pipeline's: the other's series are not there.
+        assert f'pipeline="{b}"' not in scrape(port) and f'pipeline="{a}"' not in scrape(port + 1)
+        stop_cleanly(sup, timeout=30)
+    finally:
+        sup.kill()
