@@ -26,6 +26,10 @@ SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 # waits for that: 3 s instead of SESSION's 6 s keeps the crash tests' restarts inside their
 # time budget.
 FAST_SESSION = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500}
+# The crash tests kill runs until this many kills have landed mid-stream (the run had written
+# something, and not everything); a kill that came too early or too late does not count.
+MID_STREAM_KILLS = 5
+MAX_KILL_ROUNDS = 14
 _SUMMARY = re.compile(r"consumed (\d+), wrote (\d+) records in (\d+) batches")
 _EVENT = re.compile(r"kpipe\.run: (assigned|revoked|lost) ([^\n]*)")
 
@@ -301,6 +305,21 @@ def kill_when(proc: "Proc", rng, mode: str, delay: tuple, progressed, progress: 
         what = progress
     sigkill(proc)
     return what
+
+
+def kill_rounds(kills: list, modes: list):
+    """``(i, mode)`` for each crash-test round, cycling through ``modes``, until
+    ``MID_STREAM_KILLS`` of ``kills`` (``(mode, when, progress this run, complete?)``) landed
+    mid-stream; fails after ``MAX_KILL_ROUNDS``."""
+    i = 0
+    while len(mid_stream(kills)) < MID_STREAM_KILLS:
+        assert i < MAX_KILL_ROUNDS, f"only {len(mid_stream(kills))} of {i} kills landed mid-stream: {kills}"
+        yield i, modes[i % len(modes)]
+        i += 1
+
+
+def mid_stream(kills: list) -> list:
+    return [k for k in kills if k[2] > 0 and not k[3]]
 
 
 def final_run(spec: Path, logs: Path):

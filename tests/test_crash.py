@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 from conftest import assert_exactly_once, count_published, published, read_output, records_in, write_spec
-from kit import (FAST_SESSION, BurstProducer, Proc, final_run, kill_when, produce_events, run_kpipe, seal_events,
+from kit import (FAST_SESSION, MID_STREAM_KILLS, BurstProducer, Proc, final_run, kill_rounds, kill_when, mid_stream, produce_events, run_kpipe, seal_events,
                  stop_cleanly, summary, unique, wait_for)
 
 MAX_RECORDS = 500
@@ -38,15 +38,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(brokers, topic, 
     produced = 60_000
     produce_events(brokers, topic, produced)
 
-    # At least 4 kills chosen by "after K new files", the rest by elapsed time (which mostly
-    # lands in the interpreter start or the group join, sometimes in the first writes).
+    # Kills cycle through four chosen by "after K new files" and two by elapsed time (which mostly
+    # lands in the interpreter start or the group join, sometimes in the first writes), until
+    # MID_STREAM_KILLS of them have landed mid-stream.
     modes = ["files"] * 4 + ["time"] * 2
     rng.shuffle(modes)
     snapshots: list[set[str]] = []
     kills = []  # (mode, when, files this run published, output complete at the kill?)
     procs: list[Proc] = []
     try:
-        for i, mode in enumerate(modes):
+        for i, mode in kill_rounds(kills, modes):
             in_output = records_in(out)
             extra = rng.choice([0, 5000, 8000]) if i else 0
             if mode == "files" and (produced + extra - in_output) // MAX_RECORDS < 24:
@@ -58,7 +59,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(brokers, topic, 
             proc = Proc(logs, f"kill{i}", "run", str(spec))
             procs.append(proc)
             # Full batches still to come in this run: aim K somewhere inside them.
-            k = rng.randint(1, max(1, min(40, (produced - in_output) // MAX_RECORDS - 4)))
+            k = rng.randint(1, max(1, min(40, (produced - in_output) // MAX_RECORDS // 2)))
             what = kill_when(proc, rng, mode, (0.3, 8.0), lambda: count_published(out, topic) >= before + k,
                              f"{k} files", jitter=0.005, interval=0.002, run=i)
             snapshot = published(out, topic)
@@ -85,8 +86,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(brokers, topic, 
     for i, snap in enumerate(snapshots):  # published files are immutable: none vanished
         assert snap <= final_names, \
             f"files published before kill {i} disappeared: {sorted(snap - final_names)[:5]}"
-    mid_stream = [k for k in kills if k[2] > 0 and not k[3]]
-    assert len(mid_stream) >= 3, f"only {len(mid_stream)} kills landed mid-stream: {kills}"
+    assert len(mid_stream(kills)) >= MID_STREAM_KILLS, kills
     # The final run resumed from the files: it wrote exactly what no killed run had published.
     # (It may consume more than it writes: a killed member still in the group can cost it a
     # rebalance, whose revoke drops buffered records to be read again.)

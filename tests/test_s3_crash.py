@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kit import FAST_SESSION, Proc, final_run, kill_when, produce_values, run_kpipe, seal, summary, unique
+from kit import FAST_SESSION, MID_STREAM_KILLS, Proc, final_run, kill_rounds, kill_when, mid_stream, produce_values, run_kpipe, seal, summary, unique
 from s3kit import (bucket, committed, moto_server, object_offsets, objects, read_records, s3,  # noqa: F401
                    state_of, uploads, write_s3_spec)
 
@@ -87,7 +87,7 @@ def test_sigkill_at_random_moments_leaves_every_record_exactly_once(brokers, top
     snapshots = []  # (committed heads, {key: etag}) at each kill
     procs: list[Proc] = []
     try:
-        for i, mode in enumerate(modes):
+        for i, mode in kill_rounds(kills, modes):
             done = committed_records(s3, bucket, prefix, topic)
             extra = rng.choice([0, 3000, 6000]) if i else 0
             if mode == "objects" and (produced + extra - done) // MAX_RECORDS < 16:
@@ -98,7 +98,8 @@ def test_sigkill_at_random_moments_leaves_every_record_exactly_once(brokers, top
             before = count()
             proc = Proc(logs, f"kill{i}", "run", str(spec))
             procs.append(proc)
-            k = rng.randint(1, max(1, min(30, 3 * ((produced - done) // MAX_RECORDS) - 12)))
+            # Objects still to come in this run (three per batch): aim K in their first half.
+            k = rng.randint(1, max(1, min(30, 3 * ((produced - done) // MAX_RECORDS) // 2)))
             what = kill_when(proc, rng, mode, (0.3, 8.0), lambda: count() >= before + k, f"{k} objects",
                              jitter=0.02, interval=0.01, run=i)
             heads = committed(s3, bucket, prefix, topic)
@@ -134,8 +135,7 @@ def test_sigkill_at_random_moments_leaves_every_record_exactly_once(brokers, top
             p, first, last = object_offsets(key)
             if last < heads.get(p, 0):
                 assert final_listing.get(key) == etag, f"committed {key} changed or vanished after kill {i}"
-    mid_stream = [k for k in kills if k[2] > 0 and not k[3]]
-    assert len(mid_stream) >= 3, f"only {len(mid_stream)} kills landed mid-stream: {kills}"
+    assert len(mid_stream(kills)) >= MID_STREAM_KILLS, kills
     consumed, written, _ = summary(final.stderr)
     assert written == produced - already <= consumed, (consumed, written, produced, already)
 

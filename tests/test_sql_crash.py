@@ -11,7 +11,7 @@ import random
 import time
 from contextlib import contextmanager
 
-from kit import (ALL, FAST_SESSION, BurstProducer, Proc, final_run, kill_when, no_traceback, ownership,
+from kit import (ALL, FAST_SESSION, MID_STREAM_KILLS, BurstProducer, Proc, final_run, kill_rounds, kill_when, mid_stream, no_traceback, ownership,
                  produce_events, run_kpipe, seal_events, split, stop_cleanly, summary, wait_for)
 from sqlkit import (TcpProxy, assert_rows_exactly_once, committed, dbs, offsets_state,  # noqa: F401
                     write_sql_spec)
@@ -57,7 +57,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, t
     kills = []  # (mode, what, rows this run added before the kill, all rows in at the kill?)
     procs: list[Proc] = []
     try:
-        for i, mode in enumerate(modes):
+        for i, mode in kill_rounds(kills, modes):
             before = db.count(table)
             k = rng.randint(1, 30)
             # A write call holds up to one consumed chunk (10,000 records) in one transaction,
@@ -86,8 +86,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, t
             proc.kill()
 
     finish_exactly_once(db, brokers, topic, table, group, produced)
-    mid_stream = [k for k in kills if k[2] > 0 and not k[3]]
-    assert len(mid_stream) >= 3, f"only {len(mid_stream)} kills landed mid-stream: {kills}"
+    assert len(mid_stream(kills)) >= MID_STREAM_KILLS, kills
     # The final run resumed from the offsets in the database: it read only what was missing.
     consumed, written, _ = summary(final.stderr)
     assert consumed == written == produced - already, (consumed, written, produced, already)
