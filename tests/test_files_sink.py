@@ -70,3 +70,26 @@ def test_empty_batch_writes_no_file(tmp_path):
     s = sink(tmp_path)
     s.write([Batch("orders", 0, 0, 5, [], [])])
     assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_a_fully_filtered_batch_still_moves_the_stored_offset(tmp_path):
+    """A partition a filter empties must not be read again from its last file on every restart."""
+    s = sink(tmp_path)
+    s.write([batch(0, 10)])
+    s.write([Batch("orders", 0, 10, 500, [], [])])  # offsets 10..499, every record filtered out
+    assert not list(tmp_path.rglob("*.jsonl"))[1:]  # still only the first file
+    assert sink(tmp_path).load_offsets([("orders", 0)]) == {("orders", 0): 500}
+    s.write([batch(500, 5)])  # data after the marker is accepted, and its file is the head again
+    assert sink(tmp_path).load_offsets([("orders", 0)]) == {("orders", 0): 505}
+    # A stale writer cannot move the marker back over what is stored, nor past it unseen.
+    with pytest.raises(OffsetConflict) as info:
+        sink(tmp_path).write([Batch("orders", 0, 200, 900, [], [])])
+    assert info.value.partitions == {("orders", 0): 505}
+    assert sink(tmp_path).load_offsets([("orders", 0)]) == {("orders", 0): 505}
+
+
+def test_a_partition_filtered_from_the_start_has_a_stored_offset(tmp_path):
+    s = sink(tmp_path)
+    s.write([Batch("orders", 3, 0, 1000, [], [])])
+    assert sink(tmp_path).load_offsets([("orders", 3)]) == {("orders", 3): 1000}
+    assert sorted(os.listdir(tmp_path / "orders" / "3")) == [".lock", ".next"]

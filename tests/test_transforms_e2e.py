@@ -8,7 +8,7 @@ import textwrap
 import yaml
 
 from conftest import write_spec
-from kit import committed, edit_spec, event, produce_values, read_topic, run_kpipe, seal_events, unique
+from kit import committed, edit_spec, event, produce_values, read_topic, run_kpipe, seal, seal_events, unique
 from kpipe.kafka_admin import create_topic
 
 
@@ -50,3 +50,25 @@ def test_a_chain_of_transforms_shapes_what_lands(brokers, topic, tmp_path):
     headers = {k: v.decode() for k, v in letter.headers()}
     assert headers["kpipe.error.stage"] == "transform" and "amount" in headers["kpipe.error.message"]
     assert committed(brokers, name, topic) == {p: 251 for p in range(4)}
+
+
+def test_a_partition_the_filter_empties_is_stored_as_caught_up(brokers, topic, tmp_path):
+    """Every record of partition 3 is filtered out: the files sink still stores its position, so
+    `kpipe lag` (which reads the sink's offsets) shows it caught up and a restart reads nothing."""
+    def value(i: int, p: int) -> dict:
+        return {**event(i), "country": "US" if p == 3 else "DE"}
+
+    produce_values(brokers, topic, [(i % 4, str(i), value(i, i % 4)) for i in range(800)])
+    seal(brokers, topic, lambda p: value(800 + p, p))  # exact end offsets under the bundled broker
+    out = tmp_path / "out"
+    spec = edit_spec(write_spec(tmp_path, brokers, topic, out, name=unique("emptied"), max_records=50),
+                     transforms=[{"filter": 'country == "DE"'}])
+    first = run_kpipe("run", str(spec), "--until-caught-up")
+    assert first.returncode == 0, first.stderr
+    assert not list((out / topic / "3").glob("*.jsonl")) and (out / topic / "3" / ".next").exists()
+    lag = run_kpipe("lag", "--json", str(spec))
+    assert lag.returncode == 0, lag.stderr
+    rows = {r["partition"]: r for r in yaml.safe_load(lag.stdout)["partitions"]}
+    assert rows[3]["committed"] == 201 and rows[3]["lag"] == 0, rows[3]
+    again = run_kpipe("run", str(spec), "--until-caught-up")
+    assert again.returncode == 0 and "consumed 0," in again.stderr, again.stderr

@@ -5,7 +5,10 @@ zero-padded to 19 digits so names sort in offset order (``kpipe.paths.object_nam
 the S3 sink's ``kpipe`` layout). What goes in a file is ``kpipe.formats``' business. The files are the offset store: the
 next offset of a partition is the last file's ``last + 1``. A file appears only through an
 atomic rename after fsync, so publishing the file and committing its offsets are one step.
-Names starting with ``.`` (the lock file, temp files of a crashed writer) are never data.
+A batch whose records were all filtered out publishes no file; its end goes to ``.next`` in the
+partition's directory instead (same rename and fsync), so the stored offset still moves past
+it. Names starting with ``.`` (the lock file, ``.next``, temp files of a crashed writer) are
+never data.
 """
 from __future__ import annotations
 
@@ -20,6 +23,17 @@ from kpipe.paths import object_name as file_name
 from kpipe.paths import parse_object_name as parse_name
 
 __all__ = ["FilesSink", "file_name", "parse_name"]
+
+
+_NEXT = ".next"  # the next offset after a batch that published no file
+
+
+def _read_next(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):  # vanished, or not ours to read: the files still tell the head
+        return None
 
 
 def _fsync_dir(path: str) -> None:
@@ -88,6 +102,10 @@ class FilesSink(Sink):
                 if name.startswith("."):
                     if name.endswith(".tmp"):
                         os.unlink(e.path)
+                    elif name == _NEXT:
+                        marked = _read_next(e.path)
+                        if marked is not None and (head is None or marked > head):
+                            head = marked
                     continue
                 parsed = parse_name(name)
                 if parsed is not None and (head is None or parsed[3] + 1 > head):
@@ -109,8 +127,8 @@ class FilesSink(Sink):
     def write(self, batches: Sequence[Batch]) -> None:
         conflicts = {}
         for b in batches:
-            if not b.values:
-                continue  # nothing to publish; the Kafka commit still records the progress
+            if b.next_offset <= b.start_offset:
+                continue  # covers no offset at all
             tp = (b.topic, b.partition)
             d = self._dir(tp)
             name = file_name(b.topic, b.partition, b.start_offset, b.last_offset, self.ext)
@@ -120,7 +138,10 @@ class FilesSink(Sink):
                     # Someone already published past our start: writing would duplicate.
                     conflicts[tp] = head
                     continue
-                self._publish(d, name, b)
+                if b.values:
+                    self._publish(d, name, b)
+                else:  # all filtered: no file, but the stored offset must still move past them
+                    self._mark_next(d, b.next_offset)
         if conflicts:
             raise OffsetConflict(conflicts)
 
@@ -151,6 +172,26 @@ class FilesSink(Sink):
             if isinstance(exc, OSError):
                 raise FatalError(f"cannot write {os.path.join(d, name)}: {exc.strerror}") from exc
             raise
+
+    def _mark_next(self, d: str, next_offset: int) -> None:
+        """Record ``next_offset`` in ``d/.next``: temp file, fsync, rename. Caller holds the lock."""
+        path = os.path.join(d, _NEXT)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{next_offset}\n")
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.rename(tmp, path)
+            if self.fsync:
+                _fsync_dir(d)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise FatalError(f"cannot write {path}: {exc.strerror}") from exc
 
     def revoke(self, partitions) -> None:
         for tp in partitions:
