@@ -148,19 +148,31 @@ class FilesSink(Sink):
     def _publish(self, d: str, name: str, b: Batch) -> None:
         """Stream the batch into a temp file, fsync, rename. Caller holds the lock (``_head``
         removes temp files it finds, taking them for a crashed writer's)."""
-        tmp = os.path.join(d, f".{name}.{os.getpid()}.tmp")
-        try:
+        def fill(f):
             try:
-                with open(tmp, "wb") as f:
-                    writer = self.format.open(f, f"{b.topic}+{b.partition}+{b.start_offset}+{b.last_offset}",
-                                              self.context.value_schema)
-                    writer.write(b.values)
-                    writer.close()
-                    f.flush()
-                    if self.fsync:
-                        os.fsync(f.fileno())
+                writer = self.format.open(f, f"{b.topic}+{b.partition}+{b.start_offset}+{b.last_offset}",
+                                          self.context.value_schema)
+                writer.write(b.values)
+                writer.close()
             except EncodeError as exc:
                 raise BadRecordError.in_batch(str(exc), b, exc.index) from None
+
+        self._atomic(d, name, f".{name}.{os.getpid()}.tmp", fill)
+
+    def _mark_next(self, d: str, next_offset: int) -> None:
+        """Record ``next_offset`` in ``d/.next``, as atomically as a data file. Caller holds the lock."""
+        self._atomic(d, _NEXT, f"{_NEXT}.{os.getpid()}.tmp", lambda f: f.write(b"%d\n" % next_offset))
+
+    def _atomic(self, d: str, name: str, tmp_name: str, fill) -> None:
+        """``fill(file)`` into ``d/tmp_name``, fsync, rename to ``d/name``, fsync ``d``; the temp
+        file is removed on any failure, and an OSError becomes a FatalError naming the file."""
+        tmp = os.path.join(d, tmp_name)
+        try:
+            with open(tmp, "wb") as f:
+                fill(f)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
             os.rename(tmp, os.path.join(d, name))
             if self.fsync:
                 _fsync_dir(d)
@@ -172,26 +184,6 @@ class FilesSink(Sink):
             if isinstance(exc, OSError):
                 raise FatalError(f"cannot write {os.path.join(d, name)}: {exc.strerror}") from exc
             raise
-
-    def _mark_next(self, d: str, next_offset: int) -> None:
-        """Record ``next_offset`` in ``d/.next``: temp file, fsync, rename. Caller holds the lock."""
-        path = os.path.join(d, _NEXT)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w") as f:
-                f.write(f"{next_offset}\n")
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
-            os.rename(tmp, path)
-            if self.fsync:
-                _fsync_dir(d)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise FatalError(f"cannot write {path}: {exc.strerror}") from exc
 
     def revoke(self, partitions) -> None:
         for tp in partitions:
