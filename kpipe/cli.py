@@ -85,8 +85,9 @@ def cmd_run(args) -> int:
     runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
     from kpipe.ops.run import run_ops  # metrics and health endpoint, systemd notify
 
-    with run_ops(args, runner):
-        detach = attach(runner, spec.name, args.until_caught_up, args.progress, args.progress_interval)
+    with run_ops(args, runner) as health:
+        detach = attach(runner, spec.name, args.until_caught_up, args.progress, args.progress_interval,
+                        health=health)
         try:
             result = runner.run()
         finally:

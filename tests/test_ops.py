@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -85,9 +86,11 @@ class NotifySocket:
     def __init__(self, address: str):
         self.env = address  # as NOTIFY_SOCKET spells it
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the sender's pid, as systemd checks
         self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
         self.sock.settimeout(0.2)
         self.messages: list[tuple[float, str]] = []  # (monotonic arrival, one KEY=VALUE line)
+        self.senders: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._recv, daemon=True)
         self._thread.start()
@@ -95,9 +98,12 @@ class NotifySocket:
     def _recv(self):
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(4096)
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
             except socket.timeout:
                 continue
+            for level, kind, creds in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    self.senders.add(struct.unpack("iII", creds[:12])[0])
             now = time.monotonic()
             self.messages.extend((now, line) for line in data.decode().splitlines())
 
@@ -238,6 +244,38 @@ def test_sd_notify_sends_ready_then_watchdog_then_stopping(brokers, topic, tmp_p
         assert all(r.get("pipeline") == name for r in records), records[:3]
     finally:
         proc.kill()
+        sock.close()
+
+
+def test_the_supervisor_speaks_to_systemd_for_all_its_pipelines(brokers, topic, tmp_path):
+    """Many specs in one Type=notify unit: READY=1 once both pipelines are ready, watchdog pings,
+    STOPPING=1; every datagram from the supervisor itself (NotifyAccess=main), none from a child."""
+    topic2 = topic + "-sd"
+    create_topic(brokers, topic2, 4)
+    produce_events(brokers, topic, 100)
+    produce_events(brokers, topic2, 60)
+    a, b = unique("sd-a"), unique("sd-b")
+    spec_a = write_spec(tmp_path, brokers, topic, tmp_path / "a", name=a, max_age="300ms", filename="a.yaml")
+    spec_b = write_spec(tmp_path, brokers, topic2, tmp_path / "b", name=b, max_age="300ms", filename="b.yaml")
+    sock = NotifySocket(f"@kpipe-test-{uuid.uuid4().hex}")
+    sup = Proc(tmp_path / "logs", "sup", "run", str(spec_a), str(spec_b), "--no-progress",
+               env=env_with(NOTIFY_SOCKET=sock.env, WATCHDOG_USEC="1000000"))
+    try:
+        wait_for(lambda: sock.first("READY=1") is not None, 60, "READY=1", [sup])
+        ready = sock.first("READY=1")
+        # Sent with READY=1: both children reported ready (assigned, sink reachable).
+        assert sock.lines()[ready + 1].startswith("STATUS=2/2 pipelines ready"), sock.lines()
+        wait_for(lambda: sock.lines()[ready:].count("WATCHDOG=1") >= 2, 10, "two pings after READY", [sup])
+        wait_for(lambda: any(line.startswith("STATUS=2/2 pipelines ready, consumed 160, written 160")
+                             for line in sock.lines()), 20, "a STATUS line with both totals", [sup])
+        assert sock.first("STOPPING=1") is None
+        stop_cleanly(sup, timeout=30)
+        wait_for(lambda: sock.first("STOPPING=1") is not None, 5, "STOPPING=1")
+        lines = sock.lines()
+        assert lines.count("READY=1") == 1 and lines.count("STOPPING=1") == 1
+        assert sock.senders == {sup.popen.pid}, (sock.senders, sup.popen.pid)
+    finally:
+        sup.kill()
         sock.close()
 
 

@@ -311,16 +311,22 @@ class ChildReporter(threading.Thread):
     the child stops as if it had been sent SIGTERM, so no pipeline outlives its supervisor.
     """
 
-    def __init__(self, fd: int, name: str, runner, until_caught_up: bool, interval: float = 1.0):
+    def __init__(self, fd: int, name: str, runner, until_caught_up: bool, interval: float = 1.0,
+                 health=None):
         super().__init__(name="kpipe-progress-report", daemon=True)
         self.out = os.fdopen(fd, "w", buffering=1)
         self.pipeline, self.runner, self.until_caught_up = name, runner, until_caught_up
         self.interval = interval
+        self.health = health
         self.stop_event = threading.Event()
 
     def _send(self) -> bool:
+        record = snapshot(self.pipeline, self.runner.result, self.until_caught_up)
+        if self.health is not None:  # the same rules as the child's own /readyz and /healthz
+            record["ready"] = self.health.ready()[0]
+            record["alive"] = self.health.alive()[0]
         try:
-            self.out.write(json.dumps(snapshot(self.pipeline, self.runner.result, self.until_caught_up)) + "\n")
+            self.out.write(json.dumps(record) + "\n")
             return True
         except (BrokenPipeError, ValueError, OSError):
             return False
@@ -342,17 +348,20 @@ class ChildReporter(threading.Thread):
             pass
 
 
-def attach(runner, name: str, until_caught_up: bool, enabled: bool, interval: float, stream=None):
+def attach(runner, name: str, until_caught_up: bool, enabled: bool, interval: float, stream=None,
+           health=None):
     """Start progress for one in-process run; returns the function that stops it.
 
     Under the supervisor (``KPIPE_PROGRESS_FD`` set) the run reports to it instead, whatever
-    ``enabled`` says: the pipe is also the child's lifeline.
+    ``enabled`` says: the pipe is also the child's lifeline. With ``health`` (a ``Health``),
+    the reports also say whether the run is ready and alive, for the supervisor's systemd
+    notifications.
     """
     stream = sys.stderr if stream is None else stream
     fd = os.environ.pop(PROGRESS_FD_ENV, None)
     if fd is not None:
         try:
-            reporter = ChildReporter(int(fd), name, runner, until_caught_up)
+            reporter = ChildReporter(int(fd), name, runner, until_caught_up, health=health)
         except (ValueError, OSError) as exc:
             log.warning("%s=%s is not a usable file descriptor (%s); not reporting progress",
                         PROGRESS_FD_ENV, fd, exc)

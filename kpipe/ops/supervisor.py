@@ -18,6 +18,8 @@ under one supervisor.
 - Exit code: the worst of the pipelines' by severity 2 > 3 > 1 > 0 (``worst``); a child
   killed by a signal counts as 2.
 - Each line a child writes to stderr is passed through prefixed with ``[pipeline] ``.
+- systemd: the children never see ``$NOTIFY_SOCKET``; the supervisor sends ``READY=1``,
+  ``WATCHDOG=1`` and ``STOPPING=1`` for all of them (``kpipe.ops.systemd.SupervisorNotifier``).
 - Progress: each child writes a JSON record a second to the pipe named by
   ``KPIPE_PROGRESS_FD`` (``kpipe.ops.progress``); the supervisor renders one line per pipeline.
   The pipe is also the child's lifeline: if the supervisor dies, the child's next write fails
@@ -35,6 +37,7 @@ import threading
 import time
 
 from kpipe.ops.progress import PROGRESS_FD_ENV, LogDisplay, TtyDisplay
+from kpipe.ops.systemd import SupervisorNotifier
 
 __all__ = ["Supervisor", "worst", "should_restart", "restart_delay", "SEVERITY", "expand_specs"]
 
@@ -104,6 +107,7 @@ class Child:
         self.next_start: float | None = 0.0  # monotonic time to (re)start at; None: not again
         self.exit_code: int | None = None    # the last exit, normalized
         self.final = False           # done or given up: never started again
+        self.latest: dict | None = None  # its last progress record since its last start
         self.threads: list[threading.Thread] = []
 
 
@@ -121,6 +125,7 @@ class Supervisor:
         self.signals = 0
         self.forwarded = 0
         self.stopping = False
+        self.systemd = SupervisorNotifier.from_env()
 
     # -- output --------------------------------------------------------------------------
 
@@ -142,10 +147,11 @@ class Supervisor:
         tracker = self.display.tracker(child.name) if self.display is not None else None
         with os.fdopen(fd, "rb") as pipe:
             for raw in pipe:
-                if tracker is None:
-                    continue
                 try:
-                    tracker.update(json.loads(raw))
+                    record = json.loads(raw)
+                    child.latest = record
+                    if tracker is not None:
+                        tracker.update(record)
                 except (ValueError, KeyError, TypeError):
                     continue
 
@@ -168,6 +174,7 @@ class Supervisor:
         finally:
             os.close(write_fd)
         child.proc, child.pid = proc, proc.pid
+        child.latest = None
         child.started_at = time.monotonic()
         child.next_start = None
         child.threads = [threading.Thread(target=self._pump_stderr, args=(child, proc.stderr), daemon=True),
@@ -246,6 +253,8 @@ class Supervisor:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            if self.systemd is not None:
+                self.systemd.close()
             if self.display is not None:
                 self.display.close()
 
@@ -267,6 +276,8 @@ class Supervisor:
                 if child.proc is None and not child.final and child.next_start is not None \
                         and now >= child.next_start and not self.stopping:
                     self._start(child)
+            if self.systemd is not None:
+                self.systemd.step(self.children, self.stopping or self.signals > 0, now)
             if all(c.final and c.proc is None for c in self.children):
                 break
             if self.display is not None:

@@ -12,6 +12,11 @@ AF_UNIX socket named by ``$NOTIFY_SOCKET`` (in the abstract namespace when it st
 
 Without ``$NOTIFY_SOCKET`` nothing is sent and no thread runs. A send that fails is logged
 once at debug level and never affects the run.
+
+Under the supervisor (many specs, one unit) the children never see ``$NOTIFY_SOCKET``; the
+supervisor speaks for them (``SupervisorNotifier``), from the ``ready``/``alive`` flags of
+their progress reports: ``READY=1`` once every pipeline is ready, ``WATCHDOG=1`` while every
+running pipeline is alive and reporting, ``STOPPING=1`` when it starts to stop them.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import time
 
 from kpipe.ops.health import Health
 
-__all__ = ["Notify", "SystemdNotifier"]
+__all__ = ["Notify", "SystemdNotifier", "SupervisorNotifier"]
 
 log = logging.getLogger("kpipe.ops")
 
@@ -143,3 +148,71 @@ class SystemdNotifier:
         if r.skipped or r.dead_lettered:
             parts.append(f"bad {r.skipped + r.dead_lettered}")
         return ", ".join(parts)
+
+
+class SupervisorNotifier:
+    """systemd notifications for a whole supervisor, stepped from its loop.
+
+    ``children`` have ``proc`` (None when not running), ``final`` (never started again),
+    ``started_at`` (monotonic) and ``latest`` (their last progress record, None since the
+    last start). A child between restarts does not hold the pings back: the supervisor is
+    handling it. A running child whose loop is wedged (``alive`` false), or whose reports
+    stopped for ``SILENT`` seconds, does: systemd then restarts the unit, as it would restart
+    a lone wedged ``kpipe run``.
+    """
+
+    SILENT = 10.0          # seconds without a report from a running child: it is wedged
+    STATUS_EVERY = 2.0
+
+    def __init__(self, notify: Notify, watchdog: float | None):
+        self.notify = notify
+        self.watchdog = watchdog
+        self.ready_sent = self.stopping_sent = False
+        self._next_ping = self._next_status = 0.0
+        self._status = ""
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "SupervisorNotifier | None":
+        notify = Notify.from_env(env)
+        return None if notify is None else cls(notify, watchdog_interval(env))
+
+    def step(self, children, stopping: bool, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        wall = time.time()
+        running = [c for c in children if c.proc is not None]
+        pending = [c for c in children if not c.final]  # done or given up: not waited for
+        if not self.ready_sent and not stopping and pending \
+                and all(c.proc is not None and (c.latest or {}).get("ready") for c in pending):
+            self.ready_sent = True
+            self.notify.send("READY=1", f"STATUS={self.status(children)}")
+        if stopping and not self.stopping_sent:
+            self.stopping_sent = True
+            self.notify.send("STOPPING=1", f"STATUS={self.status(children)}")
+        if self.watchdog and now >= self._next_ping and all(self._alive(c, now, wall) for c in running):
+            self._next_ping = now + self.watchdog
+            self.notify.send("WATCHDOG=1")
+        if now >= self._next_status:
+            self._next_status = now + self.STATUS_EVERY
+            status = self.status(children)
+            if status != self._status:
+                self._status = status
+                self.notify.send(f"STATUS={status}")
+
+    def _alive(self, child, now: float, wall: float) -> bool:
+        rec = child.latest
+        if rec is None:  # not reported yet: give it SILENT seconds from its start
+            return now - child.started_at < self.SILENT
+        return rec.get("alive", True) is not False and wall - rec.get("t", wall) < self.SILENT
+
+    def status(self, children) -> str:
+        recs = [c.latest for c in children if c.latest]
+        ready = sum(1 for r in recs if r.get("ready"))
+        consumed = sum(r.get("consumed") or 0 for r in recs)
+        written = sum(r.get("written") or 0 for r in recs)
+        return f"{ready}/{len(children)} pipelines ready, consumed {consumed}, written {written}"
+
+    def close(self) -> None:
+        if not self.stopping_sent:
+            self.stopping_sent = True
+            self.notify.send("STOPPING=1")
+        self.notify.close()
