@@ -18,7 +18,7 @@ from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, Retrya
 from . import offsets
 from .columns import METADATA_TYPES, Column, infer_columns, schema_columns, sql_type
 from .errors import is_data_error, is_database_error, is_retryable
-from .rows import copy_lines, param_rows
+from .rows import copy_text, copy_text_lines, param_rows
 
 __all__ = ["SqlSink", "normalize_url"]
 
@@ -324,8 +324,8 @@ class SqlSink(Sink):
     def _payload(self, b: Batch, cols: list[Column]):
         if not b.values:
             return None
-        if self.fast:
-            return copy_lines(b, cols)
+        if self.fast:  # the COPY text; upserts number the rows, so the last of a key wins
+            return copy_text(b, cols, seq=self.mode == "upsert")
         return param_rows(b, cols)
 
     # -- writing rows, and narrowing a data error to its record -------------------------------
@@ -344,12 +344,13 @@ class SqlSink(Sink):
 
     def _narrow(self, conn, cols, payload, error):
         """Binary search for the shortest failing prefix: its last record is the bad one."""
-        ok, bad = 0, len(payload)
+        rows = copy_text_lines(payload) if self.fast else payload
+        ok, bad = 0, len(rows)
         while bad - ok > 1:
             mid = (ok + bad) // 2
             try:
                 with conn.begin_nested() as sp:
-                    self._insert(conn, cols, payload[:mid])
+                    self._insert(conn, cols, "".join(rows[:mid]) if self.fast else rows[:mid])
                     sp.rollback()  # only testing
                 ok = mid
             except Exception as exc:
@@ -366,7 +367,7 @@ class SqlSink(Sink):
         else:
             conn.execute(self.table.insert(), payload)
 
-    def _copy(self, conn, cols, lines: list[str]) -> None:
+    def _copy(self, conn, cols, text: str) -> None:
         from psycopg import sql
 
         raw = conn.connection.driver_connection
@@ -375,14 +376,14 @@ class SqlSink(Sink):
         with raw.cursor() as cur:
             if self.mode != "upsert":
                 with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, names)) as cp:
-                    cp.write("".join(lines).encode())
+                    cp.write(text.encode())
                 return
             stage = sql.Identifier(f"kpipe_stage_{next(self._stage)}")
             cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
                         .format(stage, names, target))
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN kpipe_seq bigint").format(stage))
             with cur.copy(sql.SQL("COPY {} ({}, kpipe_seq) FROM STDIN").format(stage, names)) as cp:
-                cp.write("".join(f"{line[:-1]}\t{n}\n" for n, line in enumerate(lines)).encode())
+                cp.write(text.encode())  # its last column numbers the rows
             keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.key)
             updates = [sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
                        for c in cols if c.name not in self.key]
