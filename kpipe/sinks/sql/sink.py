@@ -7,6 +7,7 @@ MySQL/MariaDB, ...) goes through Core ``executemany``.
 from __future__ import annotations
 
 import itertools
+import time
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -23,6 +24,7 @@ from .rows import copy_text, copy_text_lines, param_rows
 __all__ = ["SqlSink", "normalize_url"]
 
 _DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+PING_AFTER_IDLE = 1.0  # seconds a pooled connection may sit unused before a checkout pings it
 
 
 def normalize_url(url: str) -> sa.engine.URL:
@@ -44,6 +46,36 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _ping_when_idle(engine: sa.Engine, sink: "SqlSink") -> None:
+    """``pool_pre_ping``, for connections that sat unused longer than ``sink.ping_after_idle``.
+
+    A ping is a round trip, and the sink checks a connection out for every write: pinging one
+    that committed a few milliseconds ago found nothing, and each round trip made the sink
+    thread wait for the GIL again. A connection the server dropped while it was in use fails
+    that write, which is retried (the pool discards the connection on a disconnect error)."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection, record):
+        record.info["kpipe_used_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy):
+        used = record.info.get("kpipe_used_at")
+        if used is not None and time.monotonic() - used < sink.ping_after_idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise sa.exc.DisconnectionError(str(exc)) from exc  # the pool reconnects
+            raise
+
+
+class _Redo(Exception):
+    """A row the database rejected in a write without savepoints: roll back, write again
+    with one around each insert, so the bad record can be narrowed inside the transaction."""
 
 
 def _kpipe_type(sa_type) -> str:
@@ -88,6 +120,7 @@ class SqlSink(Sink):
         if "." not in self.offsets_name and self.schema:
             self.offsets_name = f"{self.schema}.{self.offsets_name}"
         self.pool_size = config.get("pool_size", 2)
+        self.ping_after_idle = PING_AFTER_IDLE
         self.engine: sa.Engine | None = None
         self.table: sa.Table | None = None
         self.columns: list[Column] = []     # every column kpipe may write, in table order
@@ -104,13 +137,13 @@ class SqlSink(Sink):
             try:
                 connect_args = {"connect_timeout": 10} if self.url.get_backend_name() in (
                     "postgresql", "mysql", "mariadb") else {}
-                self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=self.pool_size,
-                                               connect_args=connect_args)
+                self.engine = sa.create_engine(self.url, pool_size=self.pool_size, connect_args=connect_args)
             except (ImportError, sa.exc.NoSuchModuleError) as exc:
                 extra = _DRIVER_EXTRAS.get(self.url.get_backend_name())
                 hint = f'; run: pip install "kpipe[{extra}]"' if extra else ""
                 raise FatalError(f"no database driver for {self.url.drivername}: {exc}{hint}") from None
             self.fast = self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
+            _ping_when_idle(self.engine, self)
             if self.engine.dialect.name == "sqlite":
                 _sqlite_transactions(self.engine)
         self._guard("connecting to", self._prepare)
@@ -240,6 +273,19 @@ class SqlSink(Sink):
                 if id(p) in cols_of:
                     with _in(b):
                         payload_of[id(p)] = self._payload(p, cols_of[id(p)])
+        try:
+            # Savepoints cost two round trips per insert; they are only needed to narrow a
+            # data error down, so the first try goes without them.
+            conflicts = self._transaction(plans, cols_of, payload_of, careful=False)
+        except _Redo:
+            conflicts = self._transaction(plans, cols_of, payload_of, careful=True)
+        if conflicts:
+            raise OffsetConflict(conflicts)
+
+    def _transaction(self, plans, cols_of: dict, payload_of: dict, careful: bool) -> dict:
+        """Move the offsets and apply the parts, in one transaction; returns the conflicts.
+
+        Not ``careful``: a data error rolls everything back and raises ``_Redo``."""
         conflicts = {}
         group = self.context.group
         with self.engine.begin() as conn:
@@ -253,10 +299,18 @@ class SqlSink(Sink):
                     with _in(b):
                         if id(p) not in cols_of:
                             self._delete(conn, p)
-                        elif payload_of[id(p)]:
+                        elif not payload_of[id(p)]:
+                            pass
+                        elif careful:
                             self._insert_checked(conn, p, cols_of[id(p)], payload_of[id(p)])
-        if conflicts:
-            raise OffsetConflict(conflicts)
+                        else:
+                            try:
+                                self._insert(conn, cols_of[id(p)], payload_of[id(p)])
+                            except Exception as exc:  # SQLAlchemy's, or psycopg's from the raw COPY
+                                if is_data_error(exc):
+                                    raise _Redo() from exc
+                                raise
+        return conflicts
 
     def _delete(self, conn, part: Batch) -> None:
         """Tombstones: delete the rows whose key columns the records' Kafka keys name."""
