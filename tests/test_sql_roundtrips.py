@@ -7,7 +7,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from kpipe.api import Batch, BadRecordError, SinkContext
+from kpipe.api import Batch, BadRecordError, RetryableError, SinkContext
 from kpipe.sinks.sql.sink import SqlSink
 
 URLS = {
@@ -83,15 +83,27 @@ def test_a_connection_is_pinged_only_after_sitting_unused(sink, monkeypatch):
     assert len(_rows(sink)) == 5
 
 
-def test_a_ping_replaces_a_connection_the_server_dropped(sink):
-    if sink.engine.dialect.name != "postgresql":
-        pytest.skip("terminating a backend is PostgreSQL's")
-    sink.write([batch(0, [{"id": 0, "n": 0}])])
+def _terminate_pooled_connection(sink) -> None:
     with sink.engine.connect() as conn:  # the pooled connection the writes use
         pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     other = sa.create_engine(URLS["postgres"], poolclass=sa.pool.NullPool)
     with other.connect() as conn:
         assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar()
-    sink.ping_after_idle = 0.0  # as if it had sat unused: the ping finds it gone, the pool reconnects
+    other.dispose()
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_a_connection_the_server_dropped_is_replaced(sink, idle):
+    if sink.engine.dialect.name != "postgresql":
+        pytest.skip("terminating a backend is PostgreSQL's")
+    sink.write([batch(0, [{"id": 0, "n": 0}])])
+    _terminate_pooled_connection(sink)
+    if idle:  # as if it had sat unused: the ping finds it gone and the pool reconnects
+        sink.ping_after_idle = 0.0
+    else:  # used a moment ago, so not pinged: the write fails as retryable, and its retry works
+        sink.ping_after_idle = 3600.0
+        with pytest.raises(RetryableError):
+            sink.write([batch(1, [{"id": 1, "n": 1}])])
     sink.write([batch(1, [{"id": 1, "n": 1}])])
     assert _rows(sink) == [(0, 0), (1, 1)]
+    assert sink.load_offsets([("orders", 0)]) == {("orders", 0): 2}
