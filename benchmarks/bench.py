@@ -30,6 +30,11 @@ moto S3 server's when this script started it.
     .venv/bin/python benchmarks/bench.py --sink s3                # s3-jsonl-gzip, s3-jsonl, s3-parquet
     .venv/bin/python benchmarks/bench.py --variants s3-jsonl-gzip -S compression_level=6
     .venv/bin/python benchmarks/bench.py --messages 200000 --profile
+    .venv/bin/python benchmarks/bench.py --variants postgres-insert --baseline ../kpipe-old --repeat 3
+
+``--baseline DIR`` runs every pipeline variant a second time with the kpipe package found in
+DIR (a checkout or ``git worktree`` of another commit, put first on PYTHONPATH), interleaved
+with the current code's runs on the same topic: an A/B in one invocation.
 """
 from __future__ import annotations
 
@@ -50,7 +55,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+# This checkout's kpipe, unless a --baseline run put another one on PYTHONPATH.
+if "KPIPE_BENCH_BASELINE" in os.environ:
+    sys.path.append(str(ROOT))
+else:
+    sys.path.insert(0, str(ROOT))
 
 import confluent_kafka  # noqa: E402
 import yaml  # noqa: E402
@@ -517,9 +526,28 @@ def measure(kind: str, bootstrap: str, topic: str, n: int, tmp: Path, broker_cpu
                           pg_url=pg_url, keep_table=keep_table, partitions=partitions, s3=s3)
 
 
+BASE_SUFFIX = "@base"
+
+
+def baseline_commit(path: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
 def measure_isolated(kind: str, args, bootstrap: str, topic: str, tmp: Path, broker_pid,
                      profile: str | None = None, py_spy: str | None = None) -> dict:
-    """Run one measurement in a fresh interpreter, so no heap or GC state carries over."""
+    """Run one measurement in a fresh interpreter, so no heap or GC state carries over.
+
+    A kind ending in ``@base`` runs with the kpipe of ``--baseline`` first on PYTHONPATH."""
+    env = None
+    base = kind.endswith(BASE_SUFFIX)
+    if base:
+        kind = kind[:-len(BASE_SUFFIX)]
+        env = {**os.environ, "KPIPE_BENCH_BASELINE": "1", "PYTHONPATH": os.pathsep.join(
+            [str(Path(args.baseline).resolve())] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     cmd = [sys.executable, __file__, "--child", kind, "--brokers", bootstrap, "--topic", topic,
            "--messages", str(args.messages), "--tmp", str(tmp), "--pg-url", args.pg_url,
            "--partitions", str(args.partitions)]
@@ -544,12 +572,17 @@ def measure_isolated(kind: str, args, bootstrap: str, topic: str, tmp: Path, bro
         # Sampling profiler around the child: every Python thread, with native frames.
         cmd = [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
                "--native", "--rate", "200", "--format", "raw", "--output", py_spy, "--"] + cmd
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=600)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=600, env=env)
     if proc.returncode:
         raise RuntimeError(f"measurement {kind} failed with exit code {proc.returncode}")
     for line in reversed(proc.stdout.strip().splitlines()):
         if line.startswith("{"):
-            return json.loads(line)
+            row = json.loads(line)
+            if base:
+                row["key"] += BASE_SUFFIX
+                row["what"] += f" [baseline {baseline_commit(args.baseline)}]"
+                row["kpipe_from"] = str(Path(args.baseline).resolve())
+            return row
     raise RuntimeError(f"measurement {kind} printed no result")
 
 
@@ -607,6 +640,9 @@ def main(argv=None) -> int:
     ap.add_argument("--py-spy", action="store_true",
                     help="also run the first pipeline variant once more under `py-spy record --native` "
                          "(collapsed stacks, every Python thread) -> benchmarks/results/pyspy-VARIANT.txt")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run every pipeline variant with the kpipe package in DIR (another "
+                         "checkout), interleaved with the current code's runs: an A/B in one invocation")
     ap.add_argument("--no-isolate", action="store_true",
                     help="run every measurement in this process instead of a fresh interpreter each")
     ap.add_argument("--output",
@@ -644,6 +680,7 @@ def main(argv=None) -> int:
         row = measure(args.child, args.brokers, args.topic, args.messages, Path(args.tmp),
                       BrokerCPU(args.broker_pid), options, profile=args.child_profile,
                       pg_url=args.pg_url, keep_table=args.keep_table, partitions=args.partitions, s3=s3)
+        row["kpipe_file"] = str(Path(runner_mod.__file__).parents[1])  # which kpipe ran (--baseline)
         print(json.dumps(row))
         return 0
 
@@ -690,7 +727,13 @@ def main(argv=None) -> int:
             row["loadavg_1m_after"] = round(os.getloadavg()[0], 2)  # other work on the machine
             return row
 
-        kinds = ([] if args.no_raw else ["raw"]) + pipelines
+        if args.baseline:
+            if args.no_isolate:
+                ap.error("--baseline needs isolated runs (drop --no-isolate)")
+            if not (Path(args.baseline) / "kpipe" / "__init__.py").is_file():
+                ap.error(f"--baseline {args.baseline}: no kpipe package there")
+        kinds = ([] if args.no_raw else ["raw"]) + [
+            k for kind in pipelines for k in ([kind + BASE_SUFFIX, kind] if args.baseline else [kind])]
         runs: dict[str, list] = {k: [] for k in kinds}
         for i in range(args.repeat):  # interleaved, so slow drift hits every variant alike
             for kind in kinds:
@@ -726,6 +769,8 @@ def main(argv=None) -> int:
             "batch": dict(BATCH),
             "consumer_options": {"session.timeout.ms": SESSION_TIMEOUT_MS, **options},
             "isolated": not args.no_isolate, "repeat": args.repeat,
+            **({"baseline": {"path": str(Path(args.baseline).resolve()), "commit": baseline_commit(args.baseline)}}
+               if args.baseline else {}),
             "produce_s": round(prod_s, 2),
             "loadavg_at_start": [round(x, 2) for x in load_start],
             "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],

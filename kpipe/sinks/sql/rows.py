@@ -6,7 +6,6 @@ import decimal
 import uuid
 from functools import lru_cache
 from itertools import repeat
-from operator import add
 
 import orjson
 
@@ -14,7 +13,7 @@ from kpipe.api import BadRecordError, Batch
 
 from .columns import Column, field_getter, parse_timestamp
 
-__all__ = ["copy_lines", "param_rows", "metadata_values"]
+__all__ = ["copy_text", "copy_text_lines", "param_rows", "metadata_values"]
 
 _UTC = dt.timezone.utc
 
@@ -239,39 +238,53 @@ def _convert_column(conv, vals: list) -> list:
     return list(map(conv, vals))
 
 
-def copy_lines(batch: Batch, columns: list[Column]) -> list[str]:
-    """One COPY text line (ending in a newline) per record, columns in the given order.
+def copy_text(batch: Batch, columns: list[Column], seq: bool = False) -> str:
+    """The batch as COPY text: one line per record, columns in the given order, each line
+    ending in a newline; with ``seq``, one more column numbering the records from 0.
 
-    Built a column at a time (extract, convert, then one join per row): the same text as
-    converting record by record, with far fewer interpreter steps. A value no converter
-    accepts makes the record-by-record path run instead, so the error raised is the one
-    the first such value in record order gives.
+    One string for the batch: the rows are joined once, instead of a string per line that
+    is then joined again. COPY text never holds a bare newline inside a line (``_esc``), so
+    ``copy_text_lines`` can split it back when a bad record must be narrowed down.
     """
     _require_objects(batch)
+    n = len(batch.values)
     try:
-        return _copy_lines_by_column(batch, columns)
+        cols = _text_columns(batch, columns)
     except Exception:
-        return _copy_lines_by_record(batch, columns)
+        lines = _copy_lines_by_record(batch, columns)
+        if seq:
+            lines = [f"{line[:-1]}\t{i}\n" for i, line in enumerate(lines)]
+        return "".join(lines)
+    if seq:
+        cols.append(list(map(str, range(n))))
+    if not n:
+        return ""
+    if not cols:
+        return "\n" * n
+    if len(cols) == 1:
+        return "\n".join(cols[0]) + "\n"
+    return "\n".join(map("\t".join, zip(*cols))) + "\n"
 
 
-def _copy_lines_by_column(batch: Batch, columns: list[Column]) -> list[str]:
+def copy_text_lines(text: str) -> list[str]:
+    """The lines of ``copy_text``'s output, each with its newline."""
+    return [line + "\n" for line in text.split("\n")[:-1]]
+
+
+def _text_columns(batch: Batch, columns: list[Column]) -> list[list[str]]:
+    """Every column's COPY text, a column at a time (records are dicts: checked before)."""
     values = batch.values
-    if not columns:
-        return ["\n"] * len(values)
     cols = []
     for c in columns:
         if not c.path:
             cols.append(_metadata_text(batch, c.name))
             continue
         if len(c.path) == 1:
-            vals = list(map(dict.get, values, repeat(c.path[0])))  # records are dicts (checked)
+            vals = list(map(dict.get, values, repeat(c.path[0])))
         else:
             vals = list(map(field_getter(c.path), values))
         cols.append(_convert_column(_CONVERTERS[c.base], vals))
-    cols[-1] = list(map(add, cols[-1], repeat("\n")))
-    if len(cols) == 1:
-        return cols[0]
-    return list(map("\t".join, zip(*cols)))
+    return cols
 
 
 def _copy_lines_by_record(batch: Batch, columns: list[Column]) -> list[str]:

@@ -7,6 +7,7 @@ MySQL/MariaDB, ...) goes through Core ``executemany``.
 from __future__ import annotations
 
 import itertools
+import time
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -18,11 +19,12 @@ from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, Retrya
 from . import offsets
 from .columns import METADATA_TYPES, Column, infer_columns, schema_columns, sql_type
 from .errors import is_data_error, is_database_error, is_retryable
-from .rows import copy_lines, param_rows
+from .rows import copy_text, copy_text_lines, param_rows
 
 __all__ = ["SqlSink", "normalize_url"]
 
 _DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+PING_AFTER_IDLE = 1.0  # seconds a pooled connection may sit unused before a checkout pings it
 
 
 def normalize_url(url: str) -> sa.engine.URL:
@@ -44,6 +46,36 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _ping_when_idle(engine: sa.Engine, sink: "SqlSink") -> None:
+    """``pool_pre_ping``, for connections that sat unused longer than ``sink.ping_after_idle``.
+
+    A ping is a round trip, and the sink checks a connection out for every write: pinging one
+    that committed a few milliseconds ago found nothing, and each round trip made the sink
+    thread wait for the GIL again. A connection the server dropped while it was in use fails
+    that write, which is retried (the pool discards the connection on a disconnect error)."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection, record):
+        record.info["kpipe_used_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy):
+        used = record.info.get("kpipe_used_at")
+        if used is not None and time.monotonic() - used < sink.ping_after_idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise sa.exc.DisconnectionError(str(exc)) from exc  # the pool reconnects
+            raise
+
+
+class _Redo(Exception):
+    """A row the database rejected in a write without savepoints: roll back, write again
+    with one around each insert, so the bad record can be narrowed inside the transaction."""
 
 
 def _kpipe_type(sa_type) -> str:
@@ -88,6 +120,7 @@ class SqlSink(Sink):
         if "." not in self.offsets_name and self.schema:
             self.offsets_name = f"{self.schema}.{self.offsets_name}"
         self.pool_size = config.get("pool_size", 2)
+        self.ping_after_idle = PING_AFTER_IDLE
         self.engine: sa.Engine | None = None
         self.table: sa.Table | None = None
         self.columns: list[Column] = []     # every column kpipe may write, in table order
@@ -104,13 +137,13 @@ class SqlSink(Sink):
             try:
                 connect_args = {"connect_timeout": 10} if self.url.get_backend_name() in (
                     "postgresql", "mysql", "mariadb") else {}
-                self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=self.pool_size,
-                                               connect_args=connect_args)
+                self.engine = sa.create_engine(self.url, pool_size=self.pool_size, connect_args=connect_args)
             except (ImportError, sa.exc.NoSuchModuleError) as exc:
                 extra = _DRIVER_EXTRAS.get(self.url.get_backend_name())
                 hint = f'; run: pip install "kpipe[{extra}]"' if extra else ""
                 raise FatalError(f"no database driver for {self.url.drivername}: {exc}{hint}") from None
             self.fast = self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
+            _ping_when_idle(self.engine, self)
             if self.engine.dialect.name == "sqlite":
                 _sqlite_transactions(self.engine)
         self._guard("connecting to", self._prepare)
@@ -240,6 +273,19 @@ class SqlSink(Sink):
                 if id(p) in cols_of:
                     with _in(b):
                         payload_of[id(p)] = self._payload(p, cols_of[id(p)])
+        try:
+            # Savepoints cost two round trips per insert; they are only needed to narrow a
+            # data error down, so the first try goes without them.
+            conflicts = self._transaction(plans, cols_of, payload_of, careful=False)
+        except _Redo:
+            conflicts = self._transaction(plans, cols_of, payload_of, careful=True)
+        if conflicts:
+            raise OffsetConflict(conflicts)
+
+    def _transaction(self, plans, cols_of: dict, payload_of: dict, careful: bool) -> dict:
+        """Move the offsets and apply the parts, in one transaction; returns the conflicts.
+
+        Not ``careful``: a data error rolls everything back and raises ``_Redo``."""
         conflicts = {}
         group = self.context.group
         with self.engine.begin() as conn:
@@ -253,10 +299,18 @@ class SqlSink(Sink):
                     with _in(b):
                         if id(p) not in cols_of:
                             self._delete(conn, p)
-                        elif payload_of[id(p)]:
+                        elif not payload_of[id(p)]:
+                            pass
+                        elif careful:
                             self._insert_checked(conn, p, cols_of[id(p)], payload_of[id(p)])
-        if conflicts:
-            raise OffsetConflict(conflicts)
+                        else:
+                            try:
+                                self._insert(conn, cols_of[id(p)], payload_of[id(p)])
+                            except Exception as exc:  # SQLAlchemy's, or psycopg's from the raw COPY
+                                if is_data_error(exc):
+                                    raise _Redo() from exc
+                                raise
+        return conflicts
 
     def _delete(self, conn, part: Batch) -> None:
         """Tombstones: delete the rows whose key columns the records' Kafka keys name."""
@@ -324,8 +378,8 @@ class SqlSink(Sink):
     def _payload(self, b: Batch, cols: list[Column]):
         if not b.values:
             return None
-        if self.fast:
-            return copy_lines(b, cols)
+        if self.fast:  # the COPY text; upserts number the rows, so the last of a key wins
+            return copy_text(b, cols, seq=self.mode == "upsert")
         return param_rows(b, cols)
 
     # -- writing rows, and narrowing a data error to its record -------------------------------
@@ -344,12 +398,13 @@ class SqlSink(Sink):
 
     def _narrow(self, conn, cols, payload, error):
         """Binary search for the shortest failing prefix: its last record is the bad one."""
-        ok, bad = 0, len(payload)
+        rows = copy_text_lines(payload) if self.fast else payload
+        ok, bad = 0, len(rows)
         while bad - ok > 1:
             mid = (ok + bad) // 2
             try:
                 with conn.begin_nested() as sp:
-                    self._insert(conn, cols, payload[:mid])
+                    self._insert(conn, cols, "".join(rows[:mid]) if self.fast else rows[:mid])
                     sp.rollback()  # only testing
                 ok = mid
             except Exception as exc:
@@ -366,7 +421,7 @@ class SqlSink(Sink):
         else:
             conn.execute(self.table.insert(), payload)
 
-    def _copy(self, conn, cols, lines: list[str]) -> None:
+    def _copy(self, conn, cols, text: str) -> None:
         from psycopg import sql
 
         raw = conn.connection.driver_connection
@@ -375,14 +430,14 @@ class SqlSink(Sink):
         with raw.cursor() as cur:
             if self.mode != "upsert":
                 with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, names)) as cp:
-                    cp.write("".join(lines).encode())
+                    cp.write(text.encode())
                 return
             stage = sql.Identifier(f"kpipe_stage_{next(self._stage)}")
             cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
                         .format(stage, names, target))
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN kpipe_seq bigint").format(stage))
             with cur.copy(sql.SQL("COPY {} ({}, kpipe_seq) FROM STDIN").format(stage, names)) as cp:
-                cp.write("".join(f"{line[:-1]}\t{n}\n" for n, line in enumerate(lines)).encode())
+                cp.write(text.encode())  # its last column numbers the rows
             keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.key)
             updates = [sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
                        for c in cols if c.name not in self.key]
