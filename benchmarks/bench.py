@@ -195,16 +195,20 @@ def result_row(what: str, n: int, join: float, wall: float, cpu: float, close: f
 
 # -- a. raw consumer -------------------------------------------------------------------------
 
-def bench_raw(bootstrap: str, topic: str, n: int, broker_cpu: BrokerCPU, options: dict) -> dict:
+def bench_raw(bootstrap: str, topic: str, n: int, broker_cpu: BrokerCPU, options: dict,
+              plain: bool = False) -> dict:
     # The same librdkafka settings the pipeline's consumer gets (kpipe's defaults included),
-    # so the baseline differs from the pipeline only in what kpipe adds.
+    # so the baseline differs from the pipeline only in what kpipe adds. ``plain`` (the
+    # raw-defaults kind): librdkafka's own defaults and nothing from -X, the consumer a user
+    # writes without tuning it, as in the issues' reference figures.
     from kpipe.runtime.runner import KAFKA_DEFAULTS
 
-    c = Consumer({**KAFKA_DEFAULTS, "bootstrap.servers": bootstrap,
+    tuned = {} if plain else {**KAFKA_DEFAULTS, **options}
+    c = Consumer({"bootstrap.servers": bootstrap,
                   "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "enable.auto.offset.store": False, "client.id": "bench-raw",
-                  "session.timeout.ms": SESSION_TIMEOUT_MS, **options})
+                  "session.timeout.ms": SESSION_TIMEOUT_MS, **tuned})
     t_sub = time.perf_counter()
     c.subscribe([topic])
     seen = 0
@@ -228,8 +232,12 @@ def bench_raw(bootstrap: str, topic: str, n: int, broker_cpu: BrokerCPU, options
     t1, cpu1, b1 = time.perf_counter(), time.process_time(), broker_cpu()
     c.close()
     t2 = time.perf_counter()
-    return result_row("raw consume (confluent_kafka)", n, t0 - t_sub, t1 - t0, cpu1 - cpu0, t2 - t1,
-                      None if b0 is None else b1 - b0, key="raw", bytes=nbytes)
+    what = "raw consume, librdkafka's defaults" if plain else "raw consume (confluent_kafka)"
+    return result_row(what, n, t0 - t_sub, t1 - t0, cpu1 - cpu0, t2 - t1,
+                      None if b0 is None else b1 - b0, key=RAW_PLAIN if plain else "raw", bytes=nbytes)
+
+
+RAW_PLAIN = "raw-defaults"
 
 
 # -- b. the kpipe pipeline -------------------------------------------------------------------
@@ -493,17 +501,22 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
 
 def table(rows: list[dict]) -> str:
     raw = next((r for r in rows if r["key"] == "raw"), None)
+    plain = next((r for r in rows if r["key"] == RAW_PLAIN), None)
     pg = any("pg_cpu_us_per_msg" in r for r in rows)
     s3 = any("s3_cpu_us_per_msg" in r for r in rows)
     lines = ["| what | msg/s | CPU µs/msg | ratio to raw: msg/s | ratio to raw: CPU/msg |"
+             + (" msg/s ratio to raw at librdkafka's defaults |" if plain else "")
              + (" PostgreSQL CPU µs/msg |" if pg else "") + (" S3 server CPU µs/msg |" if s3 else ""),
-             "|---|---:|---:|---:|---:|" + ("---:|" if pg else "") + ("---:|" if s3 else "")]
+             "|---|---:|---:|---:|---:|" + ("---:|" if plain else "") + ("---:|" if pg else "")
+             + ("---:|" if s3 else "")]
     for r in rows:
         if raw:
             rate = f"{r['msg_per_s'] / raw['msg_per_s']:.2f}"
             cpu = f"{r['cpu_us_per_msg'] / raw['cpu_us_per_msg']:.2f}"
         else:
             rate = cpu = "-"
+        if plain:
+            cpu += f" | {r['msg_per_s'] / plain['msg_per_s']:.2f}"
         spread = cspread = ""
         if len(r.get("runs_msg_per_s", [])) > 1:
             spread = f" ({min(r['runs_msg_per_s']):,}–{max(r['runs_msg_per_s']):,})"
@@ -520,8 +533,8 @@ def table(rows: list[dict]) -> str:
 def measure(kind: str, bootstrap: str, topic: str, n: int, tmp: Path, broker_cpu: BrokerCPU,
             options: dict, profile: str | None = None, pg_url: str = DEFAULT_PG_URL,
             keep_table: bool = False, partitions: int = 4, s3: dict | None = None) -> dict:
-    if kind == "raw":
-        return bench_raw(bootstrap, topic, n, broker_cpu, options)
+    if kind in ("raw", RAW_PLAIN):
+        return bench_raw(bootstrap, topic, n, broker_cpu, options, plain=kind == RAW_PLAIN)
     return bench_pipeline(bootstrap, topic, n, kind, tmp, broker_cpu, options, profile=profile,
                           pg_url=pg_url, keep_table=keep_table, partitions=partitions, s3=s3)
 
@@ -628,6 +641,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-table", action="store_true",
                     help="leave the last postgres run's table and offsets rows in place (default: drop them)")
     ap.add_argument("--no-raw", action="store_true", help="skip the raw consumer baseline")
+    ap.add_argument("--raw-defaults", action="store_true",
+                    help="also measure a raw consumer at librdkafka's own defaults (no kpipe settings, "
+                         "no -X): the untuned consumer of the issues' reference figures")
     ap.add_argument("--repeat", type=int, default=1,
                     help="measure each variant this many times and report the median run (default 1)")
     ap.add_argument("--consumer-option", "-X", action="append", default=[], metavar="KEY=VALUE",
@@ -732,7 +748,7 @@ def main(argv=None) -> int:
                 ap.error("--baseline needs isolated runs (drop --no-isolate)")
             if not (Path(args.baseline) / "kpipe" / "__init__.py").is_file():
                 ap.error(f"--baseline {args.baseline}: no kpipe package there")
-        kinds = ([] if args.no_raw else ["raw"]) + [
+        kinds = ([] if args.no_raw else ["raw"]) + ([RAW_PLAIN] if args.raw_defaults else []) + [
             k for kind in pipelines for k in ([kind + BASE_SUFFIX, kind] if args.baseline else [kind])]
         runs: dict[str, list] = {k: [] for k in kinds}
         for i in range(args.repeat):  # interleaved, so slow drift hits every variant alike
