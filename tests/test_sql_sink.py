@@ -6,6 +6,7 @@ Every test has its own table and consumer group (the offsets table is shared, ke
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import re
 
@@ -232,6 +233,8 @@ _CREATE = ("CREATE TABLE {t} (id bigint NOT NULL, name text, amount bigint CHECK
     ("postgres", "not_a_number", 30, False),  # COPY rejects 'abc' for bigint; 1st batch
     ("mariadb", "not_null", 170, True),       # executemany; the partition already has progress
     ("sqlite", "check", 230, False),          # executemany
+    ("sqlite", "too_big", 90, False),         # the driver cannot bind an int past 64 bits
+    ("mariadb", "too_big", 90, False),        # out of range for bigint
 ])
 def test_rejected_record_stops_the_run_exactly_there(brokers, topic, tmp_path, dbs, kind, violation, bad_at, prior):
     """A pre-created table with NOT NULL and CHECK constraints, written through a declared
@@ -260,6 +263,8 @@ def test_rejected_record_stops_the_run_exactly_there(brokers, topic, tmp_path, d
                 v["amount"] = -5
             elif violation == "not_a_number":
                 v["amount"] = "abc"
+            elif violation == "too_big":  # valid JSON, which msgspec decodes exactly
+                v = json.dumps({**v, "amount": 2**70}).encode()  # orjson cannot write it
             else:
                 v["id"] = None
             bad_index = i - n0

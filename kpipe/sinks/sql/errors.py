@@ -30,6 +30,8 @@ def is_data_error(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.StatementError) and isinstance(exc.orig, (TypeError, ValueError)):
         return True  # SQLAlchemy's own bind processing rejected the value
     orig = _driver_error(exc)
+    if isinstance(orig, OverflowError):
+        return True  # sqlite3 binding an integer past 64 bits: the value does not fit
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate:  # psycopg: class 22 data exception, 23 integrity constraint violation
         return sqlstate[:2] in ("22", "23")
