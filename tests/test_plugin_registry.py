@@ -174,3 +174,18 @@ def test_the_warning_follows_the_log_format(site, tmp_path):
     warning = next(r for r in records if r["logger"] == "kpipe.spec")
     assert warning["level"] == "WARNING" and warning["path"] == "delivery"
     assert (warning["file"], warning["line"]) == (str(spec), 2)
+
+
+def test_a_reader_that_leaves_early_ends_kpipe_quietly():
+    """`kpipe plugins | head -1`: the pipe closes under kpipe; no traceback, the shell's 141."""
+    import subprocess
+
+    from kit import kpipe_cmd
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    try:
+        proc = subprocess.run(kpipe_cmd("plugins"), stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
