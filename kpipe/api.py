@@ -37,6 +37,7 @@ __all__ = [
     "FatalError",
     "OffsetConflict",
     "TopicPartition",
+    "HOUSEKEEP_EVERY",
 ]
 
 API_VERSION = 1
@@ -50,6 +51,10 @@ MIN_API_VERSION = 1
 API 1 plugins for at least one more minor release, warning that they use a deprecated API."""
 
 TopicPartition = tuple  # (topic: str, partition: int); a plain tuple keeps dict lookups cheap
+
+HOUSEKEEP_EVERY = 5.0
+"""Seconds between two calls of ``Sink.housekeep`` (Kafka Connect calls its tasks' flush on a
+timer in the same way, data or not)."""
 
 
 # --- errors: a small taxonomy with one meaning each -------------------------------------
@@ -241,6 +246,14 @@ class Sink(abc.ABC):
 
     def revoke(self, partitions: Sequence[TopicPartition]) -> None:
         """Forget any state kept for partitions this instance no longer owns."""
+
+    def housekeep(self) -> None:
+        """Background duties (sweeping leftovers, keep-alives), also while no data arrives.
+
+        Called about every ``HOUSEKEEP_EVERY`` seconds on the sink's thread, never during a
+        write. It must not make records durable or move a stored offset. What it raises is
+        logged as a warning and never stops the run; the next call tries again.
+        """
 
     def close(self) -> None:
         """Release resources. Must be safe to call twice and after a failed ``open``."""

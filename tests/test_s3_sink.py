@@ -161,31 +161,15 @@ class _Interleaved(S3Sink):
 def test_a_zombie_mid_batch_loses_to_the_new_owner(moto_server, s3, bucket, same_cut):
     """The zombie passed its fence, then the new owner took the partition over and committed;
     the zombie's object write must neither replace the owner's object nor survive as a copy."""
-    cfg = {"bucket": bucket, "endpoint_url": moto_server.url, "region": "us-east-1", "format": "jsonl"}
-    zombie = _Interleaved(cfg, CTX)
-    zombie.open()
-    owner = S3Sink(cfg, CTX)
-    owner.open()
-    zombie.write([make_batch(orders(10), 0)])
-
-    def take_over():
-        assert owner.load_offsets([("orders", 0)]) == {("orders", 0): 10}
-        owner.write([make_batch(orders(40, 10), 10)])
-
-    zombie.between = take_over
-    n = 40 if same_cut else 25  # the zombie's batch: the same key as the owner's, or another one
-    with pytest.raises(OffsetConflict) as info:
-        zombie.write([make_batch(orders(n, 1000), 10)])
-    assert info.value.partitions == {("orders", 0): 50}
-    got = objects(s3, bucket)
+    # The zombie's batch: the same key as the owner's (10..49), or another one (10..34).
+    _, owner = _zombie_lands_late(moto_server, bucket, n=40 if same_cut else 25)
     if not same_cut:
         # The zombie's differently-cut object landed after the owner's clean-up; it is one of the
         # owner's orphans and goes at the owner's next sweep (here: forced).
         owner.last_sweep.clear()
         owner.write([make_batch(orders(1, 50), 50)])
-        got = objects(s3, bucket)
-    ids = sorted(r["order_id"] for k, v in got.items() for r in read_records(k, v))
-    assert ids == list(range(51 if not same_cut else 50)), "a zombie's record survived or a record is missing"
+    assert _ids(s3, bucket) == list(range(51 if not same_cut else 50)), \
+        "a zombie's record survived or a record is missing"
 
 
 def test_leftovers_of_a_crashed_batch_are_removed_and_uploads_aborted(moto_server, s3, bucket):
@@ -313,3 +297,63 @@ sink:
         proc = run_kpipe("validate", str(spec), env={**env, **extra})
         assert proc.returncode == 0, proc.stderr
     assert S3Sink({"bucket": "lake", "endpoint_url": None, "prefix": None}, CTX).endpoint_url is None
+
+
+def _zombie_lands_late(moto_server, bucket, n: int = 25) -> tuple[dict, S3Sink]:
+    """A zombie passes its fence for a batch of ``n`` records at 10; the owner takes the partition
+    over right then and commits 10..49 (after cleaning up the zombie's pending keys); then the
+    zombie's object lands, and its commit is refused. Returns the sink config and the owner."""
+    cfg = {"bucket": bucket, "endpoint_url": moto_server.url, "region": "us-east-1", "format": "jsonl"}
+    zombie = _Interleaved(cfg, CTX)
+    zombie.open()
+    owner = S3Sink(cfg, CTX)
+    owner.open()
+    zombie.write([make_batch(orders(10), 0)])
+
+    def take_over():
+        assert owner.load_offsets([("orders", 0)]) == {("orders", 0): 10}
+        owner.write([make_batch(orders(40, 10), 10)])
+
+    zombie.between = take_over
+    with pytest.raises(OffsetConflict) as info:
+        zombie.write([make_batch(orders(n, 1000), 10)])
+    assert info.value.partitions == {("orders", 0): 50}
+    return cfg, owner
+
+
+def _ids(s3, bucket) -> list:
+    return sorted(r["order_id"] for k, v in objects(s3, bucket).items() for r in read_records(k, v))
+
+
+def test_an_idle_owner_sweeps_a_zombies_late_object(moto_server, s3, bucket):
+    """The owner writes nothing more: its housekeeping (which the runner calls while no batch
+    comes) deletes the zombie's late object all the same."""
+    _, owner = _zombie_lands_late(moto_server, bucket)
+    assert len(_ids(s3, bucket)) == 50 + 25, "the zombie's late object should be there before the sweep"
+    owner.housekeep()  # within SWEEP_EVERY of the owner's last sweep: nothing yet
+    assert len(_ids(s3, bucket)) == 75
+    owner.last_sweep.clear()  # SWEEP_EVERY later
+    owner.housekeep()
+    assert _ids(s3, bucket) == list(range(50)), "the idle owner did not sweep the zombie's object"
+
+
+def test_housekeeping_leaves_a_partition_another_writer_took(moto_server, s3, bucket):
+    """Only the instance whose state is the stored one sweeps: once a third instance has written,
+    the old owner's housekeeping deletes nothing, and the third's does."""
+    cfg, owner = _zombie_lands_late(moto_server, bucket)
+    late = {k: v for k, v in objects(s3, bucket).items() if "+0000000000000000010+0000000000000000034" in k}
+    assert len(late) == 1
+    third = S3Sink(cfg, CTX)
+    third.open()
+    third.load_offsets([("orders", 0)])
+    third.write([make_batch(orders(5, 50), 50)])  # the partition moved on; this commit sweeps
+    assert not set(late) & set(objects(s3, bucket))
+    (key, data), = late.items()
+    s3.put_object(Bucket=bucket, Key=key, Body=data)  # the zombie's PUT, late once more
+    owner.last_sweep.clear()
+    owner.housekeep()  # not the state's writer any more: touches nothing
+    assert key in objects(s3, bucket)
+    third.last_sweep.clear()
+    third.housekeep()
+    assert key not in objects(s3, bucket)
+    assert _ids(s3, bucket) == list(range(55))

@@ -61,6 +61,10 @@ class ProbeSink(Sink):
         self._enter("revoke")
         self.busy.release()
 
+    def housekeep(self):
+        self._enter("housekeep")
+        self.busy.release()
+
     def close(self):
         self._enter("close")
         self.busy.release()
@@ -82,6 +86,7 @@ def test_sink_calls_run_on_one_thread_overlapped_with_consuming(brokers, topic, 
                                 max_records=500, max_age="60s"), env={})
     runner = Runner(spec, until_caught_up=True)
     runner.sink_plugin = PROBE
+    runner.housekeep_every = 0.1
     opened = ProbeSink.open
 
     def open_seeing_runner(self):
@@ -97,6 +102,9 @@ def test_sink_calls_run_on_one_thread_overlapped_with_consuming(brokers, topic, 
     assert len(threads) == 1 and threading.get_ident() not in threads, sink.calls[:5]
     assert sink.calls[0][0] == "open" and sink.calls[-1][0] == "close"
     assert sink.overlapping == 0
+    # Housekeeping came on the same thread, between writes (the loop turns once a second in the
+    # ~3 s join, and between writes after it).
+    assert sum(1 for name, _ in sink.calls if name == "housekeep") >= 2, sink.calls
 
     # Every partition's offsets were handed over once, contiguous, in order, up to its end,
     # and what the runner committed is exactly where the last finished write ended.

@@ -18,7 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from kpipe.api import (BadRecordError, FatalError, OffsetConflict, RetryableError, SinkContext)
+from kpipe.api import (HOUSEKEEP_EVERY, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
+                       SinkContext)
 from kpipe.plugins import registry
 from kpipe.runtime.buffer import PartitionBuffer
 from kpipe.runtime.dlq import DeadLetterQueue
@@ -126,6 +127,10 @@ class Runner:
         self.committed = self.result.committed   # next offset the group has committed
         self.targets = self.result.targets       # end offsets to reach with --until-caught-up
         self._next_ends = 0.0
+        self.housekeep_every = HOUSEKEEP_EVERY
+        self._next_housekeep = 0.0  # set when the sink exists
+        self._housekeeping: Future | None = None
+        self._housekeeps = False  # whether the sink has housekeeping at all (set once it exists)
         self.assigned_once = False
         self._next_group_check = 0.0
         self._next_waiting_log = 0.0
@@ -162,6 +167,8 @@ class Runner:
         try:
             self._sink_thread = ThreadPoolExecutor(1, thread_name_prefix="kpipe-sink")
             self.sink = self._on_sink_thread(self.sink_plugin.create, spec.sink_config, ctx)
+            self._housekeeps = type(self.sink).housekeep is not Sink.housekeep
+            self._next_housekeep = time.monotonic() + self.housekeep_every
             self._on_sink_thread(self._retry, f"opening sink {spec.sink_type}", self.sink.open)
             self.result.sink_ok = True
             log.info("delivery: %s", delivery_statement(spec, self.sink_plugin.capabilities))
@@ -286,10 +293,14 @@ class Runner:
         self._tick(force=True)
 
     def _tick(self, force: bool = False) -> None:
-        """The loop turned: say so to watchers, and refresh end offsets once a second from
-        librdkafka's cache (fetch responses carry them; no request is made)."""
+        """The loop turned: say so to watchers, let the sink housekeep, and refresh end offsets
+        once a second from librdkafka's cache (fetch responses carry them; no request is made)."""
         now = time.monotonic()
         self.result.last_loop_at = now
+        if now >= self._next_housekeep and self._inflight is None and self._housekeeps:
+            self._next_housekeep = now + self.housekeep_every
+            if self._housekeeping is None or self._housekeeping.done():
+                self._housekeeping = self._sink_thread.submit(self._housekeep)
         if now < self._next_ends and not force:
             return
         self._next_ends = now + 1.0
@@ -301,6 +312,14 @@ class Runner:
                 continue
             if high >= 0:
                 ends[tp] = high
+
+    def _housekeep(self) -> None:
+        """On the sink thread: the sink's background duties, which never stop the run."""
+        try:
+            self.sink.housekeep()
+        except Exception as exc:
+            log.warning("sink %s: housekeeping failed, tried again in %.0f s: %s", self.spec.sink_type,
+                        self.housekeep_every, exc)
 
     def _ingest(self, msgs: list, now: float, ready: list):
         """Buffer a consumed chunk; returns the BadRecordError that stops the run, if any."""

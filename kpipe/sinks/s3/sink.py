@@ -17,8 +17,9 @@ For every batch of a partition, in order (``state.py`` describes the state objec
 
 A zombie whose PUT was already in flight in step 4 when another writer took over can land an
 object after that writer's cleanup. Its keys were in the pending the new writer read, so they
-stay listed as ``orphans`` in the state and are deleted again after the new writer's first
-commit and every 30 s after that for 15 minutes (see docs/sinks/s3.md, "Limits").
+stay listed as ``orphans`` in the state and are deleted again after the new writer's commits,
+at most every 30 s, for 15 minutes; and between writes too (``housekeep``), so an idle
+partition is swept as well (see docs/sinks/s3.md, "Limits").
 """
 from __future__ import annotations
 
@@ -110,6 +111,25 @@ class S3Sink(Sink):
     def revoke(self, partitions) -> None:
         for tp in partitions:
             self._forget(tp)
+
+    def housekeep(self) -> None:
+        """Sweep the orphans of partitions we hold while no batch comes, so a zombie's object
+        that lands after our last write does not stay until the next one.
+
+        Only while the stored state is still the one we wrote (nobody has fenced since), and
+        only keys whose first offset is below our committed ``next_offset``: no writer can
+        ever publish such a key again, so a writer that takes over between our check and the
+        delete cannot lose an object of its own to it."""
+        now = time.time()
+        for tp, st in list(self.states.items()):
+            if not st.orphans or now > st.orphans_until or st.next_offset is None \
+                    or time.monotonic() - self.last_sweep.get(tp, float("-inf")) < SWEEP_EVERY:
+                continue
+            if self._fetch(tp).etag != st.etag:
+                continue  # another writer has been here: its state, its orphans to sweep
+            done = [k for k in st.orphans if (self.layout.owner(k) or (None, None, st.next_offset))[2] < st.next_offset]
+            if done:
+                self._sweep(tp, done)
 
     def close(self) -> None:
         for pool in (self.pool, self.io_pool):
