@@ -131,6 +131,12 @@ class Capabilities:
     deletes: bool = False
     """A tombstone (a record whose value is None) deletes its key (``tombstones: delete``)."""
 
+    @property
+    def exactly_once(self) -> bool:
+        """Offsets kept with the data, or writes that converge when replayed: either way, a
+        crash between the write and the commit neither loses nor duplicates a record."""
+        return self.stores_offsets or self.idempotent_writes
+
 
 class Batch:
     """Consumed records of one (topic, partition), covering offsets ``[start_offset, next_offset)``.

@@ -235,7 +235,7 @@ class SinkConformance:
     def test_the_same_batch_twice_leaves_one_copy(self, tmp_path):
         """Write a batch, then the same batch again, by the same and by a new instance."""
         caps = self.capabilities()
-        if not (caps.idempotent_writes or caps.stores_offsets):
+        if not caps.exactly_once:
             pytest.skip("the sink declares neither idempotent_writes nor stores_offsets: "
                         "a replay may duplicate (at least once)")
         config = self.config(tmp_path)
@@ -271,7 +271,7 @@ class SinkConformance:
                 f"after the crash, load_offsets returned {got}: expected A's next offset {a.next_offset}")
         self.write_or_fenced(second, a, a.next_offset)  # what a runner without the sink's offset does
         second.write([b])
-        if not (caps.idempotent_writes or caps.stores_offsets):
+        if not caps.exactly_once:
             got = self.landed(config)
             missing = self.ids([a, b]) - got
             assert not missing, f"records lost after a crash: {sorted(missing)[:3]}"

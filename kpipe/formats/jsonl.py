@@ -50,14 +50,11 @@ def _encode_checked(values: list) -> bytes:
     try:
         return encode_jsonl(values)
     except (TypeError, msgspec.EncodeError):  # neither encoder can write some value (an unknown type)
-        for i, v in enumerate(values):
+        for i, v in enumerate(values):  # find the record, as encode_jsonl tries it
             try:
-                orjson.dumps(v, default=json_default)
-            except TypeError:
-                try:
-                    _exact(v)
-                except (TypeError, msgspec.EncodeError) as exc:
-                    raise EncodeError(f"cannot write as JSON: {exc}", i) from None
+                encode_jsonl([v])
+            except (TypeError, msgspec.EncodeError) as exc:
+                raise EncodeError(f"cannot write as JSON: {exc}", i) from None
         raise
 
 

@@ -735,7 +735,7 @@ def _runs(msgs: list) -> dict | None:
     i = 0
     while i < n:
         p = parts[i]
-        run = parts[i:].count(p)
+        run = parts.count(p)
         if parts[i:i + run].count(p) != run:
             return None  # the partition comes back later: not runs
         out[(topic, p)] = msgs[i:i + run] if i or run != n else msgs

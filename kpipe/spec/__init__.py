@@ -17,7 +17,7 @@ from typing import Mapping
 from kpipe.ops import redact
 
 from .model import Spec, build_spec, collect_secrets
-from .problems import Problem, SpecError, format_path
+from .problems import Problem, SpecError, format_path, in_file_order
 from .schema import pipeline_schema
 from .units import parse_duration, parse_size
 from .validate import validate_document
@@ -47,5 +47,5 @@ def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
     errors = [p for p in found if p.severity != "warning"]
     if errors:
         raise SpecError(errors)
-    warnings = tuple(SpecError(p for p in found if p.severity == "warning").problems)  # sorted, unique
+    warnings = tuple(in_file_order(p for p in found if p.severity == "warning"))
     return dataclasses.replace(build_spec(doc), warnings=warnings)

@@ -42,7 +42,6 @@ class Spec:
     key_deserializer_config: dict[str, Any] = field(default_factory=dict)
     validate_schema: str | None = None     # absolute path of deserializer.validate
     tombstones: str = "skip"
-    delivery: str | None = None            # exactly-once | at-least-once | None (the sink's own)
     policies: dict[str, str] = field(default_factory=dict)  # stage -> fail | skip | dlq
     dlq: dict[str, Any] | None = None      # {topic, brokers, options}
     tests: list = field(default_factory=list)
@@ -178,7 +177,6 @@ def build_spec(doc: Document) -> Spec:
                          if deserializer.get("validate") else None),
         transforms=[next(iter(item.items())) for item in data.get("transforms", [])],
         tombstones=data.get("tombstones", schema_default("tombstones")),
-        delivery=data.get("delivery"),
         policies={stage: errors.get(stage, default_policy)
                   for stage in ("deserialize", "validate", "transform", "sink")},
         dlq=({"brokers": source["brokers"], "options": {}, **errors["dlq"]} if "dlq" in errors else None),

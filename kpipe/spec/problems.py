@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["Problem", "SpecError", "format_path", "ROOT"]
+__all__ = ["Problem", "SpecError", "format_path", "in_file_order", "ROOT"]
 
 ROOT = "<root>"
 
@@ -40,14 +40,15 @@ class Problem:
         return f"{self.file}:{self.line}:{self.col}: {kind}{self.path}: {self.message}"
 
 
-def _order(problem: Problem) -> tuple:
-    return (problem.line, problem.col, problem.path, problem.message)
+def in_file_order(problems: Iterable[Problem]) -> list[Problem]:
+    """Each distinct problem once (two schema keywords may well describe the same mistake),
+    sorted by line, column, path and message."""
+    return sorted(set(problems), key=lambda p: (p.line, p.col, p.path, p.message))
 
 
 class SpecError(Exception):
     """A spec cannot be used. ``problems`` holds every problem found, in file order."""
 
     def __init__(self, problems: Iterable[Problem]):
-        # Deduplicate: two schema keywords may well describe the same mistake.
-        self.problems: list[Problem] = sorted(set(problems), key=_order)
+        self.problems: list[Problem] = in_file_order(problems)
         super().__init__("\n".join(map(str, self.problems)))

@@ -197,11 +197,6 @@ class _Checker:
             self.report(self.doc.value_at(path), path, f"set exactly one of {choice}")
 
 
-def _exactly_once(caps) -> bool:
-    """Offsets kept with the data, or writes that converge when replayed: either way, once."""
-    return caps.stores_offsets or caps.idempotent_writes
-
-
 def _installed_sink(sink: Any):
     """The sink plugin a ``sink:`` mapping names, or None (missing, unknown or broken: the
     plugin check has reported that already)."""
@@ -262,13 +257,13 @@ def _lint(doc: Document, checker: _Checker) -> None:
                        f"sink {sink['type']!r} cannot delete; use 'skip', or a sink that can "
                        f"({_sinks_that(lambda c: c.deletes)})")
     if data.get("delivery") == "exactly-once" and sink_plugin is not None \
-            and not _exactly_once(sink_plugin.capabilities):
+            and not sink_plugin.capabilities.exactly_once:
         # A warning, not an error: the run works, only its promise is weaker than asked.
         path = ("delivery",)
         checker.report(doc.value_at(path), path,
                        f"sink {sink['type']!r} declares neither stores_offsets nor idempotent_writes, "
                        f"so a run stopped between its write and the commit writes that batch again "
-                       f"(at-least-once); use a sink that declares one ({_sinks_that(_exactly_once)}), "
+                       f"(at-least-once); use a sink that declares one ({_sinks_that(lambda c: c.exactly_once)}), "
                        f"or say 'at-least-once'", severity="warning")
 
     batch = data.get("batch")

@@ -127,7 +127,7 @@ class S3Sink(Sink):
                 continue
             if self._fetch(tp).etag != st.etag:
                 continue  # another writer has been here: its state, its orphans to sweep
-            done = [k for k in st.orphans if (self.layout.owner(k) or (None, None, st.next_offset))[2] < st.next_offset]
+            done = [k for k in st.orphans if self._first_offset(k, st.next_offset) < st.next_offset]
             if done:
                 self._sweep(tp, done)
 
@@ -339,6 +339,11 @@ class S3Sink(Sink):
         self.last_sweep.pop(tp, None)  # sweep again right after the first commit
         self.log.info("s3: %s[%d]: cleaned up after an uncommitted batch: deleted %d keys, aborted %d uploads",
                       tp[0], tp[1], len(keys), aborted)
+
+    def _first_offset(self, key: str, default: int) -> int:
+        """The first offset an object key of our layout names; ``default`` for another key."""
+        owner = self.layout.owner(key)
+        return default if owner is None else owner[2]
 
     def _sweep(self, tp, orphans: list) -> None:
         now = time.monotonic()
