@@ -93,3 +93,31 @@ def test_a_partition_filtered_from_the_start_has_a_stored_offset(tmp_path):
     s.write([Batch("orders", 3, 0, 1000, [], [])])
     assert sink(tmp_path).load_offsets([("orders", 3)]) == {("orders", 3): 1000}
     assert sorted(os.listdir(tmp_path / "orders" / "3")) == [".lock", ".next"]
+
+
+def test_a_call_written_again_without_its_bad_record_is_not_fenced(tmp_path):
+    """The runner's skip/dlq policy: a call whose second batch holds a record the format cannot
+    encode fails after the first batch's file was published; the same call again, without that
+    record, lands the rest (the first batch is ours, already durable) instead of being taken
+    for a stale writer's."""
+    from kpipe.api import BadRecordError
+    from kpipe.transforms.testing import FakeMessage
+
+    def real(start: int, values: list) -> Batch:  # with messages, so offsets are known
+        msgs = [FakeMessage(v, None, None, 0, start + k, "orders", 0) for k, v in enumerate(values)]
+        return Batch("orders", 0, start, start + len(values), values, msgs)
+
+    s = sink(tmp_path)
+    assert s.load_offsets([("orders", 0)]) == {}
+    first, second = real(0, [{"i": 0}, {"i": 1}]), real(2, [{"i": 2}, {"i": 1j}, {"i": 4}])
+    with pytest.raises(BadRecordError) as info:
+        s.write([first, second])
+    assert (info.value.index, info.value.offset) == (1, 3)
+    s.write([first, second.without(1)])
+    d = tmp_path / "orders" / "0"
+    assert sorted(p.name for p in d.glob("*.jsonl")) == [file_name("orders", 0, 0, 1, ".jsonl"),
+                                                         file_name("orders", 0, 2, 4, ".jsonl")]
+    assert (d / file_name("orders", 0, 2, 4, ".jsonl")).read_bytes() == b'{"i":2}\n{"i":4}\n'
+    assert s.load_offsets([("orders", 0)]) == {("orders", 0): 5}
+    with pytest.raises(OffsetConflict):  # once a call has returned, a replay is refused again
+        s.write([first])

@@ -36,6 +36,12 @@ def _read_next(path: str) -> int | None:
         return None
 
 
+def _fatal(exc: OSError, doing: str, path: str) -> FatalError:
+    """One line for an OS error of the output (read-only, not a directory, disk full): it names
+    the path and the error, and stops the run (exit 2) without a traceback."""
+    return FatalError(f"files sink: cannot {doing} {exc.filename or path}: {exc.strerror or exc}")
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -55,6 +61,11 @@ class FilesSink(Sink):
         self.ext = self.format.extension()
         self.fsync = config.get("fsync", True)
         self._dirs: dict[tuple, str] = {}
+        # Per partition, (first, head): this instance published [first, head), one batch after
+        # the other, in calls that then failed (a bad record in a later batch). The runner
+        # writes such a call again without that record; its batches in that range are already
+        # durable, ours, not a stale writer's. Forgotten once a call returns.
+        self._ours: dict[tuple, tuple[int, int]] = {}
 
     def open(self) -> None:
         try:
@@ -70,11 +81,14 @@ class FilesSink(Sink):
         d = self._dirs.get(tp)
         if d is None:
             d = os.path.join(self.root, tp[0], str(tp[1]))
-            if not os.path.isdir(d):
-                os.makedirs(d, exist_ok=True)
-                if self.fsync:  # make the new directory entries themselves durable
-                    _fsync_dir(os.path.dirname(d))
-                    _fsync_dir(self.root)
+            try:
+                if not os.path.isdir(d):
+                    os.makedirs(d, exist_ok=True)
+                    if self.fsync:  # make the new directory entries themselves durable
+                        _fsync_dir(os.path.dirname(d))
+                        _fsync_dir(self.root)
+            except OSError as exc:
+                raise _fatal(exc, "create the partition directory", d) from None
             self._dirs[tp] = d
         return d
 
@@ -82,9 +96,16 @@ class FilesSink(Sink):
     def _locked(self, d: str):
         # Every writer of a partition directory holds this lock from its check of the head
         # to its rename, so two instances (say, a zombie and the new owner) never interleave.
-        fd = os.open(os.path.join(d, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        lock = os.path.join(d, ".lock")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _fatal(exc, "open the lock file", lock) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise _fatal(exc, "lock", lock) from None
             yield
         finally:
             os.close(fd)  # closing releases the lock
@@ -96,20 +117,26 @@ class FilesSink(Sink):
         so they are removed.
         """
         head = None
-        with os.scandir(d) as entries:
-            for e in entries:
-                name = e.name
-                if name.startswith("."):
-                    if name.endswith(".tmp"):
-                        os.unlink(e.path)
-                    elif name == _NEXT:
-                        marked = _read_next(e.path)
-                        if marked is not None and (head is None or marked > head):
-                            head = marked
-                    continue
-                parsed = parse_name(name)
-                if parsed is not None and (head is None or parsed[3] + 1 > head):
-                    head = parsed[3] + 1
+        try:
+            with os.scandir(d) as entries:
+                for e in entries:
+                    name = e.name
+                    if name.startswith("."):
+                        if name.endswith(".tmp"):
+                            try:
+                                os.unlink(e.path)
+                            except OSError as exc:
+                                raise _fatal(exc, "remove the leftover temp file", e.path) from None
+                        elif name == _NEXT:
+                            marked = _read_next(e.path)
+                            if marked is not None and (head is None or marked > head):
+                                head = marked
+                        continue
+                    parsed = parse_name(name)
+                    if parsed is not None and (head is None or parsed[3] + 1 > head):
+                        head = parsed[3] + 1
+        except OSError as exc:
+            raise _fatal(exc, "read the partition directory", d) from None
         return head
 
     # -- the Sink contract ---------------------------------------------------------------
@@ -117,6 +144,7 @@ class FilesSink(Sink):
     def load_offsets(self, partitions):
         found = {}
         for tp in partitions:
+            self._ours.pop(tp, None)
             d = self._dir(tp)
             with self._locked(d):
                 head = self._head(d)
@@ -135,6 +163,9 @@ class FilesSink(Sink):
             with self._locked(d):
                 head = self._head(d)
                 if head is not None and b.start_offset < head:
+                    ours = self._ours.get(tp)
+                    if ours is not None and ours[1] == head and ours[0] <= b.start_offset and b.next_offset <= head:
+                        continue  # published by our failed call, and nobody has published since
                     # Someone already published past our start: writing would duplicate.
                     conflicts[tp] = head
                     continue
@@ -142,6 +173,10 @@ class FilesSink(Sink):
                     self._publish(d, name, b)
                 else:  # all filtered: no file, but the stored offset must still move past them
                     self._mark_next(d, b.next_offset)
+                ours = self._ours.get(tp)
+                self._ours[tp] = (ours[0] if ours is not None and ours[1] == b.start_offset else b.start_offset,
+                                  b.next_offset)
+        self._ours.clear()  # the call is done: a replay of it from now on is refused as usual
         if conflicts:
             raise OffsetConflict(conflicts)
 
@@ -182,12 +217,14 @@ class FilesSink(Sink):
             except OSError:
                 pass
             if isinstance(exc, OSError):
-                raise FatalError(f"cannot write {os.path.join(d, name)}: {exc.strerror}") from exc
+                raise FatalError(f"files sink: cannot write {os.path.join(d, name)}: {exc.strerror or exc}") from exc
             raise
 
     def revoke(self, partitions) -> None:
         for tp in partitions:
             self._dirs.pop(tp, None)
+            self._ours.pop(tp, None)
 
     def close(self) -> None:
         self._dirs.clear()
+        self._ours.clear()
