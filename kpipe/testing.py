@@ -21,13 +21,22 @@ Optional hooks:
 - ``destination_down(config)``: a context manager during which the destination fails
   transiently (connection refused, 503); the retryable-error check is skipped without it;
 - ``deletes_config(tmp_path)``: a config in which a tombstone whose Kafka key is a record's
-  ``id`` deletes that record; the deletes check (``Capabilities.deletes``) is skipped without it;
+  ``id`` deletes that record; the deletes checks (``Capabilities.deletes``) are skipped without
+  it, and the checks of batches without records and of a bad record also run in it;
+- ``bad_value(topic, partition, offset)``: a value the sink refuses with ``BadRecordError``
+  (a type or NOT NULL violation, a value the format cannot encode, a 400 from a receiver); the
+  bad-record check is skipped without it;
 - ``context(config)``: the ``SinkContext`` (default: a consumer group unique to the test,
   ``self.group``).
 
 The checks drive the sink the way the runner does: all calls on one thread, ``open`` first,
 ``load_offsets`` on assignment (``stores_offsets`` sinks), whole batches of one partition each,
-and a "crash" is an instance dropped without ``close``. Needs pytest (``kpipe[test]``).
+and a "crash" is an instance dropped without ``close``. Batches that carry no record are shaped
+as the runner makes them: an all-filtered range, skipped tombstones (the runner drops them
+before the sink), a range whose every record the error policy let go (``Batch.without``); after
+a ``BadRecordError`` the kit writes the same call again with that record dropped, as the
+runner's ``skip`` and ``dlq`` policies do. docs/plugins-testing.md lists every check and what
+it proves. Needs pytest (``kpipe[test]``).
 """
 from __future__ import annotations
 
@@ -74,6 +83,12 @@ class SinkConformance:
 
     def deletes_config(self, tmp_path) -> Mapping[str, Any] | None:
         """A config where a tombstone keyed by a record's ``id`` deletes it; None: not checked."""
+        return None
+
+    def bad_value(self, topic: str, partition: int, offset: int) -> Any:
+        """A value for the record at these coordinates that the sink refuses with
+        ``BadRecordError`` (one that breaks a column's type or NOT NULL, that the format cannot
+        encode, that the receiver answers 400 for); None: the bad-record check is skipped."""
         return None
 
     # -- what the subclass may override -----------------------------------------------------
@@ -397,14 +412,18 @@ class SinkConformance:
         sink.close()
         again.close()
 
-    def test_deletes_a_tombstone_removes_its_key(self, tmp_path):
-        """deletes: with tombstones: delete, a record whose value is None removes the record
-        its key names; the records around it stay."""
+    def _deletes_config_or_skip(self, tmp_path) -> Mapping[str, Any]:
         if not self.capabilities().deletes:
             pytest.skip("the sink does not declare deletes")
         config = self.deletes_config(tmp_path)
         if config is None:
             pytest.skip(f"{type(self).__name__} defines no deletes_config(tmp_path)")
+        return config
+
+    def test_deletes_a_tombstone_removes_its_key(self, tmp_path):
+        """deletes: with tombstones: delete, a record whose value is None removes the record
+        its key names; the records around it stay."""
+        config = self._deletes_config_or_skip(tmp_path)
         sink = self.new_sink(config, tombstones="delete")
         a = self.batch(0, 4)
         sink.write([a])
@@ -414,3 +433,202 @@ class SinkConformance:
         del want[self.identity(self.value(self.topic, 0, 1))]
         self.assert_landed(config, want, "a tombstone for the record at offset 1")
         sink.close()
+
+    # -- writes without records, bad records, a second run ------------------------------------
+
+    def _configs(self, tmp_path, deletes: bool = True) -> list:
+        """``(config, tombstones)``: the plain config, and for a ``deletes`` sink with a
+        ``deletes_config`` (unless ``deletes`` is False) that config with ``tombstones: delete``,
+        whose writes take other paths (upserts, deletes) through the sink."""
+        out = [(self.config(tmp_path), "skip")]
+        if deletes and self.capabilities().deletes:
+            config = self.deletes_config(tmp_path)
+            if config is not None:
+                out.append((config, "delete"))
+        return out
+
+    def _assert_offsets(self, config, sink: Sink, want: dict, why: str, tombstones: str = "skip") -> None:
+        """``load_offsets`` returns ``want``, from ``sink`` and from a new instance (durable)."""
+        asked = sorted(want)
+        got = sink.load_offsets(asked)
+        assert got == want, f"{why}: load_offsets returned {got}, expected {want}"
+        fresh = self.new_sink(config, tombstones=tombstones)
+        try:
+            got = fresh.load_offsets(asked)
+        finally:
+            fresh.close()
+        assert got == want, f"{why}: a new instance's load_offsets returned {got}, expected {want}"
+
+    def _check_a_batch_without_records(self, tmp_path, make, why: str, *, together: bool = False,
+                                       deletes: bool = True) -> None:
+        """Records 0..3, ``write([])``, then ``make(4, 8)``: a batch covering 4..7 that carries
+        no record, then records 8..9 (``together``: in the same call). Every record stays,
+        the stored offset moves to 8, then 10."""
+        stores = self.capabilities().stores_offsets
+        for config, tombstones in self._configs(tmp_path, deletes):
+            sink = self.new_sink(config, tombstones=tombstones)
+            if stores:
+                sink.load_offsets([self.tp(0)])
+            a, b = self.batch(0, 4), self.batch(8, 10)
+            sink.write([a])
+            sink.write([])
+            self.assert_landed(config, self.ids([a]), f"write([]) after records 0..3 (tombstones: {tombstones})")
+            empty = make(4, 8)
+            assert len(empty) == 0 and (empty.start_offset, empty.next_offset) == (4, 8)
+            why_here = f"{why} covering 4..7 after records 0..3 (tombstones: {tombstones})"
+            if together:
+                sink.write([empty, b])
+            else:
+                sink.write([empty])
+                self.assert_landed(config, self.ids([a]), why_here)
+                if stores:
+                    self._assert_offsets(config, sink, {self.tp(0): 8}, why_here, tombstones)
+                sink.write([b])  # starts where the empty batch ended: not a stale writer
+            self.assert_landed(config, self.ids([a, b]), f"{why_here}, then records 8..9")
+            if stores:
+                self._assert_offsets(config, sink, {self.tp(0): 10}, f"{why_here}, then records 8..9", tombstones)
+            sink.close()
+
+    @staticmethod
+    def _all_let_go(batch: Batch) -> Batch:
+        """``batch`` once the runner has let go of every record in it, one ``without`` at a time."""
+        while len(batch):
+            batch = batch.without(0)
+        return batch
+
+    def test_an_empty_write_after_data_keeps_it(self, tmp_path):
+        """After records 0..3, ``write([])`` and then a batch covering 4..7 without records, in a
+        call of its own, keep every record; the stored offset moves to 8 (never a wipe, never a
+        stale offset that makes the next batch look like a stale writer's)."""
+        self._check_a_batch_without_records(
+            tmp_path, lambda start, stop: self.batch(start, stop, skip=range(start, stop)), "a batch without records")
+
+    def test_an_all_filtered_batch_before_data_in_one_call_is_harmless(self, tmp_path):
+        """After records 0..3, one call with a batch whose offsets 4..7 were all filtered out and
+        then records 8..9: everything lands once and the stored offset is 10."""
+        self._check_a_batch_without_records(
+            tmp_path, lambda start, stop: self.batch(start, stop, skip=range(start, stop)),
+            "an all-filtered batch", together=True)
+
+    def test_an_all_skipped_tombstones_batch_moves_the_offset(self, tmp_path):
+        """``tombstones: skip``: the runner drops tombstones before the sink, so a batch of
+        tombstones only reaches it as a range without records; it deletes nothing and moves the
+        stored offset."""
+        self._check_a_batch_without_records(
+            tmp_path, lambda start, stop: self._all_let_go(
+                self.batch(start, stop, tombstones={o: o - start for o in range(start, stop)})),
+            "a batch of skipped tombstones", deletes=False)
+
+    def test_an_all_dead_lettered_batch_moves_the_offset(self, tmp_path):
+        """A batch whose every record the error policy let go (``Batch.without`` for each, as
+        the runner does after ``BadRecordError``) keeps the records before it and moves the
+        stored offset."""
+        self._check_a_batch_without_records(
+            tmp_path, lambda start, stop: self._all_let_go(self.batch(start, stop)), "an all-dead-lettered batch")
+
+    def test_deletes_an_all_tombstone_batch_deletes_exactly_its_keys(self, tmp_path):
+        """deletes: records 0..5, then a batch of tombstones only (records 1 and 4, and 1 again):
+        exactly those two records go, the others stay, the stored offset moves to 9."""
+        config = self._deletes_config_or_skip(tmp_path)
+        sink = self.new_sink(config, tombstones="delete")
+        if self.capabilities().stores_offsets:
+            sink.load_offsets([self.tp(0)])
+        a = self.batch(0, 6)
+        sink.write([a])
+        t = self.batch(6, 9, tombstones={6: 1, 7: 4, 8: 1})
+        assert t.values == [None, None, None]
+        sink.write([t])
+        want = self.ids([a])
+        for gone in (1, 4):
+            del want[self.identity(self.value(self.topic, 0, gone))]
+        self.assert_landed(config, want, "a batch of tombstones for records 1 and 4")
+        if self.capabilities().stores_offsets:
+            self._assert_offsets(config, sink, {self.tp(0): 9}, "a batch of tombstones covering 6..8", "delete")
+        sink.close()
+
+    def test_a_bad_record_is_reported_at_its_index_and_the_rest_lands(self, tmp_path):
+        """One call: a batch 4..5, then a batch 6..11 whose record 9 is ``bad_value`` (with
+        ``deletes_config``: after tombstones at 7 and 8, deleting records 1 and 2). The sink
+        raises ``BadRecordError`` whose index points at record 9 in the second batch (not in a
+        part of it), with its topic, partition and offset; the runner then writes the same call
+        with that record dropped (``Batch.without``), and every other record is applied once."""
+        bad = self.bad_value(self.topic, 0, 9)
+        if bad is None:
+            pytest.skip(f"{type(self).__name__} defines no bad_value(topic, partition, offset)")
+        caps = self.capabilities()
+        config, tombstones = self._configs(tmp_path)[-1]
+        sink = self.new_sink(config, tombstones=tombstones)
+        if caps.stores_offsets:
+            sink.load_offsets([self.tp(0)])
+        a, p = self.batch(0, 4), self.batch(4, 6)
+        m = self.batch(6, 12, tombstones={7: 1, 8: 2} if tombstones == "delete" else None)
+        index = m.offsets.index(9)
+        m.values[index] = bad
+        sink.write([a])
+        with pytest.raises(KpipeError) as info:
+            sink.write([p, m])
+        exc = info.value
+        assert isinstance(exc, BadRecordError), f"a bad record raised {type(exc).__name__}: {exc}"
+        where = (exc.topic, exc.partition, exc.index, exc.offset)
+        assert where == (self.topic, 0, index, 9), (
+            f"the bad record at offset 9, index {index} of {m}, was reported as (topic, partition, "
+            f"index, offset) {where}: the runner would drop another record or not find it")
+        try:  # the runner's skip or dlq policy, then the same call again
+            sink.write([p, m.without(index)])
+        except OffsetConflict as conflict:
+            raise AssertionError(
+                f"the call written again without the bad record was fenced ({conflict}): the failed "
+                "call made part of itself durable and the sink did not take that into account") from None
+        want = self.ids([a, p, m.without(index)])
+        if tombstones == "delete":
+            for gone in (1, 2):
+                del want[self.identity(self.value(self.topic, 0, gone))]
+        why = "the call written again without the bad record"
+        if caps.exactly_once:
+            self.assert_landed(config, want, why)
+        else:
+            got = self.landed(config)
+            assert not (set(want) ^ set(got)), (
+                f"{why}: missing {sorted(set(want) - set(got))[:3]}, unexpected {sorted(set(got) - set(want))[:3]}")
+        if caps.stores_offsets:
+            self._assert_offsets(config, sink, {self.tp(0): 12}, why, tombstones)
+        sink.close()
+
+    def test_a_second_run_after_a_crash_lands_each_record_once(self, tmp_path):
+        """Run 1 writes records 0..3 of partition 0, a batch 4..7 all filtered, then in one call
+        8..11 (9 filtered) and partition 1's 0..2, and dies (no close; Kafka has committed only
+        up to 8, nothing of partition 1). Run 2 loads offsets and writes the same batches again
+        from where it resumes, as the runner does, then new batches of both partitions: one copy
+        of each record, and the stored offsets are each partition's end."""
+        caps = self.capabilities()
+        config = self.config(tmp_path)
+        p0, p1 = self.tp(0), self.tp(1)
+        calls = [[self.batch(0, 4)], [self.batch(4, 8, skip=range(4, 8))],
+                 [self.batch(8, 12, skip=[9]), self.batch(0, 3, partition=1)]]
+        first = self.new_sink(config)
+        if caps.stores_offsets:
+            first.load_offsets([p0, p1])
+        for call in calls:
+            first.write(call)
+        del first  # the crash
+        second = self.new_sink(config)
+        resume = {p0: 8, p1: 0}  # the Kafka commit
+        if caps.stores_offsets:
+            got = second.load_offsets([p0, p1])
+            assert got == {p0: 12, p1: 3}, f"after the crash, load_offsets returned {got}, expected {{p0: 12, p1: 3}}"
+            resume.update(got)
+        heads = {p0: 12, p1: 3}
+        for b in (b for call in calls for b in call if b.start_offset >= resume[(b.topic, b.partition)]):
+            self.write_or_fenced(second, b, heads[(b.topic, b.partition)])
+        new = [self.batch(12, 15), self.batch(3, 5, partition=1)]
+        second.write(new)
+        everything = [b for call in calls for b in call] + new
+        if not caps.exactly_once:
+            missing = self.ids(everything) - self.landed(config)
+            assert not missing, f"records lost in a second run after a crash: {sorted(missing)[:3]}"
+            pytest.skip("no loss; duplicates are allowed: the sink declares neither idempotent_writes "
+                        "nor stores_offsets (at least once)")
+        self.assert_landed(config, self.ids(everything), "a second run after a crash")
+        if caps.stores_offsets:
+            self._assert_offsets(config, second, {p0: 15, p1: 5}, "a second run after a crash")
+        second.close()

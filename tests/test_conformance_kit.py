@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from kpipe.api import (Capabilities, FatalError, OffsetConflict, RetryableError, Sink, SinkPlugin)
+from kpipe.api import (BadRecordError, Capabilities, FatalError, OffsetConflict, RetryableError, Sink, SinkPlugin)
 from kpipe.testing import SinkConformance
 
 DESTINATIONS: dict = {}  # name -> {"rows": [(key, value)], "offsets": {tp: next}, "down": bool}
@@ -21,6 +21,7 @@ class MemorySink(Sink):
         self.dest = None
         self.heads: dict = {}   # what this instance believes (the "no-revoke" bug trusts it)
         self.buffer: list = []  # the "buffer-until-close" bug
+        self.unsaved: dict = {}  # the "offsets-on-close" bug
         self.closed = False
 
     def open(self):
@@ -37,6 +38,23 @@ class MemorySink(Sink):
                     if tp in self.heads or tp in self.dest["offsets"]}
         return {tp: o for tp, o in self.dest["offsets"].items() if tp in partitions}
 
+    def bad_record(self, batches, partial=False):
+        """The BadRecordError for the first value marked bad; ``partial``: in one batch only."""
+        seen = 0
+        for b in batches:
+            for i, v in enumerate(b.values):
+                if isinstance(v, dict) and v.get("bad"):
+                    index = i
+                    if "part-index" in self.bugs:  # into the run of upserts after the last delete
+                        index = i - max((j + 1 for j in range(i) if b.values[j] is None), default=0)
+                    elif "call-index" in self.bugs:  # into every record of the call
+                        index = seen + i
+                    return BadRecordError("memory: bad record", index, b.topic, b.partition, b.offset_of(i))
+            seen += len(b)
+            if partial:
+                return None
+        return None
+
     def write(self, batches):
         d = self.dest
         if d["down"]:
@@ -45,6 +63,9 @@ class MemorySink(Sink):
             if "fatal-outage" in self.bugs:
                 raise FatalError("memory: down")
             raise RetryableError("memory: down")
+        bad = None if "partial-bad" in self.bugs else self.bad_record(batches)
+        if bad is not None:
+            raise bad  # before anything is applied
         conflicts = {}
         for b in batches:
             tp = (b.topic, b.partition)
@@ -55,12 +76,23 @@ class MemorySink(Sink):
             nxt = b.next_offset
             if "last-record-offset" in self.bugs:
                 nxt = b.offsets[-1] + 1 if b.values else b.start_offset
+            if not b.values and "empty-wipes" in self.bugs:  # DELETE without WHERE
+                d["rows"] = []
+            if not b.values and "empty-keeps-offset" in self.bugs:
+                continue
+            deletes = self.context.tombstones == "delete"
+            if deletes and b.values and all(v is None for v in b.values) and "all-tombstones-wipe" in self.bugs:
+                d["rows"] = []
+            if "partial-bad" in self.bugs and self.bad_record([b], partial=True) is not None:
+                good = b.head(b.values.index(next(v for v in b.values if isinstance(v, dict) and v.get("bad"))))
+                d["rows"] += [(k, v) for k, v in zip(good.keys, good.values) if v is not None]
+                raise self.bad_record([b], partial=True)
             for key, v in zip(b.keys, b.values):
                 if v is None and self.context.tombstones == "delete" and "deletes-noop" not in self.bugs:
                     d["rows"] = [(k, r) for k, r in d["rows"] if r["id"].encode() != key]
                 elif v is not None:
                     (self.buffer if "buffer-until-close" in self.bugs else d["rows"]).append((key, v))
-            d["offsets"][tp] = nxt
+            (self.unsaved if "offsets-on-close" in self.bugs else d["offsets"])[tp] = nxt
             self.heads[tp] = nxt
         if conflicts:
             raise OffsetConflict(conflicts)
@@ -76,7 +108,9 @@ class MemorySink(Sink):
         self.closed = True
         if self.dest is not None:
             self.dest["rows"] += self.buffer
+            self.dest["offsets"].update(self.unsaved)
         self.buffer = []
+        self.unsaved = {}
 
 
 memory_plugin = SinkPlugin(name="memory", config_schema={"type": "object"}, factory=MemorySink,
@@ -92,6 +126,9 @@ class TestMemorySink(SinkConformance):
 
     def deletes_config(self, tmp_path):
         return self.config(tmp_path / "deletes")
+
+    def bad_value(self, topic, partition, offset):
+        return {"id": f"{topic}/{partition}/{offset}", "bad": True}
 
     def read_back(self, config):
         return [v for _, v in DESTINATIONS.get(config["name"], {"rows": []})["rows"]]
@@ -117,6 +154,13 @@ CAUGHT_BY = {
     "test_stores_offsets_fences_a_stale_writer": "no-fence",
     "test_idempotent_writes_replay_leaves_one_copy": "no-fence",
     "test_deletes_a_tombstone_removes_its_key": "deletes-noop",
+    "test_an_empty_write_after_data_keeps_it": "empty-wipes",
+    "test_an_all_filtered_batch_before_data_in_one_call_is_harmless": "empty-keeps-offset",
+    "test_an_all_skipped_tombstones_batch_moves_the_offset": "empty-keeps-offset",
+    "test_an_all_dead_lettered_batch_moves_the_offset": "last-record-offset",
+    "test_deletes_an_all_tombstone_batch_deletes_exactly_its_keys": "all-tombstones-wipe",
+    "test_a_bad_record_is_reported_at_its_index_and_the_rest_lands": "part-index",
+    "test_a_second_run_after_a_crash_lands_each_record_once": "offsets-on-close",
 }
 
 
@@ -127,6 +171,12 @@ def test_every_check_has_a_bug_it_catches():
 @pytest.mark.parametrize("check,bug", sorted(CAUGHT_BY.items()) + [
     ("test_a_retryable_error_commits_nothing", "fatal-outage"),
     ("test_a_crash_between_write_and_commit_loses_and_duplicates_nothing", "no-fence"),
+    ("test_an_empty_write_after_data_keeps_it", "empty-keeps-offset"),
+    ("test_an_all_filtered_batch_before_data_in_one_call_is_harmless", "empty-wipes"),
+    ("test_an_all_skipped_tombstones_batch_moves_the_offset", "empty-wipes"),
+    ("test_an_all_dead_lettered_batch_moves_the_offset", "empty-wipes"),
+    ("test_a_bad_record_is_reported_at_its_index_and_the_rest_lands", "call-index"),
+    ("test_a_bad_record_is_reported_at_its_index_and_the_rest_lands", "partial-bad"),
 ])
 def test_each_check_fails_for_its_broken_sink(tmp_path, check, bug):
     broken = type("Broken", (TestMemorySink,), {"bugs": (bug,)})()

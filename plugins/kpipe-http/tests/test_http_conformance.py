@@ -19,6 +19,7 @@ class TestHttpSink(SinkConformance):
     @pytest.fixture(autouse=True)
     def _receiver(self):
         self.receiver = Receiver()
+        self.receiver.reject = lambda record: isinstance(record, dict) and record.get("reject") is True
         yield
         self.receiver.close()
 
@@ -27,6 +28,9 @@ class TestHttpSink(SinkConformance):
 
     def read_back(self, config):
         return list(self.receiver.accepted)
+
+    def bad_value(self, topic, partition, offset):
+        return {"id": f"{topic}/{partition}/{offset}", "reject": True}  # the receiver answers 400
 
     def destination_down(self, config):
         return self.receiver.outage()
