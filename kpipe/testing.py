@@ -476,14 +476,18 @@ class SinkConformance:
             empty = make(4, 8)
             assert len(empty) == 0 and (empty.start_offset, empty.next_offset) == (4, 8)
             why_here = f"{why} covering 4..7 after records 0..3 (tombstones: {tombstones})"
-            if together:
-                sink.write([empty, b])
-            else:
-                sink.write([empty])
-                self.assert_landed(config, self.ids([a]), why_here)
-                if stores:
-                    self._assert_offsets(config, sink, {self.tp(0): 8}, why_here, tombstones)
-                sink.write([b])  # starts where the empty batch ended: not a stale writer
+            try:
+                if together:
+                    sink.write([empty, b])
+                else:
+                    sink.write([empty])
+                    self.assert_landed(config, self.ids([a]), why_here)
+                    if stores:
+                        self._assert_offsets(config, sink, {self.tp(0): 8}, why_here, tombstones)
+                    sink.write([b])  # starts where the empty batch ended: not a stale writer
+            except OffsetConflict as exc:
+                raise AssertionError(f"{why_here}: records 8..9 were fenced ({exc}): the batch without "
+                                     "records did not move the stored offset") from None
             self.assert_landed(config, self.ids([a, b]), f"{why_here}, then records 8..9")
             if stores:
                 self._assert_offsets(config, sink, {self.tp(0): 10}, f"{why_here}, then records 8..9", tombstones)
