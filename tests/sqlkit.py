@@ -6,6 +6,7 @@ each other's rows; the shared ``kpipe_offsets`` table is keyed by group.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import socket
@@ -289,3 +290,63 @@ def dbs(tmp_path):
     yield make
     for db in made:
         db.cleanup()
+
+
+# -- driving the sink directly, as the runner does ---------------------------------------------
+
+
+def open_sink(db: Db, table: str, group: str, *, tombstones: str = "skip", **config):
+    """A fresh, opened SQL sink on ``db`` (a restarted runner makes a new one the same way)."""
+    from kpipe.api import SinkContext
+    from kpipe.sinks.sql.sink import SqlSink
+
+    sink = SqlSink({"url": db.url, "table": table, **config},
+                   SinkContext(pipeline=group, group=group, tombstones=tombstones))
+    sink.open()
+    return sink
+
+
+@contextlib.contextmanager
+def sink_on(db: Db, table: str, group: str, **config):
+    """``open_sink``, closed on leaving the block."""
+    sink = open_sink(db, table, group, **config)
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+def fake_batch(start: int, stop: int, items, partition: int = 0, topic: str = "orders"):
+    """A Batch of ``topic[partition]`` covering ``[start, stop)`` with the ``(offset, key,
+    value)`` records given; offsets not given were filtered (the range still covers them)."""
+    from kpipe.api import Batch
+    from kpipe.transforms.testing import FakeMessage
+
+    items = list(items)
+    msgs = [FakeMessage(v, None if k is None else str(k).encode(), None, 1_795_000_000_000 + o, o, topic, partition)
+            for o, k, v in items]
+    return Batch(topic, partition, start, stop, [v for _, _, v in items], msgs)
+
+
+def write_like_runner(sink, batches: list, max_rejects: int = 100) -> list[tuple[str, int, int]]:
+    """``sink.write(batches)`` as the runner does it under ``errors.sink: skip``: each record the
+    sink reports is dropped (``Batch.without``) and the rest written again. Returns the rejected
+    records' (topic, partition, offset), in the order reported. Checks that every report is
+    an index into the batch the sink was given, consistent with the offset it names."""
+    from kpipe.api import BadRecordError
+    from kpipe.runtime.runner import _locate
+
+    rejected = []
+    for _ in range(max_rejects):
+        try:
+            sink.write(batches)
+            return rejected
+        except BadRecordError as exc:
+            pos = _locate(batches, exc)
+            bad = batches[pos]
+            assert 0 <= exc.index < len(bad.values), (exc.index, bad)
+            assert exc.offset == bad.offset_of(exc.index), \
+                f"index {exc.index} is offset {bad.offset_of(exc.index)} of the batch, the sink named {exc.offset}"
+            rejected.append((bad.topic, bad.partition, exc.offset))
+            batches = batches[:pos] + [bad.without(exc.index)] + batches[pos + 1:]
+    raise AssertionError(f"more than {max_rejects} records rejected: {rejected[:10]}")

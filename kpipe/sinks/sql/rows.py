@@ -13,7 +13,7 @@ from kpipe.api import BadRecordError, Batch
 
 from .columns import Column, field_getter, parse_timestamp
 
-__all__ = ["copy_text", "copy_text_lines", "param_rows", "metadata_values"]
+__all__ = ["coerce_key", "copy_text", "copy_text_lines", "param_rows", "metadata_values"]
 
 _UTC = dt.timezone.utc
 
@@ -341,6 +341,17 @@ def _bool(v):
     raise ValueError(f"{v!r} is not a boolean")
 
 
+def coerce_key(col: Column | None, value):
+    """A tombstone's key value as its key column's Python type; ValueError when it is none.
+
+    Stricter than the database: MariaDB would compare the bigint 1 equal to ``"1abc"``."""
+    if col is None:
+        return value
+    if col.base in _PY and isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        raise ValueError(f"{value!r} is not an integer")
+    return _coerce(col)(value)
+
+
 def param_rows(batch: Batch, columns: list[Column]) -> list[dict]:
     """Rows as {column: Python value}, coerced to the column types (for executemany).
 
@@ -355,7 +366,7 @@ def param_rows(batch: Batch, columns: list[Column]) -> list[dict]:
             row = {name: coerce(get(r)) for name, get, coerce in getters}
         except (ValueError, TypeError, OverflowError) as exc:
             raise BadRecordError(f"value does not fit its column: {exc}", index=n,
-                                 topic=batch.topic, partition=batch.partition) from None
+                                 topic=batch.topic, partition=batch.partition) from exc
         for name, vals in meta:
             row[name] = vals[n]
         rows.append(row)

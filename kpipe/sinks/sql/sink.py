@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from contextlib import contextmanager
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import sqlalchemy as sa
 
@@ -19,7 +19,9 @@ from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, Retrya
 from . import offsets
 from .columns import METADATA_TYPES, Column, infer_columns, schema_columns, sql_type
 from .errors import is_data_error, is_database_error, is_retryable
-from .rows import copy_text, copy_text_lines, param_rows
+from .guard import delete_where, refuse_unbounded_writes
+from .names import describe_limit, namer
+from .rows import coerce_key, copy_text, copy_text_lines, param_rows
 
 __all__ = ["SqlSink", "normalize_url"]
 
@@ -111,7 +113,9 @@ class SqlSink(Sink):
         schema, _, name = config["table"].rpartition(".")
         self.schema, self.table_name = schema or None, name
         self.mode = config.get("mode", "insert")
-        self.key = list(config.get("key") or [])
+        self.key = list(config.get("key") or [])   # field names; their columns: key_columns
+        self.key_columns = self.key
+        self.name_of = str                            # field name -> column name (names.py)
         self.declared = config.get("columns", "auto")
         self.create_table = config.get("create_table", True)
         self.evolve = config.get("evolve", "add_columns")
@@ -144,6 +148,7 @@ class SqlSink(Sink):
                 raise FatalError(f"no database driver for {self.url.drivername}: {exc}{hint}") from None
             self.fast = self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
             _ping_when_idle(self.engine, self)
+            refuse_unbounded_writes(self.engine)
             if self.engine.dialect.name == "sqlite":
                 _sqlite_transactions(self.engine)
         self._guard("connecting to", self._prepare)
@@ -165,6 +170,12 @@ class SqlSink(Sink):
     def _prepare(self) -> None:
         if self.deletes and self.mode != "upsert":
             raise FatalError(f"tombstones: delete needs mode: upsert with a key (table {self.table_name})")
+        dialect = self.engine.dialect.name
+        self.name_of = namer(dialect)
+        self.key_columns = [self.name_of(k) for k in self.key]
+        if self.name_of(self.table_name) != self.table_name:
+            raise FatalError(f"table name {self.table_name!r} is longer than {dialect} allows "
+                             f"({describe_limit(dialect)})")
         meta = sa.MetaData()
         self.offsets = offsets.offsets_table(self.offsets_name, meta)
         self._create(self.offsets)
@@ -173,8 +184,8 @@ class SqlSink(Sink):
             self._create_target(self._declared_columns())
 
     def _declared_columns(self) -> list[Column]:
-        cols = [Column(name, spec["type"], tuple(spec.get("from", name).split(".")), spec.get("nullable", True))
-                for name, spec in self.declared.items()]
+        cols = [Column(self.name_of(name), spec["type"], tuple(spec.get("from", name).split(".")),
+                       spec.get("nullable", True)) for name, spec in self.declared.items()]
         return cols + [Column(m, METADATA_TYPES[m]) for m in self.metadata_names]
 
     def _reflect(self) -> None:
@@ -194,8 +205,9 @@ class SqlSink(Sink):
             elif c.name in meta:
                 cols.append(Column(c.name, METADATA_TYPES[c.name]))
             elif self.declared == "auto":
+                # the field is c.name unless c.name is a mapped long name: _columns_for knows
                 cols.append(Column(c.name, _kpipe_type(c.type), (c.name,), c.nullable))
-        missing = [k for k in self.key if k not in table.columns]
+        missing = [k for k in self.key_columns if k not in table.columns]
         if missing:
             raise FatalError(f"table {self._qualified()} has no key column(s) {missing}")
         absent = [m for m in self.metadata_names if m not in table.columns]
@@ -221,7 +233,7 @@ class SqlSink(Sink):
     def _create_target(self, cols: list[Column]) -> None:
         if not self.create_table:
             raise FatalError(f"table {self._qualified()} does not exist and create_table is false")
-        keys = set(self.key) if self.mode == "upsert" else set()
+        keys = set(self.key_columns) if self.mode == "upsert" else set()
         table = sa.Table(self.table_name, sa.MetaData(), *[
             sa.Column(c.name, sql_type(c.type), primary_key=c.name in keys, autoincrement=False,
                       nullable=c.nullable and c.name not in keys) for c in cols], schema=self.schema)
@@ -262,27 +274,34 @@ class SqlSink(Sink):
         self._guard("writing to", self._write, batches)
 
     def _write(self, batches: list[Batch]) -> None:
-        # Each batch is one or more parts applied in offset order: runs of rows, and runs of
-        # tombstones (deletions) when `tombstones: delete`. Without tombstones, one part.
-        plans = [(b, _split_tombstones(b) if self.deletes and None in b.values else [b]) for b in batches]
-        row_parts = [p for _, parts in plans for p in parts if p.values and p.values[0] is not None]
-        cols_of = dict(zip(map(id, row_parts), self._columns_for(row_parts)))
-        payload_of = {}
+        # Each batch is zero or more parts applied in offset order: runs of rows, and runs of
+        # tombstones (deletions) when `tombstones: delete`. A batch without records (all
+        # filtered, skipped or dead-lettered) has no part: its write only moves the offset.
+        plans = [(b, self._parts(b)) for b in batches]
+        prepared = {}  # id(part) -> (its columns, its payload)
         for b, parts in plans:
             for p in parts:
-                if id(p) in cols_of:
-                    with _in(b):
-                        payload_of[id(p)] = self._payload(p, cols_of[id(p)])
+                if p.rows:
+                    with _in(b, p.base):
+                        cols = self._columns_for(p.batch)
+                        prepared[id(p)] = (cols, self._payload(p.batch, cols))
         try:
             # Savepoints cost two round trips per insert; they are only needed to narrow a
             # data error down, so the first try goes without them.
-            conflicts = self._transaction(plans, cols_of, payload_of, careful=False)
+            conflicts = self._transaction(plans, prepared, careful=False)
         except _Redo:
-            conflicts = self._transaction(plans, cols_of, payload_of, careful=True)
+            conflicts = self._transaction(plans, prepared, careful=True)
         if conflicts:
             raise OffsetConflict(conflicts)
 
-    def _transaction(self, plans, cols_of: dict, payload_of: dict, careful: bool) -> dict:
+    def _parts(self, b: Batch) -> list["_Part"]:
+        if not b.values:
+            return []
+        if self.deletes and None in b.values:
+            return _split_tombstones(b)
+        return [_Part(b, 0, True)]
+
+    def _transaction(self, plans, prepared: dict, careful: bool) -> dict:
         """Move the offsets and apply the parts, in one transaction; returns the conflicts.
 
         Not ``careful``: a data error rolls everything back and raises ``_Redo``."""
@@ -296,16 +315,14 @@ class SqlSink(Sink):
                     conflicts[(b.topic, b.partition)] = found
                     continue
                 for p in parts:
-                    with _in(b):
-                        if id(p) not in cols_of:
-                            self._delete(conn, p)
-                        elif not payload_of[id(p)]:
-                            pass
+                    with _in(b, p.base):
+                        if not p.rows:
+                            self._delete(conn, p.batch)
                         elif careful:
-                            self._insert_checked(conn, p, cols_of[id(p)], payload_of[id(p)])
+                            self._insert_checked(conn, p.batch, *prepared[id(p)])
                         else:
                             try:
-                                self._insert(conn, cols_of[id(p)], payload_of[id(p)])
+                                self._insert(conn, *prepared[id(p)])
                             except Exception as exc:  # SQLAlchemy's, or psycopg's from the raw COPY
                                 if is_data_error(exc):
                                     raise _Redo() from exc
@@ -313,41 +330,54 @@ class SqlSink(Sink):
         return conflicts
 
     def _delete(self, conn, part: Batch) -> None:
-        """Tombstones: delete the rows whose key columns the records' Kafka keys name."""
+        """Tombstones: delete the rows whose key columns the records' Kafka keys name.
+
+        The only DELETE the sink builds: one row per tombstone, by its complete key."""
         if self.table is None:
             if self.declared == "auto":
                 return  # no table yet, so no row to delete
             self._reflect()
-        params = []
-        for i, key in enumerate(part.keys):
-            if isinstance(key, dict) and all(k in key for k in self.key):
-                params.append({f"k_{k}": key[k] for k in self.key})
-            elif len(self.key) == 1 and key is not None and not isinstance(key, (dict, list)):
-                params.append({f"k_{self.key[0]}": key.decode() if isinstance(key, bytes) else key})
-            else:
-                raise BadRecordError.in_batch(
-                    f"a tombstone's key must give the key column(s) {self.key} (an object, or a plain "
-                    f"value for a one-column key; set key_deserializer), got {key!r}", part, i)
-        cond = sa.and_(*(self.table.c[k] == sa.bindparam(f"k_{k}") for k in self.key))
-        conn.execute(self.table.delete().where(cond), params)
+        params = [self._key_params(key, part, i) for i, key in enumerate(part.keys)]
+        if not params:
+            return
+        stmt = delete_where(self.table, [self.table.c[c] == sa.bindparam(f"k{n}")
+                                         for n, c in enumerate(self.key_columns)])
+        conn.execute(stmt, params)
 
-    def _columns_for(self, batches: list[Batch]) -> list[list[Column]]:
-        """The columns each batch writes; creates or evolves the table first when needed."""
+    def _key_params(self, key, part: Batch, i: int) -> dict:
+        """A tombstone's key as the DELETE's parameters, each converted to its column's type
+        exactly (``"1abc"`` is no bigint: a data error, not key 1)."""
+        if isinstance(key, dict) and all(k in key for k in self.key):
+            values = [key[k] for k in self.key]
+        elif len(self.key) == 1 and key is not None and not isinstance(key, (dict, list)):
+            values = [key.decode() if isinstance(key, bytes) else key]
+        else:
+            raise BadRecordError.in_batch(
+                f"a tombstone's key must give the key column(s) {self.key} (an object, or a plain "
+                f"value for a one-column key; set key_deserializer), got {key!r}", part, i)
+        columns = {c.name: c for c in self.columns}
+        try:
+            return {f"k{n}": coerce_key(columns.get(c), v) for n, (c, v) in enumerate(zip(self.key_columns, values))}
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise BadRecordError.in_batch(f"a tombstone's key does not fit its column: {exc}", part, i) from exc
+
+    def _columns_for(self, b: Batch) -> list[Column]:
+        """The columns a part of rows writes; creates or evolves the table first when needed."""
         if self.declared != "auto":
             if self.table is None:
                 self._reflect()
-            return [self.columns] * len(batches)
-        out = []
-        for b in batches:
-            present = set().union(*(v for v in b.values if type(v) is dict))
-            known = {c.name for c in self.columns}
-            if present - known:
-                self._evolve(b, known)
-            # self.columns is in table order; metadata columns are written for every record
-            out.append([c for c in self.columns if not c.path or c.name in present])
-        return out
+            return self.columns
+        fields = set().union(*(v for v in b.values if type(v) is dict))
+        named = {self.name_of(f): f for f in fields}  # column -> field
+        if named.keys() - {c.name for c in self.columns}:
+            self._evolve(b, {f for n, f in named.items() if n in {c.name for c in self.columns}})
+        # self.columns is in table order; metadata columns are written for every record. A
+        # reflected column under a mapped name learns its field here.
+        return [c if not c.path or c.path[0] == named[c.name] else Column(c.name, c.type, (named[c.name],), c.nullable)
+                for c in self.columns if not c.path or c.name in named]
 
     def _evolve(self, b: Batch, known: set) -> None:
+        """Create the table, or add the columns for the fields of ``b`` not in ``known``."""
         # A new table follows the deserializer's schema (Avro, or the validating JSON Schema)
         # when there is one, so its types do not depend on what the first batch happened to hold.
         declared = schema_columns(self.context.value_schema()) if self.table is None else None
@@ -356,21 +386,23 @@ class SqlSink(Sink):
             new_cols = declared + [c for c in infer_columns(b.values, known | names)]
         else:
             new_cols = infer_columns(b.values, known)
-        # MySQL/MariaDB cannot index TEXT without a prefix length: key columns get a varchar.
-        new_cols = [Column(c.name, "varchar(255)", c.path, c.nullable)
-                    if c.name in self.key and c.type == "text" else c for c in new_cols]
+        keys = set(self.key_columns)
+        # Columns under names that fit; MySQL/MariaDB cannot index TEXT without a prefix
+        # length, so key columns get a varchar.
+        new_cols = [Column(name, "varchar(255)" if name in keys and c.type == "text" else c.type, c.path, c.nullable)
+                    for c in new_cols for name in [self.name_of(c.name)]]
         if self.table is None:
             cols = new_cols + [Column(m, METADATA_TYPES[m]) for m in self.metadata_names]
-            missing_keys = [k for k in self.key if k not in {c.name for c in cols}]
+            missing_keys = [k for k, n in zip(self.key, self.key_columns) if n not in {c.name for c in cols}]
             if missing_keys:
                 raise BadRecordError.in_batch(f"key field(s) {missing_keys} missing from the records", b, 0)
             self._create_target(cols)
             return
         if self.evolve != "add_columns":
-            names = {c.name for c in new_cols}
+            fields = {c.path[0] for c in new_cols}
             for i, v in enumerate(b.values):
-                if type(v) is dict and names.intersection(v):
-                    raise BadRecordError.in_batch(f"field(s) {sorted(names.intersection(v))} have no column "
+                if type(v) is dict and fields.intersection(v):
+                    raise BadRecordError.in_batch(f"field(s) {sorted(fields.intersection(v))} have no column "
                                                   f"in {self._qualified()} and evolve is fail", b, i)
         self._add_columns(new_cols)
         self._reflect()
@@ -394,7 +426,9 @@ class SqlSink(Sink):
                 raise  # _guard sorts it into retryable or fatal
             first_error = exc
         index, error = self._narrow(conn, cols, payload, first_error)
-        raise BadRecordError.in_batch(f"{self._qualified()}: {_first_line(error)}", b, index)
+        # the driver's exception stays the cause: the dead letter's kpipe.error.class names it
+        raise BadRecordError.in_batch(f"{self._qualified()}: {_first_line(error)}", b, index) \
+            from (getattr(error, "orig", None) or error)
 
     def _narrow(self, conn, cols, payload, error):
         """Binary search for the shortest failing prefix: its last record is the bad one."""
@@ -438,9 +472,9 @@ class SqlSink(Sink):
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN kpipe_seq bigint").format(stage))
             with cur.copy(sql.SQL("COPY {} ({}, kpipe_seq) FROM STDIN").format(stage, names)) as cp:
                 cp.write(text.encode())  # its last column numbers the rows
-            keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.key)
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.key_columns)
             updates = [sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
-                       for c in cols if c.name not in self.key]
+                       for c in cols if c.name not in self.key_columns]
             action = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(updates)) if updates else sql.SQL("DO NOTHING")
             # DISTINCT ON keeps the row from the highest offset when a key repeats in the batch,
             # so ON CONFLICT never meets the same key twice in one statement.
@@ -451,24 +485,24 @@ class SqlSink(Sink):
 
     def _upsert_generic(self, conn, cols, rows: list[dict]) -> None:
         # Last write wins inside the batch too: keep each key's row from the highest offset.
-        latest = {tuple(r[k] for k in self.key): r for r in rows}
+        latest = {tuple(r[k] for k in self.key_columns): r for r in rows}
         rows = list(latest.values())
         dialect = self.engine.dialect.name
-        names = [c.name for c in cols if c.name not in self.key]
+        names = [c.name for c in cols if c.name not in self.key_columns]
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
             stmt = insert(self.table)
-            stmt = (stmt.on_conflict_do_update(index_elements=self.key, set_={n: stmt.excluded[n] for n in names})
-                    if names else stmt.on_conflict_do_nothing(index_elements=self.key))
+            stmt = (stmt.on_conflict_do_update(index_elements=self.key_columns, set_={n: stmt.excluded[n] for n in names})
+                    if names else stmt.on_conflict_do_nothing(index_elements=self.key_columns))
         elif dialect in ("mysql", "mariadb"):
             from sqlalchemy.dialects.mysql import insert
             stmt = insert(self.table)
-            stmt = stmt.on_duplicate_key_update({n: stmt.inserted[n] for n in names or self.key[:1]})
+            stmt = stmt.on_duplicate_key_update({n: stmt.inserted[n] for n in names or self.key_columns[:1]})
         elif dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
             stmt = insert(self.table)
-            stmt = (stmt.on_conflict_do_update(index_elements=self.key, set_={n: stmt.excluded[n] for n in names})
-                    if names else stmt.on_conflict_do_nothing(index_elements=self.key))
+            stmt = (stmt.on_conflict_do_update(index_elements=self.key_columns, set_={n: stmt.excluded[n] for n in names})
+                    if names else stmt.on_conflict_do_nothing(index_elements=self.key_columns))
         else:
             raise FatalError(f"mode: upsert is not supported on {dialect}; use mode: insert")
         conn.execute(stmt, rows)
@@ -479,25 +513,31 @@ class SqlSink(Sink):
             self.engine = None
 
 
-def _split_tombstones(b: Batch) -> list[Batch]:
+class _Part(NamedTuple):
+    """Consecutive records of a batch that are all rows or all tombstones."""
+    batch: Batch   # the records, as a batch of their own
+    base: int      # the index of its first record in the whole batch
+    rows: bool     # rows to write, or tombstones to delete
+
+
+def _split_tombstones(b: Batch) -> list[_Part]:
     """``b`` as consecutive parts that are all rows or all tombstones, in offset order."""
     parts, start = [], 0
     values, msgs, keys = b.values, b._messages, b.keys
     for i in range(1, len(values) + 1):
         if i == len(values) or (values[i] is None) != (values[start] is None):
-            parts.append(Batch(b.topic, b.partition, msgs[start].offset(), msgs[i - 1].offset() + 1,
-                               values[start:i], msgs[start:i], 0, keys[start:i]))
+            part = Batch(b.topic, b.partition, msgs[start].offset(), msgs[i - 1].offset() + 1,
+                         values[start:i], msgs[start:i], 0, keys[start:i])
+            parts.append(_Part(part, start, values[start] is not None))
             start = i
     return parts
 
 
 @contextmanager
-def _in(batch: Batch):
-    """Re-point a BadRecordError raised for a part at the whole batch the runner knows."""
+def _in(batch: Batch, base: int):
+    """Re-point a BadRecordError raised for a part (record ``i`` of the part) at the whole batch
+    the runner knows (record ``base + i``), keeping the database's exception as its cause."""
     try:
         yield
     except BadRecordError as exc:
-        if exc.offset is None or exc.topic is None:  # raised with a part-relative index only
-            raise BadRecordError.in_batch(str(exc), batch, exc.index) from None
-        index = batch.offsets.index(exc.offset)
-        raise BadRecordError.in_batch(str(exc), batch, index) from None
+        raise BadRecordError.in_batch(str(exc), batch, base + exc.index) from (exc.__cause__ or exc)
