@@ -473,6 +473,9 @@ class SinkConformance:
             sink.write([a])
             sink.write([])
             self.assert_landed(config, self.ids([a]), f"write([]) after records 0..3 (tombstones: {tombstones})")
+            if stores:
+                got = sink.load_offsets([self.tp(0)])
+                assert got == {self.tp(0): 4}, f"write([]) after records 0..3 moved the stored offset: {got}"
             empty = make(4, 8)
             assert len(empty) == 0 and (empty.start_offset, empty.next_offset) == (4, 8)
             why_here = f"{why} covering 4..7 after records 0..3 (tombstones: {tombstones})"
