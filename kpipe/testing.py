@@ -461,22 +461,24 @@ class SinkConformance:
 
     def _check_a_batch_without_records(self, tmp_path, make, why: str, *, together: bool = False,
                                        deletes: bool = True) -> None:
-        """Records 0..3, ``write([])``, then ``make(4, 8)``: a batch covering 4..7 that carries
-        no record, then records 8..9 (``together``: in the same call). Every record stays,
-        the stored offset moves to 8, then 10."""
+        """Records 0..3, ``write([])``, then ``make(4, 8, partition)``: a batch covering 4..7
+        that carries no record, then records 8..9 (``together``: in the same call). Every
+        record stays, the stored offset moves to 8, then 10. The deletes config writes partition
+        1: a consumer group's stored offsets may be shared by every destination of the sink."""
         stores = self.capabilities().stores_offsets
-        for config, tombstones in self._configs(tmp_path, deletes):
+        for partition, (config, tombstones) in enumerate(self._configs(tmp_path, deletes)):
+            tp = self.tp(partition)
             sink = self.new_sink(config, tombstones=tombstones)
             if stores:
-                sink.load_offsets([self.tp(0)])
-            a, b = self.batch(0, 4), self.batch(8, 10)
+                sink.load_offsets([tp])
+            a, b = self.batch(0, 4, partition), self.batch(8, 10, partition)
             sink.write([a])
             sink.write([])
             self.assert_landed(config, self.ids([a]), f"write([]) after records 0..3 (tombstones: {tombstones})")
             if stores:
-                got = sink.load_offsets([self.tp(0)])
-                assert got == {self.tp(0): 4}, f"write([]) after records 0..3 moved the stored offset: {got}"
-            empty = make(4, 8)
+                got = sink.load_offsets([tp])
+                assert got == {tp: 4}, f"write([]) after records 0..3 moved the stored offset: {got}"
+            empty = make(4, 8, partition)
             assert len(empty) == 0 and (empty.start_offset, empty.next_offset) == (4, 8)
             why_here = f"{why} covering 4..7 after records 0..3 (tombstones: {tombstones})"
             try:
@@ -486,14 +488,14 @@ class SinkConformance:
                     sink.write([empty])
                     self.assert_landed(config, self.ids([a]), why_here)
                     if stores:
-                        self._assert_offsets(config, sink, {self.tp(0): 8}, why_here, tombstones)
+                        self._assert_offsets(config, sink, {tp: 8}, why_here, tombstones)
                     sink.write([b])  # starts where the empty batch ended: not a stale writer
             except OffsetConflict as exc:
                 raise AssertionError(f"{why_here}: records 8..9 were fenced ({exc}): the batch without "
                                      "records did not move the stored offset") from None
             self.assert_landed(config, self.ids([a, b]), f"{why_here}, then records 8..9")
             if stores:
-                self._assert_offsets(config, sink, {self.tp(0): 10}, f"{why_here}, then records 8..9", tombstones)
+                self._assert_offsets(config, sink, {tp: 10}, f"{why_here}, then records 8..9", tombstones)
             sink.close()
 
     @staticmethod
@@ -503,27 +505,27 @@ class SinkConformance:
             batch = batch.without(0)
         return batch
 
+    def _all_filtered(self, start: int, stop: int, partition: int) -> Batch:
+        return self.batch(start, stop, partition, skip=range(start, stop))
+
     def test_an_empty_write_after_data_keeps_it(self, tmp_path):
         """After records 0..3, ``write([])`` and then a batch covering 4..7 without records, in a
         call of its own, keep every record; the stored offset moves to 8 (never a wipe, never a
         stale offset that makes the next batch look like a stale writer's)."""
-        self._check_a_batch_without_records(
-            tmp_path, lambda start, stop: self.batch(start, stop, skip=range(start, stop)), "a batch without records")
+        self._check_a_batch_without_records(tmp_path, self._all_filtered, "a batch without records")
 
     def test_an_all_filtered_batch_before_data_in_one_call_is_harmless(self, tmp_path):
         """After records 0..3, one call with a batch whose offsets 4..7 were all filtered out and
         then records 8..9: everything lands once and the stored offset is 10."""
-        self._check_a_batch_without_records(
-            tmp_path, lambda start, stop: self.batch(start, stop, skip=range(start, stop)),
-            "an all-filtered batch", together=True)
+        self._check_a_batch_without_records(tmp_path, self._all_filtered, "an all-filtered batch", together=True)
 
     def test_an_all_skipped_tombstones_batch_moves_the_offset(self, tmp_path):
         """``tombstones: skip``: the runner drops tombstones before the sink, so a batch of
         tombstones only reaches it as a range without records; it deletes nothing and moves the
         stored offset."""
         self._check_a_batch_without_records(
-            tmp_path, lambda start, stop: self._all_let_go(
-                self.batch(start, stop, tombstones={o: o - start for o in range(start, stop)})),
+            tmp_path, lambda start, stop, partition: self._all_let_go(
+                self.batch(start, stop, partition, tombstones={o: o - start for o in range(start, stop)})),
             "a batch of skipped tombstones", deletes=False)
 
     def test_an_all_dead_lettered_batch_moves_the_offset(self, tmp_path):
@@ -531,7 +533,8 @@ class SinkConformance:
         the runner does after ``BadRecordError``) keeps the records before it and moves the
         stored offset."""
         self._check_a_batch_without_records(
-            tmp_path, lambda start, stop: self._all_let_go(self.batch(start, stop)), "an all-dead-lettered batch")
+            tmp_path, lambda start, stop, partition: self._all_let_go(self.batch(start, stop, partition)),
+            "an all-dead-lettered batch")
 
     def test_deletes_an_all_tombstone_batch_deletes_exactly_its_keys(self, tmp_path):
         """deletes: records 0..5, then a batch of tombstones only (records 1 and 4, and 1 again):
