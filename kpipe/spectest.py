@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kpipe.api import KpipeError
 from kpipe.runtime.stages import Stages
 from kpipe.transforms.testing import FakeMessage, same
 
@@ -86,7 +87,12 @@ def _default(obj):
 
 
 def run_spec_tests(spec) -> list[CaseResult]:
-    stages = Stages(spec)
+    try:
+        stages = Stages(spec)
+    except KpipeError as exc:  # e.g. an .avsc the deserializer cannot use: every case fails, no crash
+        crash = {"crash": f"{type(exc).__name__}: {exc}"}
+        return [CaseResult(case.get("name") or f"case {i + 1}", False, case["expect"], crash)
+                for i, case in enumerate(spec.tests)]
     return [run_case(stages, spec, case, i) for i, case in enumerate(spec.tests)]
 
 

@@ -27,9 +27,12 @@ from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
 from kpipe.api import BadRecordError, FatalError
+from kpipe.safe_read import UnreadableFile, read_regular_file
 
-__all__ = ["Validator", "resolve_path", "read_json_file"]
+__all__ = ["Validator", "resolve_path", "read_json_file", "json_problem", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
+MAX_JSON_BYTES = 4 << 20  # a JSON Schema or an .avsc; the largest real ones are a few hundred KB
+MAX_JSON_DEPTH = 100      # levels of arrays and objects: past it, jsonschema and fastavro recurse too deep
 
 
 def resolve_path(path: str, spec_file: str = "") -> str:
@@ -42,15 +45,48 @@ def resolve_path(path: str, spec_file: str = "") -> str:
 
 
 def read_json_file(path: str, spec_file: str, what: str) -> tuple[str, Any]:
-    """(the resolved path, its parsed JSON); ``FatalError`` naming ``what`` when it cannot be read."""
+    """(the resolved path, its parsed JSON); ``FatalError`` naming ``what`` when it cannot be read:
+    missing, not a regular file (a FIFO is never opened), over ``MAX_JSON_BYTES``, not JSON, or
+    nested deeper than ``MAX_JSON_DEPTH``."""
     full = resolve_path(path, spec_file)
+    value, problem = _load_json(full)
+    if problem is not None:
+        raise FatalError(f"{what}: {problem}")
+    return full, value
+
+
+def json_problem(path: str) -> str | None:
+    """Why the JSON file at ``path`` (already resolved) cannot be used, or None: what
+    ``read_json_file`` would raise, for ``kpipe validate`` to report at the spec's line."""
+    return _load_json(path)[1]
+
+
+def _load_json(full: str) -> tuple[Any, str | None]:
     try:
-        with open(full, "rb") as f:
-            return full, json.load(f)
-    except OSError as exc:
-        raise FatalError(f"{what}: cannot read {full}: {exc.strerror}") from None
+        data = read_regular_file(full, MAX_JSON_BYTES, "")
+    except UnreadableFile as exc:
+        return None, f"cannot read {full}: {exc.reason}"
+    try:
+        value = json.loads(data)
+    except RecursionError:  # the C decoder's own limit, far past ours
+        return None, f"{full} is nested more than {MAX_JSON_DEPTH} levels deep"
     except ValueError as exc:
-        raise FatalError(f"{what}: {full} is not JSON: {exc}") from None
+        return None, f"{full} is not JSON: {exc}"
+    if _too_deep(value, MAX_JSON_DEPTH):
+        return None, f"{full} is nested more than {MAX_JSON_DEPTH} levels deep"
+    return value, None
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels (without recursing)."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (dict, list))]
+    return False
 
 
 class Validator:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Mapping
 
 from kpipe.ops import redact
+from kpipe.safe_read import UnreadableFile, read_regular_file
 
 from .model import Spec, build_spec, collect_secrets
 from .problems import Problem, SpecError, format_path, in_file_order
@@ -24,7 +24,9 @@ from .validate import validate_document
 from .yamlnodes import parse_document
 
 __all__ = ["load_spec", "Spec", "SpecError", "Problem", "format_path",
-           "pipeline_schema", "parse_size", "parse_duration"]
+           "pipeline_schema", "parse_size", "parse_duration", "MAX_SPEC_BYTES"]
+
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; more is a mistake, and costs seconds to compose
 
 
 def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
@@ -36,8 +38,10 @@ def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
     file = str(path)
     env = os.environ if env is None else env
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_regular_file(file, MAX_SPEC_BYTES, "the spec").decode("utf-8")
+    except UnreadableFile as exc:  # missing, a FIFO or a device (never opened), or too big
+        raise SpecError([Problem(file, 1, 1, format_path(()), f"cannot read the spec: {exc.reason}")]) from None
+    except UnicodeDecodeError as exc:
         raise SpecError([Problem(file, 1, 1, format_path(()), f"cannot read the spec: {exc}")]) from None
     doc = parse_document(text, file, env)
     found = validate_document(doc)

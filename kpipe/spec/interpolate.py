@@ -13,10 +13,11 @@ import re
 from typing import Mapping
 
 from kpipe.ops.redact import secret_name
+from kpipe.safe_read import UnreadableFile, read_regular_file
 
 __all__ = ["expand", "MAX_FILE_BYTES"]
 
-MAX_FILE_BYTES = 64 * 1024  # a secret, not a data file: refuse to slurp /dev/zero
+MAX_FILE_BYTES = 64 * 1024  # a secret, not a data file
 
 # One alternation, so an escaped "$${" is consumed before it can start a reference.
 _TOKEN = re.compile(r"\$\$\{|\$\{(?P<body>[^}]*)\}|\$\{")
@@ -86,13 +87,10 @@ def _read_file(path: str, base_dir: str | None) -> tuple[str, str | None]:
         return "", (f"'${{file:{path}}}': a file reference takes no default; a missing secret "
                     "must stop the run (use ${VAR:-default} for values that may fall back)")
     full = os.path.join(base_dir or "", os.path.expanduser(path))
-    try:
-        with open(full, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        return "", f"cannot read secret file {path}: {exc.strerror or exc}"
-    if len(data) > MAX_FILE_BYTES:
-        return "", f"secret file {path} is larger than {MAX_FILE_BYTES // 1024} KiB"
+    try:  # a FIFO or a device is refused, never opened: it could block, or never end
+        data = read_regular_file(full, MAX_FILE_BYTES, "secret file")
+    except UnreadableFile as exc:
+        return "", f"cannot read secret file {path}: {exc.reason}"
     try:
         value = data.decode("utf-8")
     except UnicodeDecodeError:

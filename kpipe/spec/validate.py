@@ -15,7 +15,8 @@ from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from kpipe.api import KpipeError
 from kpipe.plugins import PluginLoadError, registry
-from kpipe.validation import resolve_path
+from kpipe.safe_read import regular_file_problem
+from kpipe.validation import json_problem, resolve_path
 
 from .problems import Problem, format_path
 from .schema import cached_schema
@@ -208,6 +209,27 @@ def _installed_sink(sink: Any):
         return None
 
 
+def _lint_plugin_files(doc: Document, checker: _Checker, section: str) -> None:
+    """A deserializer's files (``"x-path"`` properties, an ``.avsc``) are read when it starts;
+    one that exists but is a FIFO or a device would block or never end that read."""
+    config = doc.data.get(section)
+    if not isinstance(config, dict) or not isinstance(config.get("type"), str):
+        return
+    try:
+        plugin = registry().get("deserializer", config["type"])
+    except PluginLoadError:
+        return
+    properties = plugin.config_schema.get("properties", {}) if plugin is not None else {}
+    for key, prop in properties.items():
+        value, path = config.get(key), (section, key)
+        if isinstance(prop, dict) and prop.get("x-path") and isinstance(value, str) and value \
+                and not doc.is_tainted(path):
+            full = resolve_path(value, doc.file)
+            problem = regular_file_problem(full) if os.path.exists(full) else None
+            if problem is not None:
+                checker.report(doc.value_at(path), path, f"cannot read {full}: {problem}")
+
+
 def _sinks_that(has) -> str:
     reg = registry()
     names = [n for n in reg.names("sink") if has(reg.get("sink", n).capabilities)]
@@ -245,9 +267,16 @@ def _lint(doc: Document, checker: _Checker) -> None:
     deserializer = data.get("deserializer")
     schema_file = deserializer.get("validate") if isinstance(deserializer, dict) else None
     if isinstance(schema_file, str) and schema_file and not doc.is_tainted(("deserializer", "validate")):
-        if not os.path.isfile(resolve_path(schema_file, doc.file)):
-            path = ("deserializer", "validate")
-            checker.report(doc.value_at(path), path, f"no such file: {os.path.abspath(resolve_path(schema_file, doc.file))}")
+        full = resolve_path(schema_file, doc.file)
+        path = ("deserializer", "validate")
+        if not os.path.exists(full):
+            checker.report(doc.value_at(path), path, f"no such file: {os.path.abspath(full)}")
+        else:  # read now, bounded, so a FIFO, a huge or a too deep file stops here, at its line
+            problem = json_problem(full)
+            if problem is not None:
+                checker.report(doc.value_at(path), path, problem)
+    for section in ("deserializer", "key_deserializer"):
+        _lint_plugin_files(doc, checker, section)
 
     sink = data.get("sink")
     sink_plugin = _installed_sink(sink)

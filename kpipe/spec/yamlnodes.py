@@ -2,6 +2,11 @@
 
 PyYAML's ``safe_load`` forgets positions and silently keeps the last of two equal keys, so
 we compose the node tree and build the data ourselves, interpolating strings on the way.
+
+A spec is a few kilobytes; a hostile or broken file must not cost more than one. Composing
+stops at ``MAX_DEPTH`` levels of nesting (PyYAML would recurse into a RecursionError) and at
+``MAX_NODES`` values counted as if every alias were written out in full, so a "billion laughs"
+alias bomb is refused while its small node graph is composed, before anything expands it.
 """
 from __future__ import annotations
 
@@ -10,12 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .interpolate import expand
 from .problems import Problem, SpecError, format_path
 
-__all__ = ["Document", "parse_document"]
+__all__ = ["Document", "parse_document", "MAX_DEPTH", "MAX_NODES"]
+
+MAX_DEPTH = 100       # levels of nesting, the document's mapping being the first; a spec has ~6
+MAX_NODES = 20_000    # keys and values, aliases expanded; a spec has a few hundred, and each costs ~20 µs
 
 Position = tuple  # (line, col), both 1-based
 
@@ -63,13 +73,61 @@ class Document:
 
 
 class _Loader(yaml.SafeLoader):
-    """Marks plain, untagged scalars, whose type is re-resolved after interpolation."""
+    """Marks plain, untagged scalars, whose type is re-resolved after interpolation, and
+    enforces ``MAX_DEPTH`` and ``MAX_NODES``.
+
+    Every composed node records ``kpipe_size``, the values it stands for once its aliases are
+    expanded, so an alias costs what its anchor would cost written out again."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._total = 0
+        self._top = None  # the top-level key being composed, to name in a refusal
+
+    def compose_node(self, parent, index):
+        if self._depth == 1:  # a top-level key (index None), or its value (index: the key)
+            self._top = index.value if isinstance(index, ScalarNode) else None
+        if self.check_event(AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            # An alias inside its own anchor has no size yet: the builder reports it.
+            self._count(getattr(node, "kpipe_size", 1), mark, "aliases expand to")
+            return node
+        mark = self.peek_event().start_mark
+        if self._depth >= MAX_DEPTH:
+            self._refuse(mark, f"nested more than {MAX_DEPTH} levels deep; a spec needs only a few")
+        before = self._total
+        self._count(1, mark, "the spec holds")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        node.kpipe_size = self._total - before
+        return node
+
+    def _count(self, n: int, mark, what: str) -> None:
+        self._total += n
+        if self._total > MAX_NODES:
+            self._refuse(mark, f"{what} more than {MAX_NODES:,} values; a spec needs only a few hundred")
+
+    def _refuse(self, mark, message: str):
+        raise _Refused(self._top, mark, message)
 
     def compose_scalar_node(self, anchor):
         event = self.peek_event()
         node = super().compose_scalar_node(anchor)
         node.kpipe_plain = bool(event.implicit[0])
         return node
+
+
+class _Refused(ComposerError):
+    """A limit was reached at ``problem_mark``, under top-level key ``top``."""
+
+    def __init__(self, top, mark, message: str):
+        super().__init__(None, None, message, mark)
+        self.top = top
 
 
 def _pos(mark) -> Position:
@@ -82,6 +140,9 @@ def parse_document(text: str, file: str, env: Mapping[str, str]) -> Document:
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
+    except _Refused as exc:
+        path = () if exc.top is None else (exc.top,)
+        raise SpecError([Problem(file, *_pos(exc.problem_mark), format_path(path), exc.problem)]) from None
     except yaml.MarkedYAMLError as exc:
         raise SpecError([_syntax_problem(file, exc)]) from None
     except yaml.YAMLError as exc:
