@@ -97,6 +97,14 @@ def cmd_run(args) -> int:
                                                      ("dead-lettered", result.dead_lettered)) if n)
     log.info("%s: consumed %d, wrote %d records in %d batches%s%s", spec.name, result.consumed,
              result.written, result.batches, extra, f"; failed: {result.reason}" if result.exit_code else "")
+    if runner.abandoned:
+        # A sink call is stuck in a socket read and was given up (nothing committed for it).
+        # Its thread, or a pool thread of the sink's own, would hold the interpreter's exit
+        # (it joins non-daemon threads) until the driver's timeout, if ever: end now.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(result.exit_code)
     return result.exit_code
 
 

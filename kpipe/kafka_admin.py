@@ -4,7 +4,11 @@ from __future__ import annotations
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-__all__ = ["create_topic", "produce"]
+__all__ = ["create_topic", "describe_group", "produce"]
+
+# librdkafka settings an AdminClient shares with the consumer it reports on: how to reach and
+# authenticate to the brokers. Consumer-only settings would only draw warnings.
+_CONNECTION_PREFIXES = ("security.", "sasl.", "ssl.", "client.", "socket.", "broker.", "api.")
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30) -> None:
@@ -15,6 +19,23 @@ def create_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 3
     except KafkaException as exc:
         if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
             raise
+
+
+def describe_group(bootstrap: str, group: str, options=None, timeout: float = 5.0) -> str:
+    """What the group's coordinator reports about ``group`` (DescribeGroups), as one phrase:
+    ``state PreparingRebalance, 2 members: id1 (client, host), ...``. Never raises: a failure
+    to describe is reported in the phrase. The protocol does not report the group's leader."""
+    conf = {"bootstrap.servers": bootstrap,
+            **{k: v for k, v in (options or {}).items() if str(k).startswith(_CONNECTION_PREFIXES)}}
+    try:
+        admin = AdminClient(conf)
+        desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout + 1)
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        return f"describing the group failed: {exc}"
+    state = getattr(desc.state, "name", desc.state)
+    members = ", ".join(f"{m.member_id} ({m.client_id}, {m.host})" for m in desc.members)
+    return (f"state {state}, {len(desc.members)} member{'s' if len(desc.members) != 1 else ''}"
+            f"{': ' + members if members else ''}; the leader's member id is not reported by the broker")
 
 
 def produce(bootstrap: str, topic: str, items, partitions: int | None = None) -> int:

@@ -59,8 +59,9 @@ def test_run_with_invalid_spec_exits_1_without_connecting(tmp_path):
 
 def test_unreachable_broker_fails_closed_with_exit_3(tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: s\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\nsink:\n  type: files\n"
-                    f"  path: {tmp_path / 'out'}\nretry:\n  max_attempts: 1\n")
+    spec.write_text("name: s\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\n  connect_timeout: 3s\nsink:\n  type: files\n"
+                    f"  path: {tmp_path / 'out'}\nretry:\n  max_attempts: 1\n"
+                    "  max_elapsed: 0s\n")
     started = time.monotonic()
     proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=60)
     assert proc.returncode == 3, proc.stderr
@@ -86,19 +87,18 @@ def test_demo_runs_the_quickstart_end_to_end(tmp_path):
     assert len(list((keep / "orders").rglob("*.jsonl"))) == 4
 
 
-def test_sigterm_cuts_retry_waits_short(tmp_path):
+def test_sigterm_cuts_the_wait_for_brokers_short(tmp_path):
     import signal
     import subprocess
 
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: s\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\nsink:\n  type: files\n"
-                    f"  path: {tmp_path / 'out'}\nretry:\n  max_attempts: 8\n  initial_backoff: 20s\n"
-                    "  max_backoff: 60s\n")
+    spec.write_text("name: s\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\n  connect_timeout: 60s\nsink:\n"
+                    f"  type: files\n  path: {tmp_path / 'out'}\n")
     proc = subprocess.Popen(kpipe_cmd("run", str(spec)), stderr=subprocess.PIPE, text=True)
     try:
-        # Signal once the first retry wait has begun, however slow the start-up was.
+        # Signal once the wait for the brokers has begun, however slow the start-up was.
         seen = []
-        while not any("retry 1/7" in line for line in seen):
+        while not any("delivery:" in line for line in seen):
             line = proc.stderr.readline()
             assert line, f"kpipe exited before retrying:\n{''.join(seen)}"
             seen.append(line)
@@ -109,5 +109,5 @@ def test_sigterm_cuts_retry_waits_short(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 3, err
-    assert "stopped while waiting to retry" in err
-    assert time.monotonic() - started < 12  # one 5 s metadata request, then no more waiting
+    assert "cannot reach the brokers at 127.0.0.1:1 stopped while trying" in err
+    assert time.monotonic() - started < 8  # at most one 5 s metadata request, then no more waiting

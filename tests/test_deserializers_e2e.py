@@ -125,7 +125,7 @@ def test_a_registry_outage_is_retried_then_fails_closed(brokers, topic, tmp_path
     doc = yaml.safe_load(spec.read_text())
     doc["deserializer"] = {"type": "avro", "registry": {"url": schema_registry.url, "timeout": "2s"}}
     doc["errors"] = {"default": "skip"}  # even so: an outage must never be skipped as bad records
-    doc["retry"] = {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms"}
+    doc["retry"] = {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms", "max_elapsed": "0s"}
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
     proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
     assert proc.returncode == 3, proc.stderr[-3000:]

@@ -81,8 +81,8 @@ def test_lag_reads_the_postgres_offset_store(brokers, topic, tmp_path, dbs):
     assert sum(r["end"] for r in rows) == produced
 
 
-def _spec(tmp_path, brokers: str, topic: str, **extra) -> str:
-    doc = {"name": unique("check"), "source": {"brokers": brokers, "topic": topic, "options": SESSION},
+def _spec(tmp_path, brokers: str, topic: str, source=None, **extra) -> str:
+    doc = {"name": unique("check"), "source": {"brokers": brokers, "topic": topic, "options": SESSION, **(source or {})},
            "sink": {"type": "files", "path": str(tmp_path / "out")}, **extra}
     path = tmp_path / f"{doc['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -141,7 +141,7 @@ def test_until_caught_up_exit_codes(brokers, topic, tmp_path, case, expected):
         produce_events(brokers, topic, 100)
         spec = _spec(tmp_path, brokers, topic)
     elif case == "unreachable":
-        spec = _spec(tmp_path, "127.0.0.1:1", topic, retry={"max_attempts": 1})
+        spec = _spec(tmp_path, "127.0.0.1:1", topic, source={"connect_timeout": "3s"}, retry={"max_attempts": 1})
     else:
         spec = _spec(tmp_path, brokers, topic, batch={"max_age": "soon"})
     proc = run_kpipe("run", spec, "--until-caught-up", timeout=60)

@@ -183,8 +183,8 @@ def test_metrics_match_what_landed_and_the_health_endpoints_answer(brokers, topi
 
 def test_a_run_that_cannot_start_is_unready_then_unhealthy_and_stops_pinging(tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: stuck\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\nsink:\n  type: files\n"
-                    f"  path: {tmp_path / 'out'}\nretry:\n  max_attempts: 8\n  initial_backoff: 30s\n")
+    spec.write_text("name: stuck\nsource:\n  brokers: 127.0.0.1:1\n  topic: t\n  connect_timeout: 60s\nsink:\n"
+                    f"  type: files\n  path: {tmp_path / 'out'}\n")
     sock = NotifySocket(str(tmp_path / "notify.sock"))
     proc = Proc(tmp_path / "logs", "stuck", "run", str(spec), "--metrics-port", "0", "--metrics-host", "127.0.0.1",
                 "--health-stall", "2", env=env_with(NOTIFY_SOCKET=sock.env, WATCHDOG_USEC="200000"))
@@ -203,7 +203,7 @@ def test_a_run_that_cannot_start_is_unready_then_unhealthy_and_stops_pinging(tmp
         assert sock.lines().count("WATCHDOG=1") == pings, "kept pinging while stalled"
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 3, proc.stderr()[-2000:]
-        assert "stopped while waiting to retry" in proc.stderr()
+        assert "cannot reach the brokers at 127.0.0.1:1 stopped while trying" in proc.stderr()
         wait_for(lambda: "STOPPING=1" in sock.lines(), 5, "STOPPING=1")
         assert "READY=1" not in sock.lines()
     finally:

@@ -213,7 +213,8 @@ def test_slowdown_is_retried_with_backoff_then_exit_3(brokers, topic, tmp_path, 
         # The first request past the bucket check is reading the offsets, on assignment.
         spec = write_s3_spec(tmp_path, brokers, topic, f"http://127.0.0.1:{server.server_port}", "lake", "x",
                              name=unique("slowdown"), addressing_style="path", options=FAST_SESSION,
-                             retry={"max_attempts": 2, "initial_backoff": "100ms", "max_backoff": "200ms"})
+                             retry={"max_attempts": 2, "initial_backoff": "100ms", "max_backoff": "200ms",
+                                    "max_elapsed": "0s"})
         proc = run_kpipe("run", str(spec), timeout=90)
     finally:
         server.shutdown()

@@ -78,7 +78,7 @@ def test_worst_exit_code_wins_and_a_failing_pipeline_is_given_up(brokers, topic,
     good = write_spec(tmp_path, brokers, topic, tmp_path / "out", name=unique("good"), filename="good.yaml")
     bad_name = unique("bad")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({
-        "name": bad_name, "source": {"brokers": "127.0.0.1:1", "topic": topic},
+        "name": bad_name, "source": {"brokers": "127.0.0.1:1", "topic": topic, "connect_timeout": "3s"},
         "sink": {"type": "files", "path": str(tmp_path / "bad")}, "retry": {"max_attempts": 1}}))
     started = time.monotonic()
     proc = run_kpipe("run", str(tmp_path), "--until-caught-up", "--max-restarts", "1", timeout=90)

@@ -4,14 +4,17 @@
 Alive (``/healthz`` 200, ``WATCHDOG=1`` sent): the run is not over and its loop turned within
 the stall limit. The loop turns at least once a second while it runs; before the first turn
 the time counts from the start. The default limit is ``60 s`` plus the longest the spec's
-retry budget can wait in all (``retry:``; 61.5 s with the defaults, so about two minutes):
+retry budget can wait in all (``retry:``: the sum of the capped backoff waits, or
+``max_elapsed`` if longer; 120 s with the defaults, so three minutes in all):
 a dependency that is down keeps the loop in a retry wait, and the run exits 3 by itself once
 the budget is spent, so only a loop that stays stuck beyond that is wedged.
 
 Ready (``/readyz`` 200, ``READY=1`` sent once): the run is in its loop, the consumer has
 joined the group and received an assignment (an empty one counts: a group with more members
 than partitions leaves some with none, and they are rightly idle), and the sink opened and its
-last write succeeded.
+last write succeeded. A consumer that lost its assignment in a rebalance and has waited for a
+new one longer than half of ``source.assignment_timeout`` is not ready (the run exits 3 when
+the whole timeout has passed).
 """
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ __all__ = ["Health", "default_stall_limit"]
 
 
 def default_stall_limit(spec) -> float:
-    """60 s plus the sum of the capped backoff waits ``retry:`` allows."""
+    """60 s plus the longest ``retry:`` keeps trying: the sum of the capped backoff waits, or
+    ``max_elapsed`` when that is longer (both must be spent before a run gives up)."""
     waits = sum(min(spec.retry_max_backoff, spec.retry_initial_backoff * 2 ** a)
                 for a in range(max(0, spec.retry_attempts - 1)))
-    return 60.0 + waits
+    return 60.0 + max(waits, getattr(spec, "retry_max_elapsed", 0.0))
 
 
 class Health:
@@ -57,6 +61,9 @@ class Health:
             return False, f"not ready: {r.phase}"
         if not self.joined():
             return False, "not ready: waiting for the consumer group's assignment"
+        unassigned = getattr(self.runner, "unassigned_for", lambda: None)()
+        if unassigned is not None and unassigned > self.runner.spec.assignment_timeout / 2:
+            return False, f"not ready: no partitions assigned for {unassigned:.0f}s (lost in a rebalance)"
         if not r.sink_ok:
             return False, f"not ready: sink {self.runner.spec.sink_type} is not reachable"
         n = len(r.assigned)

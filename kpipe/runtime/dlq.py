@@ -16,6 +16,7 @@ __all__ = ["DeadLetterQueue", "error_headers"]
 
 log = logging.getLogger("kpipe.dlq")
 _MAX_MESSAGE = 4000  # header bytes for the error text; a stack of nested causes can be huge
+DELIVERY_TIMEOUT_MS = 30_000
 
 
 def error_headers(stage: str, exc: BaseException, msg, pipeline: str) -> list:
@@ -40,11 +41,17 @@ class DeadLetterQueue:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 20,
+            # Bounded: librdkafka's default keeps an unacknowledged record for 5 minutes.
+            # ensure_delivered waits a little longer than this, then stops the run.
+            "message.timeout.ms": DELIVERY_TIMEOUT_MS,
             **spec.dlq.get("options", {}),
             "error_cb": self._on_error,
         }
         if kafka_logger is not None:
             conf["logger"] = kafka_logger
+        # The longest one produce may wait for its acknowledgement (delivery.timeout.ms is its alias).
+        timeout_ms = conf.get("delivery.timeout.ms", conf["message.timeout.ms"])
+        self.delivery_timeout = float(timeout_ms) / 1000.0
         self.topic = spec.dlq["topic"]
         self.pipeline = spec.name
         self.producer = Producer(conf)
@@ -73,8 +80,11 @@ class DeadLetterQueue:
     def _on_error(self, err) -> None:
         log.warning("dead-letter producer: %s", err.str())
 
-    def ensure_delivered(self, timeout: float = 30.0) -> None:
-        """Wait until every dead letter is acknowledged; raise ``FatalError`` if one was not."""
+    def ensure_delivered(self, timeout: float | None = None) -> None:
+        """Wait until every dead letter is acknowledged (at most a little longer than the
+        producer's message.timeout.ms); raise ``FatalError`` if one was not."""
+        if timeout is None:
+            timeout = self.delivery_timeout + 5.0
         if self.unacked:
             self.producer.flush(timeout)
         if self.failures or self.unacked:

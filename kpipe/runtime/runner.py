@@ -6,7 +6,11 @@ Invariants the rest of kpipe relies on:
   batches overlaps the consuming and decoding of the next, never another sink call;
 - a partition's start position comes from the sink's own offset store when it has one, so
   a crash between the sink write and the Kafka commit costs nothing and duplicates nothing;
-- a revoked partition's buffer is dropped, never written after the revoke.
+- a revoked partition's buffer is dropped, never written after the revoke;
+- every wait is bounded: a sink call left unanswered for ``retry.max_elapsed``, or for
+  ``STOP_GRACE`` seconds after a stop signal, is given up (exit 3, nothing committed for it),
+  reaching the brokers by ``source.connect_timeout``, and the group's assignment by
+  ``source.assignment_timeout``.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import gc
 import logging
 import signal
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -26,6 +31,7 @@ from kpipe.runtime.dlq import DeadLetterQueue
 from kpipe.runtime.stages import Stages
 from kpipe.runtime.stats import RunResult
 from kpipe.runtime.retry import Backoff, DependencyUnavailable, retry
+from kpipe.runtime.worker import Worker
 
 __all__ = ["Runner", "RunResult", "consumer_config", "KAFKA_DEFAULTS"]
 
@@ -42,6 +48,12 @@ _REBALANCE_CODES = {
     KafkaError._STATE,
 }
 _CHUNK = 10_000  # messages per Consumer.consume call
+# After a stop signal, how long a sink call may still take before it is given up: the write
+# in flight, the drain. Well inside the 10 s an orchestrator usually allows.
+STOP_GRACE = 5.0
+# The least time a sink call may go unanswered before it is taken for a stall, whatever
+# retry.max_elapsed says (0s there means "attempts only", not "no time to answer").
+MIN_STALL_TIMEOUT = 5.0
 
 
 class _Throttle(logging.Filter):
@@ -113,7 +125,9 @@ class Runner:
         self.until_caught_up = until_caught_up
         self.max_messages = max_messages
         self.backoff = backoff or Backoff(spec.retry_attempts, spec.retry_initial_backoff,
-                                          spec.retry_max_backoff)
+                                          spec.retry_max_backoff, spec.retry_max_elapsed)
+        # A sink call (one attempt) unanswered this long is a stalled dependency, not a slow one.
+        self.stall_timeout = max(MIN_STALL_TIMEOUT, spec.retry_max_elapsed)
         reg = registry()
         self.sink_plugin = reg.get("sink", spec.sink_type)
         self.stores_offsets = self.sink_plugin.capabilities.stores_offsets
@@ -137,11 +151,16 @@ class Runner:
         self.rebalancing = False
         self.mirror_pending: set = set()
         self.stop_requested = 0
+        self._stop_deadline: float | None = None  # sink calls are given up after it
+        self._abandoned = False                   # a stuck sink call was given up
+        self._unassigned_since: float | None = None  # in the group, waiting for an assignment
+        self._unassigned_warned = False
+        self._mute_kafka_log = False
         self._callback_error: BaseException | None = None
         # The sink lives on this thread: a write in progress overlaps the next consume (the
         # COPY or upload wait was ~25% of a PostgreSQL run), and sinks whose drivers are
         # bound to the thread that connected (sqlite3) keep working.
-        self._sink_thread: ThreadPoolExecutor | None = None
+        self._sink_thread: Worker | None = None
         self._inflight: Future | None = None
         # The Python client cannot report the negotiated protocol; the strategy decides it.
         self.cooperative = "cooperative" in str(spec.options.get("partition.assignment.strategy", ""))
@@ -151,6 +170,7 @@ class Runner:
     def request_stop(self, signum=None, frame=None) -> None:
         self.stop_requested += 1
         if self.stop_requested == 1:
+            self._stop_deadline = time.monotonic() + STOP_GRACE
             log.info("stopping: draining buffered records (signal again to drop them)")
 
     def run(self) -> RunResult:
@@ -165,7 +185,7 @@ class Runner:
         gc.freeze()
         gc.set_threshold(100_000, 50, 1000)
         try:
-            self._sink_thread = ThreadPoolExecutor(1, thread_name_prefix="kpipe-sink")
+            self._sink_thread = Worker("kpipe-sink")
             self.sink = self._on_sink_thread(self.sink_plugin.create, spec.sink_config, ctx)
             self._housekeeps = type(self.sink).housekeep is not Sink.housekeep
             self._next_housekeep = time.monotonic() + self.housekeep_every
@@ -177,6 +197,7 @@ class Runner:
             self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
                                       "logger": kafka_log})
             self._snapshot_targets()
+            self._unassigned_since = time.monotonic()
             self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
                                     on_revoke=self._on_revoke, on_lost=self._on_lost)
             self.result.phase = "running"
@@ -200,15 +221,33 @@ class Runner:
         """``retry`` whose waits end early when a stop signal arrives during them: a dependency
         that is down must not hold a SIGTERM past the orchestrator's grace period."""
         level = self.stop_requested
+        worker = self._sink_thread if self._sink_thread is not None and self._sink_thread.on_thread() else None
 
         def sleep(seconds: float) -> None:
             deadline = time.monotonic() + seconds
             while (left := deadline - time.monotonic()) > 0:
-                if self.stop_requested > level:
+                if self.stop_requested > level or self._past_stop_grace():
                     raise DependencyUnavailable(f"{what}: stopped while waiting to retry")
                 time.sleep(min(0.1, left))
 
-        return retry(what, fn, self.backoff, log, sleep=sleep)
+        def attempt():
+            if worker is not None:
+                worker.busy_since = time.monotonic()  # the stall clock runs per attempt
+            try:
+                return fn()
+            finally:
+                if worker is not None:
+                    worker.busy_since = None
+
+        return retry(what, attempt, self.backoff, log, sleep=sleep)
+
+    @property
+    def abandoned(self) -> bool:
+        """A sink call was given up while stuck: its thread may never return."""
+        return self._abandoned
+
+    def _past_stop_grace(self) -> bool:
+        return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
     def _fail(self, code: int, reason: str) -> None:
         self.result.exit_code = code
@@ -217,10 +256,43 @@ class Runner:
 
     def _on_sink_thread(self, fn, *args):
         """Run ``fn(*args)`` on the sink's thread, after any write in flight, and wait for it."""
-        return self._sink_thread.submit(fn, *args).result()
+        if self._abandoned:
+            raise DependencyUnavailable(f"sink {self.spec.sink_type} is not answering")
+        return self._wait(self._sink_thread.submit(fn, *args), getattr(fn, "__name__", "call"))
+
+    def _wait(self, fut: Future, what: str):
+        """``fut.result()``, bounded: a call on the sink thread that stays unanswered for
+        ``stall_timeout``, or past the grace period after a stop signal, is given up. The thread
+        stays stuck (a daemon: it does not keep the process alive) and nothing it would have
+        made durable is committed."""
+        while True:
+            try:
+                return fut.result(timeout=0.1)
+            except FutureTimeout:
+                pass
+            self._check_stall(what)
+            if self._past_stop_grace() and not fut.done():
+                self._abandoned = True
+                raise DependencyUnavailable(
+                    f"stopping: sink {self.spec.sink_type} did not answer within {STOP_GRACE:g}s of the stop signal "
+                    f"({what}); gave it up, nothing committed for it")
+
+    def _check_stall(self, what: str) -> None:
+        """Raise ``DependencyUnavailable`` when the call on the sink thread has gone unanswered
+        for ``stall_timeout``: a silent connection the driver's own timeouts did not end."""
+        busy = self._sink_thread.busy_since
+        now = time.monotonic()
+        if busy is not None and now - busy > self.stall_timeout:
+            self._abandoned = True
+            raise DependencyUnavailable(
+                f"sink {self.spec.sink_type}: no answer for {now - busy:.0f}s ({what}); the connection is open "
+                f"but silent (retry.max_elapsed, at least {MIN_STALL_TIMEOUT:g}s): giving up, nothing committed "
+                "for it")
 
     def _shutdown(self) -> None:
         self.result.phase = "stopping"
+        if self._abandoned:
+            self._inflight = None  # stuck: nothing it may have written is committed
         if self._inflight is not None:
             try:
                 self._settle()  # what became durable is still worth a commit
@@ -229,17 +301,20 @@ class Runner:
         if self.dlq is not None:
             self.dlq.close()
         if self.consumer is not None:
+            muted, kafka_log.disabled = kafka_log.disabled, self._mute_kafka_log or kafka_log.disabled
             try:
                 self.consumer.close()  # leave the group now, so it rebalances at once
             except Exception as exc:  # closing must never mask the real outcome
                 log.warning("closing the consumer: %s", exc)
-        if self.sink is not None:
+            finally:
+                kafka_log.disabled = muted
+        if self.sink is not None and not self._abandoned:
             try:
                 self._on_sink_thread(self.sink.close)
             except Exception as exc:
                 log.warning("closing the sink: %s", exc)
         if self._sink_thread is not None:
-            self._sink_thread.shutdown(wait=True)
+            self._sink_thread.shutdown(wait=not self._abandoned)
         self.result.partitions = dict(self.committed)
         self.result.phase = "done"
 
@@ -257,6 +332,8 @@ class Runner:
             if self._callback_error is not None:
                 raise self._callback_error
             now = time.monotonic()
+            self._check_assignment(now)
+            self._check_stall(f"writing to sink {spec.sink_type}" if self._inflight is not None else "housekeeping")
             ready: list = []
             bad = None
             if msgs:
@@ -428,7 +505,7 @@ class Runner:
         if self._inflight is None:
             return set()
         fut, self._inflight = self._inflight, None
-        batches, conflicts, failure = fut.result()
+        batches, conflicts, failure = self._wait(fut, f"writing to sink {self.spec.sink_type}")
         done = []
         for b in batches:
             tp = (b.topic, b.partition)
@@ -538,11 +615,13 @@ class Runner:
     def _snapshot_targets(self) -> None:
         """Record the end offset of every partition of the source topics, once, at start."""
 
+        deadline = time.monotonic() + self.spec.connect_timeout
+
         def fetch():
             try:
-                md = self.consumer.list_topics(timeout=5)
+                md = self.consumer.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
             except KafkaException as exc:
-                raise RetryableError(f"cannot reach the brokers at {self.spec.brokers}: {exc.args[0].str()}")
+                raise RetryableError(exc.args[0].str())
             parts = []
             for topic in self.spec.topics:
                 t = md.topics.get(topic)
@@ -554,7 +633,20 @@ class Runner:
                 parts += [(topic, p) for p in t.partitions]
             return parts
 
-        parts = self._retry("connecting to Kafka", fetch)
+        while True:  # bounded by source.connect_timeout, not by retry:
+            try:
+                parts = fetch()
+                break
+            except RetryableError as exc:
+                if time.monotonic() >= deadline or self.stop_requested:
+                    # One line says it; librdkafka's queued "connect failed" logs, delivered
+                    # when the consumer closes, would only repeat it.
+                    self._mute_kafka_log = True
+                    when = ("stopped while trying" if self.stop_requested
+                            else f"within {self.spec.connect_timeout:g}s (source.connect_timeout)")
+                    raise DependencyUnavailable(f"cannot reach the brokers at {self.spec.brokers} {when}: {exc}") from None
+                log.debug("connecting to Kafka at %s: %s", self.spec.brokers, exc)
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         if self.until_caught_up:
             for tp in parts:
                 self.targets[tp] = self._high_watermark(tp)
@@ -566,6 +658,39 @@ class Runner:
             except KafkaException as exc:
                 raise RetryableError(f"end offset of {tp[0]}[{tp[1]}]: {exc.args[0].str()}")
         return self._retry("reading end offsets", fetch)
+
+    # -- the group's assignment ------------------------------------------------------------
+
+    def unassigned_for(self, now: float | None = None) -> float | None:
+        """Seconds the consumer has been in its group without an assignment (None: it has one)."""
+        since = self._unassigned_since
+        return None if since is None else (time.monotonic() if now is None else now) - since
+
+    def _check_assignment(self, now: float) -> None:
+        """Exit 3 when the group never assigns partitions (a wedged group), or never gives
+        them back after a rebalance, within ``source.assignment_timeout``."""
+        waited = self.unassigned_for(now)
+        if waited is None:
+            return
+        limit = self.spec.assignment_timeout
+        if waited > limit:
+            from kpipe.kafka_admin import describe_group
+
+            what = "received no partitions" if not self.assigned_once else "got no partitions back after a rebalance"
+            raise DependencyUnavailable(
+                f"consumer group {self.spec.group!r} {what} within {limit:g}s (source.assignment_timeout); "
+                f"we are member {self._member_id()}; the broker reports: "
+                f"{describe_group(self.spec.brokers, self.spec.group, self.spec.options)}")
+        if waited > limit / 2 and not self._unassigned_warned:
+            self._unassigned_warned = True
+            log.warning("consumer group %r: no partitions assigned for %.0fs; exit 3 at %gs "
+                        "(source.assignment_timeout)", self.spec.group, waited, limit)
+
+    def _member_id(self) -> str:
+        try:
+            return self.consumer.memberid() or "(none yet)"
+        except (RuntimeError, KafkaException):
+            return "(unknown)"
 
     def _all_read(self) -> bool:
         """Every partition we hold is read up to its target and nothing is left buffered."""
@@ -662,6 +787,8 @@ class Runner:
             consumer.assign(partitions)
         self.assigned_once = True
         self.rebalancing = False
+        self._unassigned_since = None
+        self._unassigned_warned = False
         self.result.assigned = frozenset(self.buffers)
         self._next_ends = 0.0  # new partitions: their end offsets at the next turn
         if tps:
@@ -678,6 +805,8 @@ class Runner:
             self._commit([tp for tp in tps if tp in self.durable])
             self._drop(tps)
             self.rebalancing = not self.cooperative
+            if not self.cooperative:  # everything is revoked: wait for the next assignment
+                self._unassigned_since = time.monotonic()
             if self.cooperative:
                 consumer.incremental_unassign(partitions)
             if tps:
@@ -690,6 +819,7 @@ class Runner:
         log.warning("lost %s without a clean revoke; dropping their buffers",
                     ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
         self._settle_in_callback()  # the sink must be idle before it is told to forget them
+        self._unassigned_since = self._unassigned_since or time.monotonic()
         self._drop(tps)
 
     def _drop(self, tps) -> None:
@@ -699,7 +829,7 @@ class Runner:
             self.durable.pop(tp, None)
             self.mirror_pending.discard(tp)
         self.result.assigned = frozenset(self.buffers)
-        if self.sink is not None:
+        if self.sink is not None and not self._abandoned:
             self._on_sink_thread(self.sink.revoke, tps)
 
     # -- errors from librdkafka ------------------------------------------------------------

@@ -38,6 +38,9 @@ class Spec:
     retry_attempts: int = 8
     retry_initial_backoff: float = 0.5
     retry_max_backoff: float = 30.0
+    retry_max_elapsed: float = 120.0       # retry until both the attempts and this are spent
+    connect_timeout: float = 30.0          # source.connect_timeout: reaching the brokers at start
+    assignment_timeout: float = 60.0       # source.assignment_timeout: in the group with no assignment
     key_deserializer_type: str | None = None
     key_deserializer_config: dict[str, Any] = field(default_factory=dict)
     validate_schema: str | None = None     # absolute path of deserializer.validate
@@ -191,5 +194,9 @@ def build_spec(doc: Document) -> Spec:
         retry_attempts=int(retry.get("max_attempts", schema_default("retry", "max_attempts"))),
         retry_initial_backoff=parse_duration(retry.get("initial_backoff", schema_default("retry", "initial_backoff"))),
         retry_max_backoff=parse_duration(retry.get("max_backoff", schema_default("retry", "max_backoff"))),
+        retry_max_elapsed=parse_duration(retry.get("max_elapsed", schema_default("retry", "max_elapsed"))),
+        connect_timeout=parse_duration(source.get("connect_timeout", schema_default("source", "connect_timeout"))),
+        assignment_timeout=parse_duration(source.get("assignment_timeout",
+                                                     schema_default("source", "assignment_timeout"))),
         _positions=positions,
     )

@@ -55,8 +55,10 @@ class Store:
         self.where = endpoint_url or "AWS S3"
         config = Config(
             # A few quick tries per request; kpipe's own retry (spec `retry:`) does the long waits.
+            # Every wait is bounded: a silent endpoint costs at most 3 x (5 + 30) s per request,
+            # then the runner's retry takes over (and its own bound, retry.max_elapsed).
             retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5, read_timeout=60,
+            connect_timeout=5, read_timeout=30,
             max_pool_connections=max_connections,
             s3={"addressing_style": addressing_style},
             user_agent_extra="kpipe",

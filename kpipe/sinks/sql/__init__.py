@@ -1,5 +1,6 @@
 """The ``postgres`` and ``sql`` sinks: rows plus their offsets in one database transaction."""
 from kpipe.api import Capabilities, SinkPlugin
+from kpipe.spec.units import DURATION_PATTERN
 
 __all__ = ["postgres_plugin", "sql_plugin", "CONFIG_SCHEMA", "COLUMN_TYPES", "METADATA_COLUMNS"]
 
@@ -48,6 +49,13 @@ CONFIG_SCHEMA = {
                           "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$",
                           "description": "Where (group, topic, partition) -> next offset is kept, in the same database."},
         "pool_size": {"type": "integer", "minimum": 1, "default": 2},
+        "connect_timeout": {"type": "string", "pattern": DURATION_PATTERN, "default": "10s",
+                            "description": "How long opening a connection may take (libpq and PyMySQL connect_timeout)."},
+        "statement_timeout": {"type": "string", "pattern": DURATION_PATTERN, "default": "60s",
+                              "description": "The longest one statement may run (PostgreSQL statement_timeout; on "
+                                             "MySQL/MariaDB the client's read_timeout and write_timeout). A statement "
+                                             "that times out is a failed attempt under retry:. 0s turns it off (e.g. "
+                                             "behind a pgbouncer that refuses startup options)."},
     },
     "required": ["url", "table"],
     "additionalProperties": False,

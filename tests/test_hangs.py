@@ -1,0 +1,131 @@
+"""Nothing hangs (issue 13): a dependency that stops answering ends the run with exit 3 within
+the spec's budget, and SIGTERM ends a run within 10 s even then, committing nothing that was
+not written.
+
+A stall is made with ``stallproxy.StallProxy``: connections stay open and no byte moves, so
+only kpipe's own timeouts can end the wait (a cut connection would fail at once).
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import yaml
+
+from kit import FAST_SESSION, Proc, produce_events, run_kpipe, unique, wait_for
+from kpipe.broker import free_port
+from sqlkit import committed, dbs, write_sql_spec  # noqa: F401 (dbs: a fixture)
+from stallproxy import stall_proxy  # noqa: F401 (a fixture)
+
+META = ["_topic", "_partition", "_offset"]
+QUICK_RETRY = {"max_attempts": 2, "initial_backoff": "100ms", "max_backoff": "200ms"}
+
+
+def _stalled_sql_run(brokers, topic, tmp_path, db, proxy, url, *, retry=None, **sink):
+    """A long-running ``kpipe run`` writing ``topic`` through ``proxy``: 40 records written,
+    then the proxy stalls and 40 more arrive. Returns (proc, table, group, when stalled)."""
+    table, group = db.table("hang"), db.group("hang")
+    spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_age="300ms", retry=retry,
+                          options=FAST_SESSION,
+                          sink={"type": db.sink_type, "url": url, "table": table, "metadata_columns": META, **sink})
+    produce_events(brokers, topic, 40)
+    proc = Proc(tmp_path / "logs", "run", "run", str(spec))
+    try:
+        wait_for(lambda: sum(db.offsets(group).values()) == 40, 30, "the first 40 records", [proc])
+        proxy.stall()
+        stalled_at = time.monotonic()
+        produce_events(brokers, topic, 40, start=40)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, table, group, stalled_at
+
+
+def _outcome(proc, since: float, timeout: float = 25):
+    """(exit code or None, seconds from ``since`` to the exit, stderr); the process is gone after."""
+    try:
+        rc = proc.wait(timeout)
+        return rc, time.monotonic() - since, proc.stderr()
+    finally:
+        proc.kill()
+
+
+def _nothing_committed_past_the_rows(db, brokers, topic, table, group):
+    """The stored offsets are exactly the rows written before the stall (10 per partition),
+    and the group never committed past them."""
+    rows = dict(db.rows(f"SELECT _partition, count(*) FROM {db.q(table)} GROUP BY _partition"))
+    assert rows == {p: 10 for p in range(4)}, rows
+    assert db.offsets(group) == {(topic, p): 10 for p in range(4)}
+    assert all(o <= 10 for o in committed(brokers, group, topic).values())
+
+
+def test_postgres_that_stops_answering_exits_3_within_the_budget(brokers, topic, tmp_path, dbs, stall_proxy):
+    db = dbs("postgres")
+    proxy = stall_proxy("127.0.0.1", 5432)
+    url = f"postgresql+psycopg://postgres@{proxy.address}/test"
+    retry = {**QUICK_RETRY, "max_elapsed": "3s"}  # a sink call unanswered 5 s (the floor) is a stall
+    proc, table, group, stalled_at = _stalled_sql_run(brokers, topic, tmp_path, db, proxy, url, retry=retry,
+                                                      statement_timeout="2s")
+    rc, took, err = _outcome(proc, stalled_at)
+    assert rc == 3, f"rc={rc} after {took:.1f}s\n{err[-3000:]}"
+    # 300 ms to cut the batch, 5 s of silence, then the drain of the shutdown: well under 12 s
+    assert took < 12, took
+    assert "no answer for" in err and "Traceback" not in err, err[-3000:]
+    _nothing_committed_past_the_rows(db, brokers, topic, table, group)
+
+
+def test_sigterm_ends_a_run_whose_database_stopped_answering(brokers, topic, tmp_path, dbs, stall_proxy):
+    """No new spec keys: the defaults alone (retry.max_elapsed 2m) must let SIGTERM through."""
+    db = dbs("postgres")
+    proxy = stall_proxy("127.0.0.1", 5432)
+    url = f"postgresql+psycopg://postgres@{proxy.address}/test"
+    proc, table, group, _ = _stalled_sql_run(brokers, topic, tmp_path, db, proxy, url)
+    try:
+        time.sleep(1.5)  # the next batch is cut and its write is stuck in the silence
+        assert proc.alive(), proc.stderr()[-3000:]
+        proc.signal(signal.SIGTERM)
+        sent = time.monotonic()
+        rc = proc.wait(10)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    err = proc.stderr()
+    assert rc is not None, f"still running 10 s after SIGTERM:\n{err[-3000:]}"
+    assert rc == 3, f"rc={rc}\n{err[-3000:]}"  # the stuck write was given up: not a clean drain
+    assert took < 10 and "did not answer within" in err, err[-3000:]
+    _nothing_committed_past_the_rows(db, brokers, topic, table, group)
+
+
+def test_mariadb_stall_is_a_failed_attempt_under_retry(brokers, topic, tmp_path, dbs, stall_proxy):
+    """PyMySQL's read_timeout (sink.statement_timeout) ends each silent wait: every stall is
+    one failed attempt, and the run exits 3 once the attempts and max_elapsed are spent."""
+    db = dbs("mariadb")
+    proxy = stall_proxy("127.0.0.1", 3306)
+    url = f"mysql+pymysql://root@{proxy.address}/test"
+    retry = {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms", "max_elapsed": "2s"}
+    proc, table, group, stalled_at = _stalled_sql_run(brokers, topic, tmp_path, db, proxy, url, retry=retry,
+                                                      statement_timeout="1s", connect_timeout="1s")
+    rc, took, err = _outcome(proc, stalled_at)
+    assert rc == 3, f"rc={rc} after {took:.1f}s\n{err[-3000:]}"
+    assert "still failing after" in err and "retry 1/2" in err, err[-3000:]
+    assert "no answer for" not in err  # the driver's timeout ended each attempt, not the runner's bound
+    assert took < 15, took
+    _nothing_committed_past_the_rows(db, brokers, topic, table, group)
+
+
+def test_unreachable_broker_exits_3_within_connect_timeout(tmp_path):
+    port = free_port()  # nothing listens there
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": unique("nobroker"),
+        "source": {"brokers": f"127.0.0.1:{port}", "topic": "t", "connect_timeout": "3s"},
+        "sink": {"type": "files", "path": str(tmp_path / "out")}}))
+    started = time.monotonic()
+    proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=60)
+    took = time.monotonic() - started
+    assert proc.returncode == 3, proc.stderr
+    assert 3 <= took < 10, took
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, proc.stderr
+    assert f"cannot reach the brokers at 127.0.0.1:{port} within 3s (source.connect_timeout)" in errors[0]
+    assert "Traceback" not in proc.stderr
