@@ -139,8 +139,8 @@ class SqlSink(Sink):
     def open(self) -> None:
         if self.engine is None:
             try:
-                connect_args = {"connect_timeout": 10} if self.url.get_backend_name() in (
-                    "postgresql", "mysql", "mariadb") else {}
+                from . import connect  # timeouts and keepalives: every network wait is bounded
+                connect_args = connect.connect_args(self.url, self.config)
                 self.engine = sa.create_engine(self.url, pool_size=self.pool_size, connect_args=connect_args)
             except (ImportError, sa.exc.NoSuchModuleError) as exc:
                 extra = _DRIVER_EXTRAS.get(self.url.get_backend_name())
