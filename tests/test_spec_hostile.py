@@ -152,13 +152,20 @@ def _deep_json(path: Path) -> None:
     path.write_text("[" * 100_000 + "]" * 100_000)
 
 
-@pytest.mark.parametrize("command", ["validate", "test"])
+def _deep_avsc(path: Path) -> None:
+    path.write_text('{"type": ' * 5000 + '"int"' + "}" * 5000)
+
+
+DEEP = f"nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "run"])
 @pytest.mark.parametrize("deserializer, name, make, at, expected", [
     ("{type: json, validate: schema.json}", "schema.json", os.mkfifo, "3:38: deserializer.validate", FIFO),
-    ("{type: json, validate: schema.json}", "schema.json", _deep_json, "3:38: deserializer.validate",
-     f"nested more than {MAX_JSON_DEPTH} levels deep"),
+    ("{type: json, validate: schema.json}", "schema.json", _deep_json, "3:38: deserializer.validate", DEEP),
     ("{type: avro, schema: o.avsc}", "o.avsc", os.mkfifo, "3:36: deserializer.schema", FIFO),
-], ids=["fifo-json-schema", "deep-json-schema", "fifo-avsc"])
+    ("{type: avro, schema: o.avsc}", "o.avsc", _deep_avsc, "3:36: deserializer.schema", DEEP),
+], ids=["fifo-json-schema", "deep-json-schema", "fifo-avsc", "deep-avsc"])
 def test_a_file_the_spec_names_is_refused_at_its_key(tmp_path, command, deserializer, name, make, at, expected):
     make(tmp_path / name)
     spec_naming(tmp_path, deserializer)
@@ -171,6 +178,19 @@ def test_a_secret_file_that_is_a_fifo_is_refused_at_its_reference(tmp_path):
     spec_naming(tmp_path, "{type: json}", sink_path="out/${file:pw}")
     line = refused(*kpipe("validate", "s.yaml", cwd=tmp_path), "s.yaml:4:32: sink.path: ")
     assert line.endswith(f"cannot read secret file pw: {FIFO}")
+
+
+def test_kpipe_test_fails_each_case_when_the_deserializer_cannot_start(tmp_path):
+    # Not an .avsc by name, so only its type is checked at load; the avro plugin's FatalError
+    # when it starts is every case's failure, not a traceback.
+    _deep_avsc(tmp_path / "o.schema")
+    spec_naming(tmp_path, "{type: avro, schema: o.schema}")
+    assert kpipe("validate", "s.yaml", cwd=tmp_path)[0].returncode == 0
+    proc, elapsed = kpipe("test", "s.yaml", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (1, "")
+    schema = tmp_path / "o.schema"
+    assert f'"crash": "FatalError: avro schema: {schema} is {DEEP}"' in proc.stdout
+    assert proc.stdout.endswith("s.yaml: 0 passed, 1 failed\n") and elapsed < SECONDS
 
 
 def test_read_json_file_refuses_deep_and_fifo_files_with_fatal_errors(tmp_path):

@@ -211,7 +211,8 @@ def _installed_sink(sink: Any):
 
 def _lint_plugin_files(doc: Document, checker: _Checker, section: str) -> None:
     """A deserializer's files (``"x-path"`` properties, an ``.avsc``) are read when it starts;
-    one that exists but is a FIFO or a device would block or never end that read."""
+    one that exists but is a FIFO or a device would block or never end that read, and a
+    broken ``.avsc`` or ``.json`` would stop the run with no line to point at."""
     config = doc.data.get(section)
     if not isinstance(config, dict) or not isinstance(config.get("type"), str):
         return
@@ -225,9 +226,15 @@ def _lint_plugin_files(doc: Document, checker: _Checker, section: str) -> None:
         if isinstance(prop, dict) and prop.get("x-path") and isinstance(value, str) and value \
                 and not doc.is_tainted(path):
             full = resolve_path(value, doc.file)
-            problem = regular_file_problem(full) if os.path.exists(full) else None
-            if problem is not None:
-                checker.report(doc.value_at(path), path, f"cannot read {full}: {problem}")
+            if not os.path.exists(full):
+                continue  # the plugin says so when it starts, as before
+            if full.endswith((".avsc", ".json")):  # read it as the plugin will: bounded, not too deep
+                problem = json_problem(full)
+            else:
+                problem = regular_file_problem(full)
+                problem = problem and f"cannot read {full}: {problem}"
+            if problem:
+                checker.report(doc.value_at(path), path, problem)
 
 
 def _sinks_that(has) -> str:
