@@ -146,3 +146,17 @@ class TestS3Sink(SinkConformance):
             yield
         finally:
             self.proxy.restore()
+
+
+class TestS3SinkPerRecordPaths(TestS3Sink):
+    """Records of one batch go to two paths (one object each): a bad record's index must still
+    be its index in the batch, not in its path's group."""
+
+    def config(self, tmp_path):
+        return {**super().config(tmp_path), "path": "{topic}/{partition}/kind={value.kind}"}
+
+    def value(self, topic, partition, offset):
+        return {**super().value(topic, partition, offset), "kind": "odd" if offset % 2 else "even"}
+
+    def bad_value(self, topic, partition, offset):
+        return {**super().bad_value(topic, partition, offset), "kind": "odd" if offset % 2 else "even"}
