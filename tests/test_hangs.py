@@ -8,9 +8,11 @@ only kpipe's own timeouts can end the wait (a cut connection would fail at once)
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import yaml
+from confluent_kafka import Consumer
 
 from kit import FAST_SESSION, Proc, produce_events, run_kpipe, unique, wait_for
 from kpipe.broker import free_port
@@ -129,3 +131,102 @@ def test_unreachable_broker_exits_3_within_connect_timeout(tmp_path):
     assert len(errors) == 1, proc.stderr
     assert f"cannot reach the brokers at 127.0.0.1:{port} within 3s (source.connect_timeout)" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+# -- the group's assignment -------------------------------------------------------------------
+
+
+class Holder:
+    """A plain consumer that joins ``group`` first (so the group's leader), polls from a thread
+    until ``freeze()``, then stops polling while librdkafka keeps its heartbeats going. A later
+    rebalance waits for it to rejoin, which it only does from poll(): the group assigns nothing
+    to anyone until its max.poll.interval.ms (5 minutes here) expires. Deterministic on Tansu
+    (whose coordinator waits for the leader) and on Kafka (which waits for every member)."""
+
+    def __init__(self, brokers: str, group: str, topic: str):
+        self.assigned: list = []
+        self.frozen = threading.Event()
+        self.consumer = Consumer({"bootstrap.servers": brokers, "group.id": group, **FAST_SESSION,
+                                  "max.poll.interval.ms": 300000, "enable.auto.commit": False})
+        self.consumer.subscribe([topic], on_assign=lambda c, ps: self.assigned.append(len(ps)))
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.assigned, 20, "the holder's assignment")
+
+    def _poll(self) -> None:
+        while not self.frozen.is_set():
+            self.consumer.poll(0.1)
+
+    def freeze(self) -> None:
+        self.frozen.set()
+        self.thread.join(5)
+
+    def close(self) -> None:
+        self.freeze()
+        self.consumer.close()
+
+
+def test_a_group_that_never_assigns_exits_3_naming_it(brokers, topic, tmp_path):
+    group = unique("wedged")
+    holder = Holder(brokers, group, topic)
+    holder.freeze()
+    try:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(yaml.safe_dump({
+            "name": unique("noassign"),
+            "source": {"brokers": brokers, "topic": topic, "group": group, "assignment_timeout": "4s",
+                       "options": FAST_SESSION},
+            "sink": {"type": "files", "path": str(tmp_path / "out")}}))
+        started = time.monotonic()
+        proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=40)
+        took = time.monotonic() - started
+    finally:
+        holder.close()
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert took < 12, took
+    assert (f"consumer group {group!r} received no partitions within 4s (source.assignment_timeout)"
+            in proc.stderr), proc.stderr[-3000:]
+    assert "the broker reports: " in proc.stderr and "we are member " in proc.stderr
+    assert "no partitions assigned for" in proc.stderr  # the warning at half the timeout
+    assert not list((tmp_path / "out").rglob("*.jsonl"))
+
+
+def test_a_run_that_loses_its_partitions_for_good_goes_unready_then_exits_3(brokers, topic, tmp_path):
+    from test_ops import get, serving_port
+
+    group = unique("lost")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": unique("lost"),
+        "source": {"brokers": brokers, "topic": topic, "group": group, "assignment_timeout": "4s",
+                   "options": FAST_SESSION},
+        "sink": {"type": "files", "path": str(tmp_path / "out")}}))
+    holder = Holder(brokers, group, topic)  # the group's leader
+    proc = Proc(tmp_path / "logs", "run", "run", str(spec), "--metrics-port", "0", "--metrics-host", "127.0.0.1")
+    third = None
+    try:
+        port = serving_port(proc)
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 20, "the run's first assignment", [proc])
+        holder.freeze()
+        third = Consumer({"bootstrap.servers": brokers, "group.id": group, **FAST_SESSION})
+        third.subscribe([topic])  # a rebalance the leader never joins: nobody is assigned again
+
+        def unready():
+            third.poll(0.1)
+            status, body = get(port, "/readyz")
+            return body if status == 503 else None
+
+        body = wait_for(unready, 20, "/readyz to turn 503", [proc])
+        assert "not ready: no partitions assigned for" in body, body
+        deadline = time.monotonic() + 15
+        while proc.alive() and time.monotonic() < deadline:
+            third.poll(0.1)
+        rc = proc.wait(0.1)
+    finally:
+        proc.kill()
+        holder.close()
+        if third is not None:
+            third.close()
+    err = proc.stderr()
+    assert rc == 3, f"rc={rc}\n{err[-3000:]}"
+    assert f"consumer group {group!r} got no partitions back after a rebalance within 4s" in err, err[-3000:]
