@@ -166,17 +166,23 @@ class Holder:
         self.consumer.close()
 
 
+def _files_spec(tmp_path, brokers, topic, group):
+    """A files pipeline in ``group`` that gives up on an assignment after 4 s."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": unique("assign"),
+        "source": {"brokers": brokers, "topic": topic, "group": group, "assignment_timeout": "4s",
+                   "options": FAST_SESSION},
+        "sink": {"type": "files", "path": str(tmp_path / "out")}}))
+    return spec
+
+
 def test_a_group_that_never_assigns_exits_3_naming_it(brokers, topic, tmp_path):
     group = unique("wedged")
     holder = Holder(brokers, group, topic)
     holder.freeze()
     try:
-        spec = tmp_path / "s.yaml"
-        spec.write_text(yaml.safe_dump({
-            "name": unique("noassign"),
-            "source": {"brokers": brokers, "topic": topic, "group": group, "assignment_timeout": "4s",
-                       "options": FAST_SESSION},
-            "sink": {"type": "files", "path": str(tmp_path / "out")}}))
+        spec = _files_spec(tmp_path, brokers, topic, group)
         started = time.monotonic()
         proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=40)
         took = time.monotonic() - started
@@ -195,12 +201,7 @@ def test_a_run_that_loses_its_partitions_for_good_goes_unready_then_exits_3(brok
     from test_ops import get, serving_port
 
     group = unique("lost")
-    spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": unique("lost"),
-        "source": {"brokers": brokers, "topic": topic, "group": group, "assignment_timeout": "4s",
-                   "options": FAST_SESSION},
-        "sink": {"type": "files", "path": str(tmp_path / "out")}}))
+    spec = _files_spec(tmp_path, brokers, topic, group)
     holder = Holder(brokers, group, topic)  # the group's leader
     proc = Proc(tmp_path / "logs", "run", "run", str(spec), "--metrics-port", "0", "--metrics-host", "127.0.0.1")
     third = None
