@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -126,15 +127,23 @@ def test_a_fifo_inside_a_directory_of_specs_does_not_block_kpipe_run(tmp_path):
     refused(*kpipe("run", "specs", cwd=tmp_path), f"{os.path.join('specs', 'b.yaml')}:1:1: <root>: cannot read")
 
 
+def _socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
 @pytest.mark.parametrize("name, make, kind", [
-    ("dir.yaml", lambda p: p.mkdir(), "a directory"),
+    ("dir.yaml", Path.mkdir, "a directory"),
+    ("s.yaml", _socket, "a socket"),
     ("/dev/zero", None, "a character device"),
 ])
 def test_other_files_that_are_not_regular_are_refused(tmp_path, name, make, kind):
-    if make is not None:
-        make(tmp_path / name)
+    made = make(tmp_path / name) if make is not None else None
     line = refused(*kpipe("validate", name, cwd=tmp_path), f"{name}:1:1: <root>: ")
     assert line.endswith(f"cannot read the spec: it is {kind}, not a regular file")
+    if made is not None:
+        made.close()
 
 
 # -- files a spec names ------------------------------------------------------------------------
