@@ -300,3 +300,14 @@ def test_alias_counting_is_exact_at_the_bound():
 def test_a_valid_spec_still_loads(tmp_path):
     (tmp_path / "ok.yaml").write_text(OK_SPEC)
     assert load_spec(str(tmp_path / "ok.yaml"), env={}).name == "ok"
+
+
+def test_a_fifo_as_the_files_sinks_avro_schema_fails_the_run_instead_of_blocking_it(tmp_path):
+    os.mkfifo(tmp_path / "o.avsc")
+    (tmp_path / "s.yaml").write_text(
+        'name: s\nsource: {brokers: "127.0.0.1:1", topic: t}\n'
+        "sink: {type: files, path: ./out, format: avro, avro_schema: o.avsc}\n")
+    proc, elapsed = kpipe("run", "s.yaml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"avro_schema: cannot read ./o.avsc: {FIFO}" in proc.stderr
+    assert "Traceback" not in proc.stderr and elapsed < SECONDS

@@ -13,8 +13,6 @@ give the same bytes on every replay.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 
 from kpipe.api import FatalError
@@ -49,14 +47,10 @@ def require_zstd_codec() -> None:
 def load_schema(value, spec_file: str = "") -> dict:
     """The writer schema from ``avro_schema``: inline, or an .avsc file relative to the spec file."""
     if isinstance(value, str):
-        path = value if os.path.isabs(value) else os.path.join(os.path.dirname(spec_file) or ".", value)
-        try:
-            with open(path, "rb") as f:
-                value = json.load(f)
-        except OSError as exc:
-            raise FatalError(f"avro_schema: cannot read {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise FatalError(f"avro_schema: {path} is not JSON: {exc}") from None
+        # The same guarded reader as the deserializers' schemas: a FIFO, a huge or a too-deep
+        # file is one clear error, never a hang.
+        from kpipe.validation import read_json_file
+        value = read_json_file(value, spec_file, "avro_schema")[1]
     from fastavro import parse_schema
     try:
         parse_schema(value)
