@@ -153,6 +153,29 @@ def test_evolve_fail_dead_letters_only_the_record_with_the_new_field(dbs):
             assert db.offsets(group) == {("orders", 0): 8}, kind
 
 
+@pytest.mark.parametrize("kind", SERVERS)
+def test_the_issues_batch_through_the_runner_dead_letters_only_the_bad_record(brokers, topic, tmp_path, dbs, kind):
+    db = dbs(kind)
+    table, group = db.table("evr"), db.group("evr")
+    dlq = f"{topic}.dlq"
+    create_topic(brokers, dlq, 1)
+    spec = write_sql_spec(tmp_path, brokers, topic, group=group,
+                          sink={"type": db.sink_type, "url": db.url, "table": table, "mode": "upsert",
+                                "key": ["id"], "evolve": "fail"})
+    edit_spec(spec, tombstones="delete", key_deserializer={"type": "string"},
+              errors={"sink": "dlq", "dlq": {"topic": dlq}})
+    produce_values(brokers, topic, [(0, str(i), {"id": i, "v": "a"}) for i in (1, 2, 4)])
+    seal(brokers, topic, lambda p: {"id": 100 + p, "v": "seal"})
+    assert run_kpipe("run", str(spec), "--until-caught-up").returncode == 0
+    produce_values(brokers, topic, [(0, "1", {"id": 1, "v": "b"}), (0, "2", None), (0, "3", {"id": 3, "v": "b", "new": 1}),
+                                    (0, "4", {"id": 4, "v": "b"}), (0, "6", {"id": 6, "v": "b"})])
+    seal(brokers, topic, lambda p: {"id": 100 + p, "v": "seal2"})
+    proc = run_kpipe("run", str(spec), "--until-caught-up")
+    assert proc.returncode == 0, proc.stderr
+    assert db.rows(f"SELECT id, v FROM {db.q(table)} WHERE id < 100 ORDER BY id") == [(1, "b"), (4, "b"), (6, "b")]
+    assert [m.key() for m in read_topic(brokers, dlq, 1)] == [b"3"]
+
+
 BAD_KINDS = {
     "not_null": {"id": None, "v": "no id"},         # the database rejects it (NOT NULL)
     "type": {"id": "not a number", "v": "bad"},     # does not fit bigint (SQLite: kpipe's check)

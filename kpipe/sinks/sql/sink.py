@@ -369,8 +369,9 @@ class SqlSink(Sink):
             return self.columns
         fields = set().union(*(v for v in b.values if type(v) is dict))
         named = {self.name_of(f): f for f in fields}  # column -> field
-        if named.keys() - {c.name for c in self.columns}:
-            self._evolve(b, {f for n, f in named.items() if n in {c.name for c in self.columns}})
+        known = {c.name for c in self.columns}
+        if named.keys() - known:
+            self._evolve(b, {f for n, f in named.items() if n in known})
         # self.columns is in table order; metadata columns are written for every record. A
         # reflected column under a mapped name learns its field here.
         return [c if not c.path or c.path[0] == named[c.name] else Column(c.name, c.type, (named[c.name],), c.nullable)
