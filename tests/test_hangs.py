@@ -11,11 +11,14 @@ import signal
 import threading
 import time
 
+import pytest
 import yaml
 from confluent_kafka import Consumer
 
 from kit import FAST_SESSION, Proc, produce_events, run_kpipe, unique, wait_for
 from kpipe.broker import free_port
+from s3kit import bucket, moto_server, s3, write_s3_spec  # noqa: F401 (fixtures)
+from s3kit import committed as s3_committed
 from sqlkit import committed, dbs, write_sql_spec  # noqa: F401 (dbs: a fixture)
 from stallproxy import stall_proxy  # noqa: F401 (a fixture)
 
@@ -231,3 +234,37 @@ def test_a_run_that_loses_its_partitions_for_good_goes_unready_then_exits_3(brok
     err = proc.stderr()
     assert rc == 3, f"rc={rc}\n{err[-3000:]}"
     assert f"consumer group {group!r} got no partitions back after a rebalance within 4s" in err, err[-3000:]
+
+
+# -- S3 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", ["budget", "sigterm"])
+def test_s3_that_stops_answering(brokers, topic, tmp_path, moto_server, s3, bucket, stall_proxy, stop):
+    """The S3 sink's requests run on its own pool threads, which the interpreter would join at
+    exit: the process must end anyway, with nothing committed past what was written."""
+    proxy = stall_proxy("127.0.0.1", moto_server.port)
+    retry = {**QUICK_RETRY, "max_elapsed": "3s" if stop == "budget" else "2m"}
+    spec = write_s3_spec(tmp_path, brokers, topic, f"http://{proxy.address}", bucket, "x", name=unique("s3stall"),
+                         addressing_style="path", max_age="300ms", options=FAST_SESSION, retry=retry)
+    produce_events(brokers, topic, 40)
+    proc = Proc(tmp_path / "logs", "run", "run", str(spec))
+    try:
+        wait_for(lambda: s3_committed(s3, bucket, "x", topic) == {p: 10 for p in range(4)}, 30,
+                 "the first 40 records", [proc])
+        proxy.stall()
+        stalled_at = time.monotonic()
+        produce_events(brokers, topic, 40, start=40)
+        if stop == "sigterm":
+            time.sleep(1.5)  # the next batch is cut and its upload is stuck in the silence
+            assert proc.alive(), proc.stderr()[-3000:]
+            proc.signal(signal.SIGTERM)
+            stalled_at = time.monotonic()
+    except BaseException:
+        proc.kill()
+        raise
+    rc, took, err = _outcome(proc, stalled_at)
+    assert rc == 3, f"rc={rc} after {took:.1f}s\n{err[-3000:]}"
+    assert took < (10 if stop == "sigterm" else 12), took
+    assert ("did not answer within" if stop == "sigterm" else "no answer for") in err, err[-3000:]
+    assert s3_committed(s3, bucket, "x", topic) == {p: 10 for p in range(4)}
