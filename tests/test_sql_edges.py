@@ -176,6 +176,22 @@ def test_the_issues_batch_through_the_runner_dead_letters_only_the_bad_record(br
     assert [m.key() for m in read_topic(brokers, dlq, 1)] == [b"3"]
 
 
+@pytest.mark.parametrize("kind", ALL_DBS)
+def test_keyless_records_and_non_objects_are_reported_where_they_are(dbs, kind):
+    """The sink's other reports: no key field in the rows that make the table, a tombstone
+    without a key, a value that is not an object; each after a part of another kind."""
+    db = dbs(kind)
+    table, group = db.table("keyless"), db.group("keyless")
+    with sink_on(db, table, group, tombstones="delete", **MODES["upsert"]) as sink:
+        first = fake_batch(0, 3, [(0, 1, None), (1, 9, {"v": "no id"}), (2, 7, None)])
+        assert write_like_runner(sink, [first]) == [("orders", 0, 1)]
+        second = fake_batch(3, 7, [(3, 5, {"id": 5, "v": "x"}), (4, None, None), (5, 6, "not an object"),
+                                   (6, 6, {"id": 6, "v": "y"})])
+        assert write_like_runner(sink, [second]) == [("orders", 0, 4), ("orders", 0, 5)]
+        assert db.rows(f"SELECT id, v FROM {db.q(table)} ORDER BY id") == [(5, "x"), (6, "y")]
+        assert db.offsets(group) == {("orders", 0): 7}
+
+
 BAD_KINDS = {
     "not_null": {"id": None, "v": "no id"},         # the database rejects it (NOT NULL)
     "type": {"id": "not a number", "v": "bad"},     # does not fit bigint (SQLite: kpipe's check)

@@ -278,13 +278,13 @@ class SqlSink(Sink):
         # tombstones (deletions) when `tombstones: delete`. A batch without records (all
         # filtered, skipped or dead-lettered) has no part: its write only moves the offset.
         plans = [(b, self._parts(b)) for b in batches]
-        prepared = {}  # id(part) -> (its columns, its payload)
+        # Everything kpipe itself can find wrong with a record, found before the transaction
+        # and in offset order: id(part) -> (its columns, its payload), or the DELETE's params.
+        prepared = {}
         for b, parts in plans:
             for p in parts:
-                if p.rows:
-                    with _in(b, p.base):
-                        cols = self._columns_for(p.batch)
-                        prepared[id(p)] = (cols, self._payload(p.batch, cols))
+                with _in(b, p.base):
+                    prepared[id(p)] = self._prepare_rows(p.batch) if p.rows else self._delete_params(p.batch)
         try:
             # Savepoints cost two round trips per insert; they are only needed to narrow a
             # data error down, so the first try goes without them.
@@ -293,6 +293,10 @@ class SqlSink(Sink):
             conflicts = self._transaction(plans, prepared, careful=True)
         if conflicts:
             raise OffsetConflict(conflicts)
+
+    def _prepare_rows(self, part: Batch) -> tuple:
+        cols = self._columns_for(part)
+        return cols, self._payload(part, cols)
 
     def _parts(self, b: Batch) -> list["_Part"]:
         if not b.values:
@@ -317,7 +321,7 @@ class SqlSink(Sink):
                 for p in parts:
                     with _in(b, p.base):
                         if not p.rows:
-                            self._delete(conn, p.batch)
+                            self._delete(conn, prepared[id(p)])
                         elif careful:
                             self._insert_checked(conn, p.batch, *prepared[id(p)])
                         else:
@@ -329,22 +333,25 @@ class SqlSink(Sink):
                                 raise
         return conflicts
 
-    def _delete(self, conn, part: Batch) -> None:
-        """Tombstones: delete the rows whose key columns the records' Kafka keys name.
-
-        The only DELETE the sink builds: one row per tombstone, by its complete key."""
+    def _delete_params(self, part: Batch) -> list[dict]:
+        """The DELETE's parameters for a part of tombstones: one per tombstone, its whole key."""
         if self.table is None:
             if self.declared == "auto":
-                return  # no table yet, so no row to delete
+                return []  # no table yet, so no row to delete
             self._reflect()
-        params = [self._key_params(key, part, i) for i, key in enumerate(part.keys)]
+        types = {c.name: c for c in self.columns}
+        key_columns = [types.get(c) for c in self.key_columns]
+        return [self._key_params(key, key_columns, part, i) for i, key in enumerate(part.keys)]
+
+    def _delete(self, conn, params: list[dict]) -> None:
+        """Tombstones: delete the rows their keys name; the only DELETE the sink builds."""
         if not params:
             return
         stmt = delete_where(self.table, [self.table.c[c] == sa.bindparam(f"k{n}")
                                          for n, c in enumerate(self.key_columns)])
         conn.execute(stmt, params)
 
-    def _key_params(self, key, part: Batch, i: int) -> dict:
+    def _key_params(self, key, key_columns: list, part: Batch, i: int) -> dict:
         """A tombstone's key as the DELETE's parameters, each converted to its column's type
         exactly (``"1abc"`` is no bigint: a data error, not key 1)."""
         if isinstance(key, dict) and all(k in key for k in self.key):
@@ -355,9 +362,8 @@ class SqlSink(Sink):
             raise BadRecordError.in_batch(
                 f"a tombstone's key must give the key column(s) {self.key} (an object, or a plain "
                 f"value for a one-column key; set key_deserializer), got {key!r}", part, i)
-        columns = {c.name: c for c in self.columns}
         try:
-            return {f"k{n}": coerce_key(columns.get(c), v) for n, (c, v) in enumerate(zip(self.key_columns, values))}
+            return {f"k{n}": coerce_key(c, v) for n, (c, v) in enumerate(zip(key_columns, values))}
         except (ValueError, TypeError, OverflowError) as exc:
             raise BadRecordError.in_batch(f"a tombstone's key does not fit its column: {exc}", part, i) from exc
 
