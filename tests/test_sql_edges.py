@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from kit import edit_spec, produce_values, read_topic, run_kpipe, seal
+from kit import edit_spec, produce_values, read_topic, run_kpipe, seal, unique
 from kpipe.api import FatalError
 from kpipe.kafka_admin import create_topic
 from sqlkit import dbs, fake_batch, sink_on, write_like_runner, write_sql_spec  # noqa: F401
@@ -332,3 +332,14 @@ def test_long_key_and_declared_names_map_after_a_restart(dbs, kind):
         got = db.rows(f"SELECT {db.q(k_col)}, {db.q(o_col)}, _offset FROM {db.q(table)} ORDER BY 1")
         # the second run's offsets 6..10 update keys 0, 1, 2, 0, 1; its tombstone deletes key 1
         assert got == [(0, "v9", 9), (2, "v8", 8)], (columns, got)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_table_name_past_the_limit_is_refused_at_start(dbs, kind):
+    db = dbs(kind)
+    table = unique("kp_" + "x" * 60)  # past both limits; never created, so not db.table()
+    unit = {"bytes": "bytes", "chars": "characters"}[LIMITS[kind][0]]
+    with pytest.raises(FatalError, match=rf"longer than .* \({LIMITS[kind][1]} {unit}\)"):
+        with sink_on(db, table, db.group("longt")):
+            pass
+    assert not [t for t in sa.inspect(db.engine).get_table_names() if t.startswith(table[:40])]
