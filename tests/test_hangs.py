@@ -15,8 +15,10 @@ import pytest
 import yaml
 from confluent_kafka import Consumer
 
-from kit import FAST_SESSION, Proc, produce_events, run_kpipe, unique, wait_for
+from conftest import records_in
+from kit import FAST_SESSION, Proc, advertised_broker, produce_events, run_kpipe, unique, wait_for
 from kpipe.broker import free_port
+from kpipe.kafka_admin import create_topic
 from s3kit import bucket, moto_server, s3, write_s3_spec  # noqa: F401 (fixtures)
 from s3kit import committed as s3_committed
 from sqlkit import committed, dbs, write_sql_spec  # noqa: F401 (dbs: a fixture)
@@ -55,6 +57,14 @@ def _outcome(proc, since: float, timeout: float = 25):
         proc.kill()
 
 
+def _sigterm(proc, after: float) -> float:
+    """SIGTERM ``proc`` ``after`` seconds from now (it must still run then); returns when sent."""
+    time.sleep(after)
+    assert proc.alive(), proc.stderr()[-3000:]
+    proc.signal(signal.SIGTERM)
+    return time.monotonic()
+
+
 def _nothing_committed_past_the_rows(db, brokers, topic, table, group):
     """The stored offsets are exactly the rows written before the stall (10 per partition),
     and the group never committed past them."""
@@ -86,15 +96,11 @@ def test_sigterm_ends_a_run_whose_database_stopped_answering(brokers, topic, tmp
     url = f"postgresql+psycopg://postgres@{proxy.address}/test"
     proc, table, group, _ = _stalled_sql_run(brokers, topic, tmp_path, db, proxy, url)
     try:
-        time.sleep(1.5)  # the next batch is cut and its write is stuck in the silence
-        assert proc.alive(), proc.stderr()[-3000:]
-        proc.signal(signal.SIGTERM)
-        sent = time.monotonic()
-        rc = proc.wait(10)
-        took = time.monotonic() - sent
-    finally:
+        sent = _sigterm(proc, after=1.5)  # the next batch is cut and its write is stuck in the silence
+    except BaseException:
         proc.kill()
-    err = proc.stderr()
+        raise
+    rc, took, err = _outcome(proc, sent, timeout=10)
     assert rc is not None, f"still running 10 s after SIGTERM:\n{err[-3000:]}"
     assert rc == 3, f"rc={rc}\n{err[-3000:]}"  # the stuck write was given up: not a clean drain
     assert took < 10 and "did not answer within" in err, err[-3000:]
@@ -169,14 +175,14 @@ class Holder:
         self.consumer.close()
 
 
-def _files_spec(tmp_path, brokers, topic, group):
+def _files_spec(tmp_path, brokers, topic, group, **top_level):
     """A files pipeline in ``group`` that gives up on an assignment after 4 s."""
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({
         "name": unique("assign"),
         "source": {"brokers": brokers, "topic": topic, "group": group, "assignment_timeout": "4s",
                    "options": FAST_SESSION},
-        "sink": {"type": "files", "path": str(tmp_path / "out")}}))
+        "sink": {"type": "files", "path": str(tmp_path / "out")}, **top_level}))
     return spec
 
 
@@ -256,10 +262,7 @@ def test_s3_that_stops_answering(brokers, topic, tmp_path, moto_server, s3, buck
         stalled_at = time.monotonic()
         produce_events(brokers, topic, 40, start=40)
         if stop == "sigterm":
-            time.sleep(1.5)  # the next batch is cut and its upload is stuck in the silence
-            assert proc.alive(), proc.stderr()[-3000:]
-            proc.signal(signal.SIGTERM)
-            stalled_at = time.monotonic()
+            stalled_at = _sigterm(proc, after=1.5)  # the next batch is cut, its upload stuck in the silence
     except BaseException:
         proc.kill()
         raise
@@ -268,3 +271,57 @@ def test_s3_that_stops_answering(brokers, topic, tmp_path, moto_server, s3, buck
     assert took < (10 if stop == "sigterm" else 12), took
     assert ("did not answer within" if stop == "sigterm" else "no answer for") in err, err[-3000:]
     assert s3_committed(s3, bucket, "x", topic) == {p: 10 for p in range(4)}
+
+
+# -- the broker -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxied_broker(stall_proxy):
+    """(a broker of its own whose every connection goes through a ``StallProxy``, the proxy)."""
+    broker_port, proxy_port = free_port(), free_port()
+    proxy = stall_proxy("127.0.0.1", broker_port, proxy_port)
+    with advertised_broker(broker_port, proxy_port):
+        yield proxy.address, proxy
+
+
+@pytest.mark.parametrize("stop", ["budget", "sigterm"])
+def test_a_broker_that_stops_answering(proxied_broker, tmp_path, stop):
+    """The broker goes silent after the run fetched its records and before it committed them:
+    the files land, the commit gets no answer. Exit 3 once commits have gone unanswered for
+    the retry budget; or, on SIGTERM, an exit within 10 s, the group's offsets untouched."""
+    brokers, proxy = proxied_broker
+    topic, group = unique("t"), unique("brokerstall")
+    create_topic(brokers, topic, 4)
+    retry = {**QUICK_RETRY, "max_elapsed": "3s" if stop == "budget" else "2m"}
+    spec = _files_spec(tmp_path, brokers, topic, group, retry=retry,
+                       batch={"max_records": 10000, "max_bytes": "16MiB", "max_age": "2s"})
+    out = tmp_path / "out"
+    produce_events(brokers, topic, 40)
+    proc = Proc(tmp_path / "logs", "run", "run", str(spec))
+    try:
+        wait_for(lambda: "kpipe.run: assigned" in proc.stderr(), 30, "the assignment", [proc])
+        time.sleep(1.0)  # the fetch (loopback: milliseconds), not the batch: it is cut 2 s after
+        proxy.stall()
+        stalled_at = time.monotonic()
+        wait_for(lambda: records_in(out) == 40, 10, "the batch fetched before the stall", [proc])
+        if stop == "sigterm":
+            stalled_at = _sigterm(proc, after=0.5)  # its commit is waiting for an answer
+    except BaseException:
+        proc.kill()
+        raise
+    rc, took, err = _outcome(proc, stalled_at)
+    if stop == "sigterm":
+        assert rc is not None and took < 10, f"rc={rc} after {took:.1f}s\n{err[-3000:]}"
+        assert rc == 0, err[-3000:]  # drained: the files hold their offsets, the commit only mirrors them
+    else:
+        assert rc == 3, f"rc={rc} after {took:.1f}s\n{err[-3000:]}"
+        assert took < 15, f"{took:.1f}s\n{err[-3000:]}"
+        # whichever notices first: the commit left unanswered, or the assignment the silent
+        # coordinator took away (librdkafka's session timeout) and never gives back
+        assert (f"no commit acknowledged by the brokers at {brokers}" in err
+                or "got no partitions back after a rebalance" in err), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert records_in(out) == 40
+    proxy.resume()
+    assert all(o <= 10 for o in committed(brokers, group, topic).values())  # never past what was written

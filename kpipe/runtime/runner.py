@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections import deque
 import signal
 import time
 from concurrent.futures import Future
@@ -54,6 +55,14 @@ STOP_GRACE = 5.0
 # The least time a sink call may go unanswered before it is taken for a stall, whatever
 # retry.max_elapsed says (0s there means "attempts only", not "no time to answer").
 MIN_STALL_TIMEOUT = 5.0
+# On the way out, how long the commits in flight may take to be answered. A commit only mirrors
+# what the sink made durable (a sink without offsets of its own replays what was not committed).
+COMMIT_TIMEOUT = 10.0
+PROBE_TIMEOUT = 2.0  # before closing the consumer: do the brokers answer a metadata request?
+
+
+class _KafkaTimeout(Exception):
+    """The brokers did not answer; ``consumer.close()`` would wait for them without a bound."""
 
 
 class _Throttle(logging.Filter):
@@ -161,6 +170,9 @@ class Runner:
         # COPY or upload wait was ~25% of a PostgreSQL run), and sinks whose drivers are
         # bound to the thread that connected (sqlite3) keep working.
         self._sink_thread: Worker | None = None
+        self._kafka_silent = False  # the brokers did not answer at the end: the consumer is not closed
+        self._commits_inflight: deque = deque()  # (sent at, perf counter) of unanswered commits, in order
+        self._commit_failing_since: float | None = None  # the first of the commits failing in a row
         self._inflight: Future | None = None
         # The Python client cannot report the negotiated protocol; the strategy decides it.
         self.cooperative = "cooperative" in str(spec.options.get("partition.assignment.strategy", ""))
@@ -195,7 +207,7 @@ class Runner:
             if spec.dlq is not None:
                 self.dlq = DeadLetterQueue(spec, kafka_log)
             self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
-                                      "logger": kafka_log})
+                                      "on_commit": self._on_commit, "logger": kafka_log})
             self._snapshot_targets()
             self._unassigned_since = time.monotonic()
             self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
@@ -243,8 +255,26 @@ class Runner:
 
     @property
     def abandoned(self) -> bool:
-        """A sink call was given up while stuck: its thread may never return."""
-        return self._abandoned
+        """A sink call was given up while stuck (its thread may never return), or the consumer
+        was left unclosed because the brokers did not answer."""
+        return self._abandoned or self._kafka_silent
+
+    def _close_consumer(self) -> None:
+        """``consumer.close()`` (leave the group, so it rebalances at once), once a metadata
+        request shows the brokers answer: librdkafka's close waits on them without a bound,
+        holding the interpreter meanwhile, so it cannot be bounded from another thread. When
+        they do not answer, the consumer is left unclosed (``abandoned``: the CLI then exits
+        without running its destructor) and the group rebalances after session.timeout.ms."""
+        try:
+            self.consumer.list_topics(timeout=PROBE_TIMEOUT)
+        except KafkaException:
+            self._kafka_silent = True
+            raise _KafkaTimeout() from None
+        try:
+            self._await_commits(COMMIT_TIMEOUT)
+        except Exception as exc:  # closing must never mask the real outcome
+            log.warning("waiting for the last commits: %s", exc)
+        self.consumer.close()
 
     def _past_stop_grace(self) -> bool:
         return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
@@ -303,7 +333,10 @@ class Runner:
         if self.consumer is not None:
             muted, kafka_log.disabled = kafka_log.disabled, self._mute_kafka_log or kafka_log.disabled
             try:
-                self.consumer.close()  # leave the group now, so it rebalances at once
+                self._close_consumer()
+            except _KafkaTimeout:
+                log.warning("the brokers at %s do not answer: leaving without closing the consumer; the group "
+                            "rebalances after session.timeout.ms", self.spec.brokers)
             except Exception as exc:  # closing must never mask the real outcome
                 log.warning("closing the consumer: %s", exc)
             finally:
@@ -333,6 +366,7 @@ class Runner:
                 raise self._callback_error
             now = time.monotonic()
             self._check_assignment(now)
+            self._check_commits(now)
             self._check_stall(f"writing to sink {spec.sink_type}" if self._inflight is not None else "housekeeping")
             ready: list = []
             bad = None
@@ -585,15 +619,16 @@ class Runner:
                 log.warning("seek %s[%d]@%d failed (%s); expecting a rebalance", tp[0], tp[1], head, exc)
 
     def _commit(self, tps) -> None:
+        """Mirror the durable positions of ``tps`` to the group, asynchronously: a synchronous
+        commit to a coordinator that stopped answering blocks the loop (and every other call on
+        the consumer) for minutes. The answer comes to ``_on_commit`` during ``consume``."""
         offsets = [TopicPartition(t, p, self.durable[(t, p)]) for (t, p) in tps
                    if (t, p) in self.durable and (t, p) in self.buffers]
         self.mirror_pending.clear()
         if not offsets:
             return
-        started = time.perf_counter()
         try:
-            result = self.consumer.commit(offsets=offsets, asynchronous=False)
-            self.result.commit_seconds.observe(time.perf_counter() - started)
+            self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             err = exc.args[0]
             if err.code() in _REBALANCE_CODES:
@@ -602,13 +637,54 @@ class Runner:
                 return
             log.warning("commit failed: %s; will retry with the next batch", err)
             self.mirror_pending.update((o.topic, o.partition) for o in offsets)
+            self._commit_failing_since = self._commit_failing_since or time.monotonic()
             return
-        for o in result or ():
-            if o.error is not None:
+        self._commits_inflight.append((time.monotonic(), time.perf_counter()))
+
+    def _on_commit(self, err, partitions) -> None:
+        """librdkafka's answer to one ``_commit``, in the order they were sent."""
+        sent, started = self._commits_inflight.popleft() if self._commits_inflight else (time.monotonic(), None)
+        if started is not None:
+            self.result.commit_seconds.observe(time.perf_counter() - started)
+        if err is not None and err.code() in _REBALANCE_CODES:
+            log.info("commit not accepted during a rebalance (%s); the next owner resumes "
+                     "from the sink's durable position", err.name())
+            return
+        if err is not None:
+            log.warning("commit failed: %s; will retry with the next batch", err.str())
+        failed = err is not None
+        for o in partitions or ():
+            tp = (o.topic, o.partition)
+            if err is None and o.error is None:
+                self.committed[tp] = o.offset
+                continue
+            failed = True
+            if err is None:
                 log.warning("commit %s[%d]@%d failed: %s", o.topic, o.partition, o.offset, o.error)
-                self.mirror_pending.add((o.topic, o.partition))
-            else:
-                self.committed[(o.topic, o.partition)] = o.offset
+            if tp in self.buffers and self.committed.get(tp, -1) < o.offset:
+                self.mirror_pending.add(tp)
+        self._commit_failing_since = (self._commit_failing_since or sent) if failed else None
+
+    def _await_commits(self, timeout: float) -> None:
+        """Before closing: let the commits in flight be answered, at most ``timeout`` seconds
+        (less once a stop signal's grace is over). Records consumed meanwhile are dropped."""
+        deadline = time.monotonic() + timeout
+        while self._commits_inflight and time.monotonic() < deadline and not self._past_stop_grace():
+            self.consumer.consume(_CHUNK, 0.1)
+
+    def _check_commits(self, now: float) -> None:
+        """Exit 3 when commits have failed or gone unanswered for ``stall_timeout`` in a row: the
+        group coordinator is unreachable or silent (a fetch from a silent broker just returns
+        nothing, so the commits are what notice it)."""
+        since = self._commit_failing_since
+        if self._commits_inflight:
+            oldest = self._commits_inflight[0][0]
+            since = oldest if since is None else min(since, oldest)
+        if since is not None and now - since > self.stall_timeout:
+            raise DependencyUnavailable(
+                f"Kafka: no commit acknowledged by the brokers at {self.spec.brokers} for {now - since:.0f}s "
+                f"(retry.max_elapsed, at least {MIN_STALL_TIMEOUT:g}s); nothing past the sink's stored position "
+                "is lost: the next run resumes from it")
 
     # -- --until-caught-up -----------------------------------------------------------------
 
@@ -680,7 +756,7 @@ class Runner:
             raise DependencyUnavailable(
                 f"consumer group {self.spec.group!r} {what} within {limit:g}s (source.assignment_timeout); "
                 f"we are member {self._member_id()}; the broker reports: "
-                f"{describe_group(self.spec.brokers, self.spec.group, self.spec.options)}")
+                f"{describe_group(self.spec.brokers, self.spec.group, self.spec.options, timeout=3.0)}")
         if waited > limit / 2 and not self._unassigned_warned:
             self._unassigned_warned = True
             log.warning("consumer group %r: no partitions assigned for %.0fs; exit 3 at %gs "
@@ -702,7 +778,7 @@ class Runner:
         partitions other members hold: exit 0 means the topic was drained, not our share of
         it. A member that died holding partitions keeps us waiting until the group hands
         them to us, instead of leaving them unwritten behind a success code."""
-        if not self.assigned_once or self.rebalancing:
+        if not self.assigned_once or self.rebalancing or self._commits_inflight:
             return False
         for tp in self.buffers:
             target = self.targets.get(tp, 0)
