@@ -78,7 +78,7 @@ def test_postgres_that_stops_answering_exits_3_within_the_budget(brokers, topic,
     db = dbs("postgres")
     proxy = stall_proxy("127.0.0.1", 5432)
     url = f"postgresql+psycopg://postgres@{proxy.address}/test"
-    retry = {**QUICK_RETRY, "max_elapsed": "3s"}  # a sink call unanswered 5 s (the floor) is a stall
+    retry = {**QUICK_RETRY, "max_elapsed": "1s", "attempt_timeout": "4s"}  # 4 s of silence is a stall
     proc, table, group, stalled_at = _stalled_sql_run(brokers, topic, tmp_path, db, proxy, url, retry=retry,
                                                       statement_timeout="2s")
     rc, took, err = _outcome(proc, stalled_at)
@@ -90,7 +90,7 @@ def test_postgres_that_stops_answering_exits_3_within_the_budget(brokers, topic,
 
 
 def test_sigterm_ends_a_run_whose_database_stopped_answering(brokers, topic, tmp_path, dbs, stall_proxy):
-    """No new spec keys: the defaults alone (retry.max_elapsed 2m) must let SIGTERM through."""
+    """No new spec keys: with the defaults alone (a stall is 2 minutes of silence) SIGTERM gets through."""
     db = dbs("postgres")
     proxy = stall_proxy("127.0.0.1", 5432)
     url = f"postgresql+psycopg://postgres@{proxy.address}/test"
@@ -250,7 +250,7 @@ def test_s3_that_stops_answering(brokers, topic, tmp_path, moto_server, s3, buck
     """The S3 sink's requests run on its own pool threads, which the interpreter would join at
     exit: the process must end anyway, with nothing committed past what was written."""
     proxy = stall_proxy("127.0.0.1", moto_server.port)
-    retry = {**QUICK_RETRY, "max_elapsed": "3s" if stop == "budget" else "2m"}
+    retry = {**QUICK_RETRY, "max_elapsed": "1s", "attempt_timeout": "4s" if stop == "budget" else "2m"}
     spec = write_s3_spec(tmp_path, brokers, topic, f"http://{proxy.address}", bucket, "x", name=unique("s3stall"),
                          addressing_style="path", max_age="300ms", options=FAST_SESSION, retry=retry)
     produce_events(brokers, topic, 40)
@@ -293,7 +293,7 @@ def test_a_broker_that_stops_answering(proxied_broker, tmp_path, stop):
     brokers, proxy = proxied_broker
     topic, group = unique("t"), unique("brokerstall")
     create_topic(brokers, topic, 4)
-    retry = {**QUICK_RETRY, "max_elapsed": "3s" if stop == "budget" else "2m"}
+    retry = {**QUICK_RETRY, "max_elapsed": "1s", "attempt_timeout": "4s" if stop == "budget" else "2m"}
     spec = _files_spec(tmp_path, brokers, topic, group, retry=retry,
                        batch={"max_records": 10000, "max_bytes": "16MiB", "max_age": "2s"})
     out = tmp_path / "out"

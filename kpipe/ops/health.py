@@ -28,7 +28,7 @@ def default_stall_limit(spec) -> float:
     ``max_elapsed`` when that is longer (both must be spent before a run gives up)."""
     waits = sum(min(spec.retry_max_backoff, spec.retry_initial_backoff * 2 ** a)
                 for a in range(max(0, spec.retry_attempts - 1)))
-    return 60.0 + max(waits, getattr(spec, "retry_max_elapsed", 0.0))
+    return 60.0 + max(waits, getattr(spec, "retry_max_elapsed", 0.0))  # attempt_timeout: exit 3 by itself
 
 
 class Health:

@@ -7,7 +7,7 @@ Invariants the rest of kpipe relies on:
 - a partition's start position comes from the sink's own offset store when it has one, so
   a crash between the sink write and the Kafka commit costs nothing and duplicates nothing;
 - a revoked partition's buffer is dropped, never written after the revoke;
-- every wait is bounded: a sink call left unanswered for ``retry.max_elapsed``, or for
+- every wait is bounded: a sink call left unanswered for ``retry.attempt_timeout``, or for
   ``STOP_GRACE`` seconds after a stop signal, is given up (exit 3, nothing committed for it),
   reaching the brokers by ``source.connect_timeout``, and the group's assignment by
   ``source.assignment_timeout``.
@@ -52,9 +52,10 @@ _CHUNK = 10_000  # messages per Consumer.consume call
 # After a stop signal, how long a sink call may still take before it is given up: the write
 # in flight, the drain. Well inside the 10 s an orchestrator usually allows.
 STOP_GRACE = 5.0
-# The least time a sink call may go unanswered before it is taken for a stall, whatever
-# retry.max_elapsed says (0s there means "attempts only", not "no time to answer").
-MIN_STALL_TIMEOUT = 5.0
+# Without retry.attempt_timeout: how long one attempt (a sink call, a Kafka commit) may go
+# unanswered before it is taken for a stall, at least; retry.max_elapsed if that is longer.
+# Short enough to end a silent connection, long enough for a driver's own retries (botocore's).
+DEFAULT_ATTEMPT_TIMEOUT = 60.0
 # On the way out, how long the commits in flight may take to be answered. A commit only mirrors
 # what the sink made durable (a sink without offsets of its own replays what was not committed).
 COMMIT_TIMEOUT = 10.0
@@ -136,7 +137,8 @@ class Runner:
         self.backoff = backoff or Backoff(spec.retry_attempts, spec.retry_initial_backoff,
                                           spec.retry_max_backoff, spec.retry_max_elapsed)
         # A sink call (one attempt) unanswered this long is a stalled dependency, not a slow one.
-        self.stall_timeout = max(MIN_STALL_TIMEOUT, spec.retry_max_elapsed)
+        self.stall_timeout = (spec.retry_attempt_timeout if spec.retry_attempt_timeout is not None
+                              else max(DEFAULT_ATTEMPT_TIMEOUT, spec.retry_max_elapsed))
         reg = registry()
         self.sink_plugin = reg.get("sink", spec.sink_type)
         self.stores_offsets = self.sink_plugin.capabilities.stores_offsets
@@ -316,7 +318,7 @@ class Runner:
             self._abandoned = True
             raise DependencyUnavailable(
                 f"sink {self.spec.sink_type}: no answer for {now - busy:.0f}s ({what}); the connection is open "
-                f"but silent (retry.max_elapsed, at least {MIN_STALL_TIMEOUT:g}s): giving up, nothing committed "
+                f"but silent (retry.attempt_timeout {self.stall_timeout:g}s): giving up, nothing committed "
                 "for it")
 
     def _shutdown(self) -> None:
@@ -683,7 +685,7 @@ class Runner:
         if since is not None and now - since > self.stall_timeout:
             raise DependencyUnavailable(
                 f"Kafka: no commit acknowledged by the brokers at {self.spec.brokers} for {now - since:.0f}s "
-                f"(retry.max_elapsed, at least {MIN_STALL_TIMEOUT:g}s); nothing past the sink's stored position "
+                f"(retry.attempt_timeout {self.stall_timeout:g}s); nothing past the sink's stored position "
                 "is lost: the next run resumes from it")
 
     # -- --until-caught-up -----------------------------------------------------------------

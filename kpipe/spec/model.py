@@ -39,6 +39,7 @@ class Spec:
     retry_initial_backoff: float = 0.5
     retry_max_backoff: float = 30.0
     retry_max_elapsed: float = 120.0       # retry until both the attempts and this are spent
+    retry_attempt_timeout: float | None = None  # one attempt unanswered this long is a stall (None: derived)
     connect_timeout: float = 30.0          # source.connect_timeout: reaching the brokers at start
     assignment_timeout: float = 60.0       # source.assignment_timeout: in the group with no assignment
     key_deserializer_type: str | None = None
@@ -195,6 +196,7 @@ def build_spec(doc: Document) -> Spec:
         retry_initial_backoff=parse_duration(retry.get("initial_backoff", schema_default("retry", "initial_backoff"))),
         retry_max_backoff=parse_duration(retry.get("max_backoff", schema_default("retry", "max_backoff"))),
         retry_max_elapsed=parse_duration(retry.get("max_elapsed", schema_default("retry", "max_elapsed"))),
+        retry_attempt_timeout=parse_duration(retry["attempt_timeout"]) if "attempt_timeout" in retry else None,
         connect_timeout=parse_duration(source.get("connect_timeout", schema_default("source", "connect_timeout"))),
         assignment_timeout=parse_duration(source.get("assignment_timeout",
                                                      schema_default("source", "assignment_timeout"))),

@@ -13,7 +13,7 @@ open, no byte arrives) hangs a write forever. The names are the drivers' own:
 
 libpq has no read timeout of its own: a connection whose peer's kernel still acknowledges
 (a proxy that stopped forwarding) is caught by the runner's bound on a sink call instead
-(``retry.max_elapsed``).
+(``retry.attempt_timeout``).
 """
 from __future__ import annotations
 
