@@ -343,3 +343,23 @@ def test_a_table_name_past_the_limit_is_refused_at_start(dbs, kind):
         with sink_on(db, table, db.group("longt")):
             pass
     assert not [t for t in sa.inspect(db.engine).get_table_names() if t.startswith(table[:40])]
+
+
+def test_a_statement_timeout_is_retryable_and_commits_nothing(dbs):
+    # statement_timeout cancels a write that waits too long (57014): the server or a lock is
+    # slow, not the record, so the runner must retry it (and in the end exit 3), not exit 2.
+    from kpipe.api import RetryableError
+
+    db = dbs("postgres")
+    table, group = db.table("stmt"), db.group("stmt")
+    with sink_on(db, table, group, statement_timeout="500ms") as sink:
+        sink.write([fake_batch(0, 2, rows(0, 2))])
+        with db.engine.connect() as locker:
+            locker.exec_driver_sql(f"LOCK TABLE {db.q(table)} IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(RetryableError, match="statement timeout"):
+                sink.write([fake_batch(2, 4, rows(2, 4))])
+            locker.rollback()
+        assert db.offsets(group) == {("orders", 0): 2}
+        sink.write([fake_batch(2, 4, rows(2, 4))])  # the retry, once the lock is gone
+    assert ids(db, table) == [0, 1, 2, 3]
+    assert db.offsets(group) == {("orders", 0): 4}

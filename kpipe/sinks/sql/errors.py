@@ -46,9 +46,11 @@ def is_retryable(exc: BaseException) -> bool:
     orig = _driver_error(exc)
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate:
-        # 08 connection exception, 57P01-03 admin shutdown / cannot connect now, 40001/40P01
+        # 08 connection exception, 57P01-03 admin shutdown / cannot connect now, 57014 query
+        # canceled (statement_timeout: a slow server or a lock, not the record), 40001/40P01
         # serialization failure and deadlock: all safe to retry with the same batch.
-        return sqlstate[:2] == "08" or sqlstate in ("57P01", "57P02", "57P03", "40001", "40P01", "53300")
+        return sqlstate[:2] == "08" or sqlstate in ("57P01", "57P02", "57P03", "57014", "40001", "40P01",
+                                                    "53300")
     if type(orig).__module__.startswith("psycopg") and type(orig).__name__ in ("OperationalError", "InterfaceError"):
         return True
     args = getattr(orig, "args", ())
