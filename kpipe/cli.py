@@ -81,8 +81,14 @@ def cmd_run(args) -> int:
     from kpipe.ops.progress import attach
     from kpipe.runtime import Runner
 
+    from kpipe.api import KpipeError
+
     spec = specs[0]
-    runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
+    try:
+        runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
+    except KpipeError as exc:  # a plugin the spec names cannot start (say, an unreadable schema file)
+        print(f"{spec.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     from kpipe.ops.run import run_ops  # metrics and health endpoint, systemd notify
 
     with run_ops(args, runner) as health:

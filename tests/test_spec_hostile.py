@@ -311,3 +311,11 @@ def test_a_fifo_as_the_files_sinks_avro_schema_fails_the_run_instead_of_blocking
     assert proc.returncode == 2, proc.stderr
     assert f"avro_schema: cannot read ./o.avsc: {FIFO}" in proc.stderr
     assert "Traceback" not in proc.stderr and elapsed < SECONDS
+
+
+def test_kpipe_run_names_the_spec_when_its_deserializer_cannot_start(tmp_path):
+    # Not an .avsc by name, so `validate` passes it; `run` must still fail in one line, not a traceback.
+    _deep_avsc(tmp_path / "o.schema")
+    spec_naming(tmp_path, "{type: avro, schema: o.schema}")
+    line = refused(*kpipe("run", "s.yaml", cwd=tmp_path), "s.yaml: avro schema: ")
+    assert line.endswith(DEEP)
