@@ -49,6 +49,7 @@ _REBALANCE_CODES = {
     KafkaError._STATE,
 }
 _CHUNK = 10_000  # messages per Consumer.consume call
+_COMMIT_POLL = 0.01  # seconds consume() waits while a commit awaits its answer
 # After a stop signal, how long a sink call may still take before it is given up: the write
 # in flight, the drain. Well inside the 10 s an orchestrator usually allows.
 STOP_GRACE = 5.0
@@ -363,7 +364,10 @@ class Runner:
             self._tick()
             if self._inflight is not None and self._inflight.done():
                 self._settle()  # commit promptly, not only when the next batch is ready
-            msgs = self.consumer.consume(_CHUNK if budget is None else max(1, min(_CHUNK, budget)), timeout)
+            # A commit's answer is served inside consume() but does not end its wait: while one
+            # is in flight, wait briefly, or --until-caught-up would exit up to `timeout` late.
+            wait = _COMMIT_POLL if self._commits_inflight else timeout
+            msgs = self.consumer.consume(_CHUNK if budget is None else max(1, min(_CHUNK, budget)), wait)
             if self._callback_error is not None:
                 raise self._callback_error
             now = time.monotonic()
