@@ -4,7 +4,8 @@ The schema is the one given (``avro_schema``); else the value deserializer's Avr
 every record of the object fits it; else it is inferred from the records of the object:
 a record named ``kpipe.Record`` with one field per top-level key in first-seen order, every
 field a union that starts with ``null`` (default ``null``) followed by the types seen, in a fixed
-order: boolean, long, double, string, bytes, array, record. Nested objects become nested records
+order: boolean, long, double, string, bytes, array, record. Avro has no integer past 64 bits: a
+record that holds one is refused (``EncodeError``), never rounded to a double. Nested objects become nested records
 (``Record_<field>``), lists become arrays. Keys that are not Avro names are rewritten (invalid
 characters to ``_``, a leading digit prefixed with ``_``, clashes numbered). The container's sync
 marker comes from the object's Kafka coordinates, not from ``os.urandom``, so the same records
@@ -116,11 +117,10 @@ class _Inferrer:
         if bool in kinds:
             branches.append("boolean")
         if int in kinds:
-            if all(_LONG_MIN <= v <= _LONG_MAX for v in values if type(v) is int):
-                branches.append("long")
-            elif "double" not in branches:
-                branches.append("double")
-        if float in kinds and "double" not in branches:
+            # Always long, even for an integer past 64 bits: Avro has no type that holds one
+            # exactly, and a double would round it silently; the writer refuses that record.
+            branches.append("long")
+        if float in kinds:
             branches.append("double")
         if str in kinds:
             branches.append("string")
@@ -228,6 +228,7 @@ class AvroWriter(Writer):
         self.preferred = preferred if isinstance(preferred, dict) and preferred.get("type") == "record" else None
         self.writer = None
         self.convert = None
+        self.check_ints = False
 
     def _open(self, values: list) -> None:
         from fastavro import parse_schema
@@ -239,6 +240,9 @@ class AvroWriter(Writer):
             schema = self.preferred
         else:
             schema, self.convert = infer_schema(values)
+        # A double or float branch would take an integer past 64 bits and round it: check for
+        # them, but only when the schema has such a branch (no cost for the others).
+        self.check_ints = _has_float_branch(schema)
         self.writer = FastavroWriter(_Target(self.out), parse_schema(schema), codec=self.codec,
                                      sync_interval=_BLOCK, sync_marker=sync_marker(self.seed),
                                      compression_level=self.level)
@@ -247,8 +251,12 @@ class AvroWriter(Writer):
         if self.writer is None:
             self._open(values)
         write, convert = self.writer.write, self.convert
+        check_ints = self.check_ints
         for i, v in enumerate(values):
             row = as_row(v)
+            if check_ints and _has_big_int(row):
+                raise EncodeError("cannot write as Avro: an integer past 64 bits (Avro's long); "
+                                  "a double would round it", i)
             try:
                 write(convert(row) if convert is not None else row)
             except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
@@ -257,3 +265,31 @@ class AvroWriter(Writer):
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
+
+
+def _has_float_branch(schema) -> bool:
+    """``schema`` names the primitive type double or float anywhere."""
+    if isinstance(schema, str):
+        return schema in ("double", "float")
+    if isinstance(schema, list):
+        return any(map(_has_float_branch, schema))
+    if isinstance(schema, dict):
+        return any(_has_float_branch(schema.get(k)) for k in ("type", "items", "values")) \
+            or any(_has_float_branch(f.get("type")) for f in schema.get("fields") or () if isinstance(f, dict))
+    return False
+
+
+def _has_big_int(value) -> bool:
+    """An integer outside Avro's long range anywhere in ``value`` (iteratively)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is int:
+            if not _LONG_MIN <= v <= _LONG_MAX:
+                return True
+        elif t is dict:
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            stack.extend(v)
+    return False

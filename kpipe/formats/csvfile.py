@@ -2,7 +2,7 @@
 
 The header is the union of the records' fields in first-seen order, computed over the records
 of the object before any row is written, so every object carries its own complete header.
-Nested values are written as JSON text, ``null`` as an empty cell, booleans as ``true``/``false``.
+Nested values are written as JSON text (``jsontext.dumps``: exact, Infinity and NaN refused), ``null`` as an empty cell, booleans as ``true``/``false``.
 A record that is not an object becomes a single ``value`` column.
 """
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import csv
 import io
 
-import orjson
-
-from .base import EncodeError, Writer, as_row, encode_in_steps, json_default
+from .base import EncodeError, Writer, as_row, encode_in_steps
+from .jsontext import dumps
 
 __all__ = ["CsvWriter", "encode_csv"]
 
@@ -26,7 +25,7 @@ def _cell(value) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return orjson.dumps(value, default=json_default).decode()
+    return dumps(value).decode()  # exact JSON text, or NotJson (a ValueError)
 
 
 class CsvWriter(Writer):
@@ -51,10 +50,10 @@ class CsvWriter(Writer):
         columns = self.columns
         try:
             return _lines([[_cell(row.get(c)) for c in columns] for row in rows])
-        except (TypeError, ValueError):  # a nested value JSON cannot hold
+        except (TypeError, ValueError):  # a nested value JSON cannot hold, a lone surrogate
             for i, row in enumerate(rows):
                 try:
-                    [_cell(row.get(c)) for c in columns]
+                    _lines([[_cell(row.get(c)) for c in columns]])
                 except (TypeError, ValueError) as exc:
                     raise EncodeError(f"cannot write as CSV: {exc}", i) from None
             raise

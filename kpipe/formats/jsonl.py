@@ -1,19 +1,24 @@
-"""jsonl: one JSON document per line, each line ending in a newline, written by orjson."""
+"""jsonl: one JSON document per line, each line ending in a newline, written by orjson, with
+``jsontext``'s exact fallback (msgspec) for what orjson refuses."""
 from __future__ import annotations
 
 import base64
 import io
+from itertools import repeat
+from operator import countOf
 
-import msgspec
 import orjson
 
 from .base import EncodeError, Writer, encode_in_steps, json_default
+from .jsontext import NotJson, _nonfinite, dumps_exact
 
 __all__ = ["encode_jsonl", "JsonlWriter"]
 
 
 def encode_jsonl(values: list) -> bytes:
-    """One JSON document per line, each line ending in a newline."""
+    """One JSON document per line, each line ending in a newline. Raises ``EncodeError`` at the
+    index of a record JSON cannot hold exactly (see ``jsontext``: Infinity, NaN, an unknown type,
+    a lone surrogate, nesting too deep)."""
     out = io.BytesIO()
     write = out.write
     # One growing buffer, not a list of small bytes joined at the end: thousands of live
@@ -31,31 +36,39 @@ def encode_jsonl(values: list) -> bytes:
     for v in values:
         try:
             write(dumps(v, default=json_default, option=opt))
-        except TypeError:  # orjson.JSONEncodeError: see _exact
-            write(_exact(v))
-    return out.getvalue()
-
-
-# orjson stops at 64-bit integers and does not write Decimal; JSON itself has neither limit,
-# and both arrive from real data (msgspec keeps big JSON integers exact, Avro has decimals).
-# msgspec writes them exactly, as numbers; only records orjson refuses pay for the second try.
-_EXACT = msgspec.json.Encoder(decimal_format="number")
-
-
-def _exact(v) -> bytes:
-    return _EXACT.encode(v) + b"\n"
-
-
-def _encode_checked(values: list) -> bytes:
-    try:
-        return encode_jsonl(values)
-    except (TypeError, msgspec.EncodeError):  # neither encoder can write some value (an unknown type)
-        for i, v in enumerate(values):  # find the record, as encode_jsonl tries it
+        except TypeError:  # orjson.JSONEncodeError: past 64 bits, Decimal, too deep, or unknown
             try:
-                encode_jsonl([v])
-            except (TypeError, msgspec.EncodeError) as exc:
-                raise EncodeError(f"cannot write as JSON: {exc}", i) from None
-        raise
+                write(dumps_exact(v) + b"\n")
+            except NotJson as exc:
+                # every line written so far ends in exactly one newline (JSON escapes its own)
+                raise EncodeError(str(exc), out.getvalue().count(b"\n")) from None
+    data = out.getvalue()
+    if b"null" in data:  # both encoders write Infinity and NaN as null: look where one could hide
+        _check_finite(values, data)
+    return data
+
+
+def _check_finite(values: list, data: bytes) -> None:
+    """Raise ``EncodeError`` at the first record holding Infinity or NaN (written as ``null``).
+
+    Counting, not walking: every top-level ``None`` of an object writes exactly one ``null``,
+    and so does every non-finite float, so a record (or a whole step) whose text holds no more
+    ``null`` than its objects have top-level ``None`` values cannot hold Infinity or NaN. Both
+    counts run in C. Only records that fail the count (nested nulls, "null" inside a string, a
+    non-object record) are walked."""
+    try:
+        if data.count(b"null") == sum(map(countOf, map(dict.values, values), repeat(None))):
+            return
+    except TypeError:  # a record that is not an object
+        pass
+    for i, line in enumerate(data.split(b"\n")):
+        if b"null" not in line:
+            continue
+        v = values[i]
+        if type(v) is dict and line.count(b"null") == countOf(v.values(), None):
+            continue
+        if _nonfinite(v):
+            raise EncodeError("cannot write as JSON: Infinity and NaN have no JSON form", i)
 
 
 class JsonlWriter(Writer):
@@ -65,7 +78,7 @@ class JsonlWriter(Writer):
         self.out = out
 
     def write(self, values: list) -> None:
-        encode_in_steps(values, _encode_checked, self.out.write)
+        encode_in_steps(values, encode_jsonl, self.out.write)
 
     def close(self) -> None:
         pass  # jsonl has no trailer

@@ -4,21 +4,27 @@ Columns are the union of the records' top-level fields in first-seen order. Each
 is what pyarrow infers from all its values in the object (ints, floats, strings, bytes, nested
 objects as structs, lists as lists); a column whose values pyarrow cannot put in one type (say
 numbers and strings) is written as strings, with non-string values as JSON text. A column that
-is null everywhere is a nullable string column. A record that is not an object becomes a single
-``value`` column.
+is null everywhere is a nullable string column, and so is a column whose type would hold an
+object with no fields (``{}``), which Parquet cannot write: its values land as JSON text. Text is
+``jsontext.dumps``: exact (integers past 64 bits, decimals), Infinity and NaN refused. A record
+nested deeper than readers open (``MAX_SCHEMA_DEPTH``) is refused (``EncodeError``), never
+written as a file no reader opens. A record that is not an object becomes a single ``value``
+column.
 """
 from __future__ import annotations
 
-import orjson
-
 from kpipe.api import FatalError
 
-from .base import EncodeError, Writer, as_row, json_default
+from .base import EncodeError, Writer, as_row
+from .jsontext import dumps
 
 __all__ = ["ParquetWriter", "CODECS", "require_pyarrow"]
 
 CODECS = {"none": "NONE", "snappy": "SNAPPY", "gzip": "GZIP", "zstd": "ZSTD"}
 ROW_GROUP_ROWS = 128 * 1024
+MAX_SCHEMA_DEPTH = 100
+"""The deepest schema (root included) Parquet readers open: Arrow's reader refuses deeper ones
+("schema too deeply nested"), which would make the whole file unreadable."""
 
 
 def require_pyarrow():
@@ -33,7 +39,7 @@ def require_pyarrow():
 def _text(value):
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value, default=json_default).decode()
+    return dumps(value).decode()  # exact JSON text, or NotJson (a ValueError)
 
 
 class ParquetWriter(Writer):
@@ -59,36 +65,105 @@ class ParquetWriter(Writer):
             col = [row.get(c) for row in rows]
             try:
                 arr = pa.array(col)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                arr = None
-            if arr is None or pa.types.is_null(arr.type):
-                try:
-                    arr = pa.array([_text(v) for v in col], pa.string())
-                except TypeError as exc:
-                    bad = next(i for i, v in enumerate(col) if not _encodable(v))
-                    raise EncodeError(f"cannot write as Parquet: {exc}", bad) from None
+            except (pa.ArrowException, TypeError, ValueError, OverflowError, RecursionError):
+                arr = None  # no one type holds them all (or a value pyarrow refuses): text
+            if arr is not None and not pa.types.is_null(arr.type) and not _has_empty_struct(arr.type):
+                if 1 + _type_depth(arr.type) > MAX_SCHEMA_DEPTH:
+                    bad = max(range(len(col)), key=lambda i: _depth(col[i]))
+                    raise EncodeError(f"cannot write as Parquet: field {c!r} is nested deeper than Parquet readers "
+                                      f"open ({MAX_SCHEMA_DEPTH} schema levels; an object is one, a list two)", bad)
+            else:
+                arr = _text_array(pa, col)
             arrays.append(arr)
         return pa.Table.from_arrays(arrays, names=list(columns))
 
     def write(self, values: list) -> None:
         import pyarrow.parquet as pq
 
+        pa = require_pyarrow()
         table = self._table(values)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.out, table.schema, compression=self.codec,
-                                           compression_level=self.level if self.codec in ("GZIP", "ZSTD") else None)
-        elif table.schema != self.writer.schema:
-            table = table.cast(self.writer.schema)
-        self.writer.write_table(table, row_group_size=self.row_group_rows)
+        try:
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.out, table.schema, compression=self.codec,
+                                               compression_level=self.level if self.codec in ("GZIP", "ZSTD") else None)
+            elif table.schema != self.writer.schema:
+                table = table.cast(self.writer.schema)
+            self.writer.write_table(table, row_group_size=self.row_group_rows)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            bad = _first_unwritable(values)
+            if bad is None:
+                raise
+            raise EncodeError(f"cannot write as Parquet: {type(exc).__name__}: {exc}", bad) from None
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
-def _encodable(value) -> bool:
+def _text_array(pa, col: list):
+    """The column as strings: text as it is, anything else as exact JSON text (``jsontext``)."""
     try:
-        _text(value)
-        return True
-    except TypeError:
-        return False
+        return pa.array([_text(v) for v in col], pa.string())
+    except (TypeError, ValueError) as exc:  # NotJson, a lone surrogate
+        for i, v in enumerate(col):
+            try:
+                t = _text(v)
+                if t is not None:
+                    t.encode()
+            except (TypeError, ValueError) as exc:
+                raise EncodeError(f"cannot write as Parquet: {exc}", i) from None
+        raise exc
+
+
+def _has_empty_struct(t) -> bool:
+    """A struct with no fields anywhere in ``t``: Parquet cannot write one."""
+    import pyarrow as pa
+    if pa.types.is_struct(t):
+        return t.num_fields == 0 or any(_has_empty_struct(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _has_empty_struct(t.value_type)
+    return False
+
+
+def _type_depth(t) -> int:
+    """The Parquet schema levels of a column of type ``t``: a struct is one group, a list two
+    (the LIST group and its repeated group), a leaf one."""
+    import pyarrow as pa
+    if pa.types.is_struct(t):
+        return 1 + max((_type_depth(t.field(i).type) for i in range(t.num_fields)), default=0)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return 2 + _type_depth(t.value_type)
+    return 1
+
+
+def _depth(value) -> int:
+    """``_type_depth`` of one value (iteratively: the value may be deeper than the stack)."""
+    best, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if type(v) is dict:
+            stack.extend((x, d + 1) for x in v.values())
+            best = max(best, d + 1)
+        elif type(v) in (list, tuple):
+            stack.extend((x, d + 2) for x in v)
+            best = max(best, d + 3)
+        else:
+            best = max(best, d + 1)
+    return best
+
+
+def _first_unwritable(values: list) -> int | None:
+    """The index of the first record Parquet cannot write on its own, if any."""
+    import io
+
+    import pyarrow as pa
+    for i, v in enumerate(values):
+        try:
+            w = ParquetWriter(io.BytesIO(), "none")
+            w.write([v])
+            w.close()
+        except EncodeError:
+            return i
+        except (pa.ArrowException, ValueError, TypeError):
+            return i
+    return None

@@ -1,0 +1,210 @@
+"""Issue 14, hostile values in the file formats (shared by the files and S3 sinks): a record lands
+exactly as it was, or it is a bad record at its own index; never a crash, never a silent change,
+and every file opens with the independent readers (json, csv, fastavro, pyarrow)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+
+import fastavro
+import pyarrow.parquet as pq
+import pytest
+
+from kpipe.api import BadRecordError, SinkContext
+from kpipe.formats import open_writer
+from kpipe.sinks.files.sink import FilesSink
+from s3kit import make_batch
+
+CTX = SinkContext(pipeline="p", group="g")
+EXT = {"jsonl": "jsonl", "csv": "csv", "avro": "avro", "parquet": "parquet"}
+INF, NAN = float("inf"), float("nan")
+
+
+def through_sink(tmp_path, fmt: str, values: list) -> tuple[list[int], list[bytes]]:
+    """Write ``values`` (offsets 0..) through the files sink as the runner does under
+    ``errors.sink: skip``: drop each reported record and write again. Returns the offsets
+    reported bad and the bytes of the files written."""
+    s = FilesSink({"path": str(tmp_path), "format": fmt, "compression": "none", "fsync": False}, CTX)
+    s.open()
+    b = make_batch(values, topic="t")
+    rejected = []
+    for _ in range(len(values) + 1):
+        try:
+            s.write([b])
+            break
+        except BadRecordError as exc:
+            assert 0 <= exc.index < len(b.values)
+            assert exc.offset == b.offset_of(exc.index)
+            rejected.append(exc.offset)
+            b = b.without(exc.index)
+    files = sorted((tmp_path / "t" / "0").glob("*." + EXT[fmt]))
+    return rejected, [f.read_bytes() for f in files]
+
+
+def jsonl_rows(data: bytes) -> list:
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def csv_rows(data: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+
+
+def parquet_rows(data: bytes) -> list[dict]:
+    return pq.read_table(io.BytesIO(data)).to_pylist()
+
+
+def avro_rows(data: bytes) -> list[dict]:
+    return list(fastavro.reader(io.BytesIO(data)))
+
+
+def nest(depth: int, leaf=1, kind: str = "dict"):
+    v = leaf
+    for _ in range(depth):
+        v = {"a": v} if kind == "dict" else [v]
+    return v
+
+
+# -- 1. jsonl: Infinity and NaN are bad records, at any depth ---------------------------------
+
+
+@pytest.mark.parametrize("hostile", [INF, -INF, NAN, [1.5, NAN], {"x": {"y": [0.0, -INF]}}, [[{"z": NAN}]]])
+def test_jsonl_refuses_infinity_and_nan_at_any_depth(tmp_path, hostile):
+    values = [{"i": 0, "v": 1.5}, {"i": 1, "v": hostile}, {"i": 2, "v": None}, None, {"i": 4, "v": [None, 2.5]}]
+    rejected, files = through_sink(tmp_path, "jsonl", values)
+    assert rejected == [1]
+    assert jsonl_rows(files[0]) == [values[0], values[2], None, values[4]]
+
+
+def test_jsonl_infinity_as_a_whole_record_or_beside_nulls_and_null_text(tmp_path):
+    values = [{"null": "null", "n": None}, NAN, {"a": None, "b": INF}, "null", {"k": {"n": None}, "f": 1e308}]
+    rejected, files = through_sink(tmp_path, "jsonl", values)
+    assert rejected == [1, 2]
+    assert jsonl_rows(files[0]) == [values[0], "null", values[4]]
+
+
+def test_csv_and_parquet_refuse_nested_infinity(tmp_path):
+    # nested values are JSON text in csv (and in parquet's text columns): JSON has no Infinity
+    values = [{"a": [1.5]}, {"a": [INF]}, {"a": "text"}]
+    rejected, files = through_sink(tmp_path / "csv", "csv", values)
+    assert rejected == [1]
+    assert csv_rows(files[0]) == [{"a": "[1.5]"}, {"a": "text"}]
+    rejected, files = through_sink(tmp_path / "pq", "parquet", values)
+    assert rejected == [1]
+    assert parquet_rows(files[0]) == [{"a": "[1.5]"}, {"a": "text"}]
+
+
+# -- 2. avro: integers past 64 bits are bad records, never rounded to doubles ------------------
+
+
+@pytest.mark.parametrize("big", [2**63, -(2**63) - 1, 2**64, 2**100])
+@pytest.mark.parametrize("others", [[1, 2], [1.5, 2]])
+def test_avro_refuses_integers_past_64_bits(tmp_path, big, others):
+    values = [{"n": others[0]}, {"n": big}, {"n": others[1]}, {"n": [{"m": big}]}]
+    rejected, files = through_sink(tmp_path, "avro", values)
+    assert rejected == [1, 3]
+    assert avro_rows(files[0]) == [{"n": others[0]}, {"n": others[1]}]
+
+
+def test_avro_with_a_declared_double_refuses_integers_past_64_bits():
+    schema = {"type": "record", "name": "R", "fields": [{"name": "n", "type": ["null", "long", "double"]}]}
+    out = io.BytesIO()
+    w = open_writer("avro", out, "none", seed="s", avro_schema=schema)
+    from kpipe.formats import EncodeError
+    with pytest.raises(EncodeError) as info:
+        w.write([{"n": 1}, {"n": 2**63}])
+    assert info.value.index == 1
+
+
+def test_avro_keeps_the_64_bit_edges_exactly(tmp_path):
+    values = [{"n": 2**63 - 1}, {"n": -(2**63)}, {"n": 0.5}]
+    rejected, files = through_sink(tmp_path, "avro", values)
+    assert rejected == []
+    assert avro_rows(files[0]) == values
+
+
+# -- 3. parquet: an empty object lands as JSON text ---------------------------------------------
+
+
+@pytest.mark.parametrize("empty", [{}, {"e": {}}, [{}], [[], [{}]]])
+def test_parquet_empty_objects_land_as_json_text(tmp_path, empty):
+    values = [{"i": 0, "v": empty}, {"i": 1, "v": None}]
+    rejected, files = through_sink(tmp_path, "parquet", values)
+    assert rejected == []
+    rows = parquet_rows(files[0])
+    assert [r["i"] for r in rows] == [0, 1]
+    assert json.loads(rows[0]["v"]) == empty and rows[1]["v"] is None
+
+
+def test_parquet_empty_object_beside_filled_ones_stays_a_struct(tmp_path):
+    values = [{"v": {}}, {"v": {"x": 1}}]
+    rejected, files = through_sink(tmp_path, "parquet", values)
+    assert rejected == []
+    assert parquet_rows(files[0]) == [{"v": {"x": None}}, {"v": {"x": 1}}]
+
+
+# -- 4. parquet: nesting deeper than readers open is a bad record, the file still opens -------
+
+
+@pytest.mark.parametrize("kind,depth", [("dict", 99), ("dict", 200), ("list", 50), ("list", 120)])
+def test_parquet_too_deep_is_a_bad_record_and_the_file_opens(tmp_path, kind, depth):
+    values = [{"i": 0, "w": nest(3, kind=kind)}, {"i": 1, "v": nest(depth, kind=kind)}, {"i": 2, "v": None}]
+    rejected, files = through_sink(tmp_path, "parquet", values)
+    assert rejected == [1]
+    rows = parquet_rows(files[0])
+    assert rows == [{"i": 0, "w": nest(3, kind=kind), "v": None}, {"i": 2, "w": None, "v": None}]
+
+
+@pytest.mark.parametrize("kind,depth", [("dict", 98), ("list", 49)])
+def test_parquet_as_deep_as_readers_open_lands(tmp_path, kind, depth):
+    values = [{"v": nest(depth, kind=kind)}]
+    rejected, files = through_sink(tmp_path, "parquet", values)
+    assert rejected == []
+    assert parquet_rows(files[0]) == values
+
+
+# -- 5. one exact JSON text encoder for jsonl, csv and parquet's text columns -----------------
+
+
+HARD = [{"big": 2**70, "neg": -(2**65)}, [Decimal("12.340"), 2**64], nest(300)]
+
+
+@pytest.mark.parametrize("value", HARD, ids=["big-ints", "decimal", "deep-300"])
+def test_csv_and_parquet_text_write_what_jsonl_writes(tmp_path, value):
+    values = [{"k": value}, {"k": "plain"}]
+    rejected, files = through_sink(tmp_path / "j", "jsonl", values)
+    assert rejected == []
+    line = files[0].splitlines()[0]
+    expected = json.loads(line)["k"]
+    assert expected == json.loads(json.dumps(value, default=float)) if isinstance(value, list) else expected == value
+
+    rejected, files = through_sink(tmp_path / "c", "csv", values)
+    assert rejected == []
+    cells = csv_rows(files[0])
+    assert json.loads(cells[0]["k"]) == expected and cells[1]["k"] == "plain"
+
+    rejected, files = through_sink(tmp_path / "p", "parquet", values)
+    assert rejected == []
+    rows = parquet_rows(files[0])
+    assert json.loads(rows[0]["k"]) == expected and rows[1]["k"] == "plain"
+    # the same bytes: one encoder
+    assert cells[0]["k"].encode() == rows[0]["k"].encode() == line[len(b'{"k":'):-1]
+
+
+def test_one_shared_encoder():
+    from kpipe.formats import csvfile, jsonl, jsontext, parquet
+    assert csvfile.dumps is jsontext.dumps and parquet.dumps is jsontext.dumps
+    assert jsonl.dumps_exact is jsontext.dumps_exact
+    assert jsontext.dumps({"n": 2**70}) == b'{"n":1180591620717411303424}'
+    with pytest.raises(ValueError):
+        jsontext.dumps([NAN])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl", "avro"])
+def test_lone_surrogates_are_bad_records(tmp_path, fmt):
+    values = [{"s": "ok"}, {"s": "a\ud800b"}, {"s": "nul\x00ok"}]
+    rejected, files = through_sink(tmp_path, fmt, values)
+    assert rejected == [1]
+    read = {"csv": csv_rows, "parquet": parquet_rows, "jsonl": jsonl_rows, "avro": avro_rows}[fmt]
+    assert read(files[0]) == [values[0], values[2]]
