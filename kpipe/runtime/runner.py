@@ -18,6 +18,7 @@ import gc
 import logging
 from collections import deque
 import signal
+import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -53,6 +54,12 @@ _COMMIT_POLL = 0.01  # seconds consume() waits while a commit awaits its answer
 # After a stop signal, how long a sink call may still take before it is given up: the write
 # in flight, the drain. Well inside the 10 s an orchestrator usually allows.
 STOP_GRACE = 5.0
+# After a second stop signal: how long the write in flight may still take.
+SECOND_STOP_GRACE = 1.0
+# The stages run a partition's records in slices of about this many seconds, so that a stop
+# signal abandons at most that much work (a slow transform: one record); the slice size follows
+# the measured time per record, so fast stages still get a whole run in one call.
+SLICE_SECONDS = 0.1
 # Without retry.attempt_timeout: how long one attempt (a sink call, a Kafka commit) may go
 # unanswered before it is taken for a stall, at least; retry.max_elapsed if that is longer.
 # Short enough to end a silent connection, long enough for a driver's own retries (botocore's).
@@ -65,6 +72,12 @@ PROBE_TIMEOUT = 2.0  # before closing the consumer: do the brokers answer a meta
 
 class _KafkaTimeout(Exception):
     """The brokers did not answer; ``consumer.close()`` would wait for them without a bound."""
+
+
+class _Interrupted(BaseException):
+    """Raised by the stop signal's handler inside the stages (``Runner._process``): the slice
+    in progress is abandoned. A BaseException, like KeyboardInterrupt, so that a transform's
+    ``except Exception`` does not take it for a bad record."""
 
 
 class _Throttle(logging.Filter):
@@ -163,6 +176,8 @@ class Runner:
         self.rebalancing = False
         self.mirror_pending: set = set()
         self.stop_requested = 0
+        self._in_stages = False  # the main thread is inside Stages.process: a signal interrupts it
+        self._slice = 1           # records per Stages.process call; follows the time per record
         self._stop_deadline: float | None = None  # sink calls are given up after it
         self._abandoned = False                   # a stuck sink call was given up
         self._unassigned_since: float | None = None  # in the group, waiting for an assignment
@@ -183,10 +198,25 @@ class Runner:
     # -- lifecycle -------------------------------------------------------------------------
 
     def request_stop(self, signum=None, frame=None) -> None:
+        """The SIGINT/SIGTERM handler (also called from other threads, without a signal).
+
+        First signal: stop consuming; the slice of records in the stages is abandoned, what is
+        buffered is written and committed. Second: what is buffered is dropped, and the write in
+        flight gets ``SECOND_STOP_GRACE`` more."""
         self.stop_requested += 1
+        now = time.monotonic()
         if self.stop_requested == 1:
-            self._stop_deadline = time.monotonic() + STOP_GRACE
+            self._stop_deadline = now + STOP_GRACE
             log.info("stopping: draining buffered records (signal again to drop them)")
+        elif self.stop_requested == 2:
+            self._stop_deadline = min(self._stop_deadline or now + SECOND_STOP_GRACE, now + SECOND_STOP_GRACE)
+            log.info("stopping now: dropping buffered records")
+        if self._in_stages and signum is not None and threading.current_thread() is threading.main_thread():
+            # Signal handlers run on the main thread, between two bytecodes of whatever it runs:
+            # here, a decoder or transform (perhaps a user's, sleeping). Its records are read
+            # again by the next run; the stages are pure, so abandoning them is safe.
+            self._in_stages = False
+            raise _Interrupted()
 
     def run(self) -> RunResult:
         spec = self.spec
@@ -453,7 +483,6 @@ class Runner:
                     by_tp[tp] = [m]
                 else:
                     lst.append(m)
-        spec = self.spec
         for tp, lst in by_tp.items():
             buf = self.buffers.get(tp)
             if buf is None:
@@ -463,45 +492,88 @@ class Runner:
                 lst = [m for m in lst if m.offset() >= buf.position]
                 if not lst:
                     continue
-            raw = list(map(Message.value, lst))
-            try:
-                sizes = list(map(len, raw))
-            except TypeError:  # tombstones
-                sizes = [0 if v is None else len(v) for v in raw]
             self.result.consumed += len(lst)
-            # A dependency of a stage (a Schema Registry) that is down raises RetryableError:
-            # retried like any other, never taken for a bad record. The stages are pure.
-            out = self._retry("decoding records", lambda: self.stages.process(tp[0], tp[1], lst, raw))
-            failure = None
-            for i, stage, exc in out.rejected:
-                if self.spec.policies[stage] == "fail":
-                    failure = (i, stage, exc)
-                    self.result.rejected[(stage, "fail")] += 1
-                    break
-                self._reject(lst[i], stage, exc)
-            self.result.dropped += out.dropped
-            kept = out.kept
-            if failure is not None:
-                # Keep only what precedes the bad record; nothing past it is committed.
-                cut = failure[0]
-                if kept is None:
-                    kept = list(range(cut))
-                n = sum(1 for i in kept if i < cut)
-                kept, out.values = kept[:n], out.values[:n]
-                out.keys = None if out.keys is None else out.keys[:n]
+            n = len(lst)
+            lo = 0
+            while lo < n:
+                if self.stop_requested:
+                    return None  # consumed, not processed: not committed, read again next time
+                hi = min(n, lo + self._slice)
+                part = lst if hi - lo == n else lst[lo:hi]
+                bad = self._ingest_slice(tp, buf, part, now, ready)
+                if bad is not None:
+                    bad.index += lo
+                    return bad
+                lo = hi
+        return None
+
+    def _process(self, tp, lst: list, raw: list):
+        """``Stages.process`` on ``lst``; None when a stop signal interrupted it. Times it, to
+        size the next slice at about ``SLICE_SECONDS``."""
+        started = time.perf_counter()
+        try:
+            try:
+                self._in_stages = True
+                if self.stop_requested:
+                    return None  # a signal between the check and the flag
+                # A dependency of a stage (a Schema Registry) that is down raises RetryableError:
+                # retried like any other, never taken for a bad record. The stages are pure.
+                out = self._retry("decoding records", lambda: self.stages.process(tp[0], tp[1], lst, raw))
+            finally:
+                self._in_stages = False
+        except _Interrupted:  # raised by request_stop, at most once per slice
+            return None
+        n = len(lst)
+        per_record = (time.perf_counter() - started) / n
+        if n >= self._slice:  # a full slice: grow (at most double) or shrink to the target
+            self._slice = max(1, min(2 * self._slice, _CHUNK,
+                                     int(SLICE_SECONDS / per_record) if per_record > 0 else _CHUNK))
+        elif per_record * self._slice > SLICE_SECONDS:
+            self._slice = max(1, int(SLICE_SECONDS / per_record))
+        return out
+
+    def _ingest_slice(self, tp, buf: PartitionBuffer, lst: list, now: float, ready: list):
+        """Run one slice of a partition's records through the stages and buffer them; returns
+        the BadRecordError that stops the run (its index into ``lst``), if any."""
+        spec = self.spec
+        raw = list(map(Message.value, lst))
+        try:
+            sizes = list(map(len, raw))
+        except TypeError:  # tombstones
+            sizes = [0 if v is None else len(v) for v in raw]
+        out = self._process(tp, lst, raw)
+        if out is None:
+            return None  # stopped: the slice is not buffered, its offsets not committed
+        failure = None
+        for i, stage, exc in out.rejected:
+            if self.spec.policies[stage] == "fail":
+                failure = (i, stage, exc)
+                self.result.rejected[(stage, "fail")] += 1
+                break
+            self._reject(lst[i], stage, exc)
+        self.result.dropped += out.dropped
+        kept = out.kept
+        if failure is not None:
+            # Keep only what precedes the bad record; nothing past it is committed.
+            cut = failure[0]
             if kept is None:
-                buf.add(lst, out.values, sizes, now, out.keys)
-            elif kept:
-                buf.add([lst[i] for i in kept], out.values, [sizes[i] for i in kept], now, out.keys)
-            if failure is not None:
-                i, stage, exc = failure
-                m = lst[i]
-                buf.skip_to(m.offset(), now)
-                return BadRecordError(f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: "
-                                      f"{stage}: {exc} (errors.{stage}: fail)", index=i)
-            buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
-            self.result.positions[tp] = buf.position
-            buf.cut(spec.max_records, spec.max_bytes, ready)
+                kept = list(range(cut))
+            n = sum(1 for i in kept if i < cut)
+            kept, out.values = kept[:n], out.values[:n]
+            out.keys = None if out.keys is None else out.keys[:n]
+        if kept is None:
+            buf.add(lst, out.values, sizes, now, out.keys)
+        elif kept:
+            buf.add([lst[i] for i in kept], out.values, [sizes[i] for i in kept], now, out.keys)
+        if failure is not None:
+            i, stage, exc = failure
+            m = lst[i]
+            buf.skip_to(m.offset(), now)
+            return BadRecordError(f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: "
+                                  f"{stage}: {exc} (errors.{stage}: fail)", index=i)
+        buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
+        self.result.positions[tp] = buf.position
+        buf.cut(spec.max_records, spec.max_bytes, ready)
         return None
 
     def _collect_due(self, now: float, ready: list, drain: bool = False) -> None:
