@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from kpipe.api import Batch
+from kpipe.api import BadRecordError, Batch
 from kpipe.sinks.sql.columns import METADATA_TYPES, Column
 from kpipe.sinks.sql.rows import _copy_lines_by_record, copy_text, copy_text_lines
 
@@ -96,10 +96,14 @@ def test_copy_text_seq_numbers_the_rows_as_a_last_column():
 
 
 def test_copy_text_seq_on_the_record_by_record_path():
-    # A bytes value in a json column: orjson cannot encode it, so both paths raise alike...
-    batch = Batch("t", 0, 0, 2, [{"a": b"x"}, {"a": 1}], [_Msg(0, None, None), _Msg(1, None, None)])
-    with pytest.raises(orjson.JSONEncodeError):
+    # A value no encoder can write in a json column: a bad record at its own index...
+    batch = Batch("t", 0, 0, 3, [{"a": 1}, {"a": object()}, {"a": 2}], [_Msg(i, None, None) for i in range(3)])
+    with pytest.raises(BadRecordError) as exc:
         copy_text(batch, [Column("a", "json", ("a",))], seq=True)
+    assert (exc.value.index, exc.value.offset) == (1, 1)
+    # ...bytes, which orjson refuses, take the jsonl writer's encoder (base64), numbered too...
+    batch = Batch("t", 0, 0, 2, [{"a": b"x"}, {"a": 1}], [_Msg(0, None, None), _Msg(1, None, None)])
+    assert copy_text(batch, [Column("a", "json", ("a",))], seq=True) == '"eA=="\t0\n1\t1\n'
     # ...and a mixed column the fast path hands to the value-by-value converters still numbers its rows.
     batch = Batch("t", 0, 0, 2, [{"a": "x\ty"}, {"a": 2.5}], [_Msg(0, None, None), _Msg(1, None, None)])
     assert copy_text(batch, [Column("a", "text", ("a",))], seq=True) == "x\\ty\t0\n2.5\t1\n"

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 import uuid
 from functools import lru_cache
 from itertools import repeat
 
+import msgspec
 import orjson
 
 from kpipe.api import BadRecordError, Batch
+from kpipe.formats.jsonl import encode_jsonl
 
 from .columns import Column, field_getter, parse_timestamp
 
@@ -25,23 +28,147 @@ def _esc(s: str) -> str:
     return s
 
 
+class _Unfit(ValueError):
+    """A value that does not fit its column, found before the database sees it: the record
+    is a bad record (see "How values land" in docs/sinks/postgres.md)."""
+
+
+def _nonfinite(v) -> bool:
+    """Whether a NaN or an infinity hides in ``v`` (orjson and msgspec write them as null)."""
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, dict):
+        return any(map(_nonfinite, v.values()))
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return any(map(_nonfinite, v))
+    return False
+
+
+def _json_bytes(v) -> bytes:
+    """``v`` as JSON, exactly, or ``_Unfit``.
+
+    orjson first; what it refuses (an integer past 64 bits, nesting past 254, bytes, a set,
+    a map with int keys, a duration, a Decimal) takes the jsonl writer's own encoder, so a
+    value lands in a json column as it lands in a jsonl file. JSON has no NaN or infinity:
+    both encoders would write null, a silent change, so the record is bad instead."""
+    try:
+        out = orjson.dumps(v)
+    except TypeError:  # orjson.JSONEncodeError
+        try:
+            out = encode_jsonl([v])[:-1]
+        except Exception as exc:  # TypeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError
+            raise _Unfit(f"cannot write as JSON: {exc}") from None
+    if b"null" in out:
+        try:
+            bad = _nonfinite(v)
+        except RecursionError:
+            bad = True
+        if bad:
+            raise _Unfit("NaN and infinity have no JSON form")
+    return out
+
+
 def _json_text(v) -> str:
-    return orjson.dumps(v).decode()
+    return _json_bytes(v).decode()
 
 
-def _c_text(v):
+def _text_value(v) -> str:
+    """A non-null value as a text column holds it, in every dialect: strings as they are,
+    numbers and booleans and everything else as their JSON text (``123`` -> ``'123'``)."""
     t = type(v)
     if t is str:
-        return _esc(v)
-    if v is None:
-        return "\\N"
+        return v
     if t is bool:
         return "true" if v else "false"
-    if t is int or t is float:
+    if t is int:
+        return repr(v)
+    if t is float:
+        if not math.isfinite(v):
+            raise _Unfit(f"{v!r} has no JSON text")
         return repr(v)
     if t is uuid.UUID:  # Avro's uuid logical type
         return str(v)
-    return _esc(_json_text(v))
+    if t is decimal.Decimal:  # Avro's decimal logical type, exact
+        if not v.is_finite():
+            raise _Unfit(f"{v!r} has no JSON text")
+        return str(v)
+    if isinstance(v, str):  # a str subclass (a CEL string): its text, not a quoted JSON string
+        return str(v)
+    return _json_text(v)
+
+
+def _c_text(v):
+    if type(v) is str:
+        return _esc(v)
+    if v is None:
+        return "\\N"
+    return _esc(_text_value(v))
+
+
+_INT_RANGE = {"bigint": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1),
+              "smallint": (-(2**15), 2**15 - 1)}
+
+
+def _int_value(v, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
+    """An integer column takes integers, and floats with an integral value (``2.0`` -> 2);
+    booleans, strings and ``2.5`` are bad records, as are values outside the column's range."""
+    t = type(v)
+    if t is int:
+        n = v
+    elif t is float and v.is_integer():  # False for NaN and infinities
+        n = int(v)
+    elif t is decimal.Decimal and v.is_finite() and v == v.to_integral_value():
+        n = int(v)
+    elif isinstance(v, int) and not isinstance(v, bool):  # an int subclass (a CEL int)
+        n = int(v)
+    else:
+        raise _Unfit(f"{v!r} is not an integer")
+    if not lo <= n <= hi:
+        raise _Unfit(f"{n} is out of range for the column")
+    return n
+
+
+def _c_int_for(lo: int, hi: int):
+    def conv(v):
+        if type(v) is int and lo <= v <= hi:
+            return repr(v)
+        if v is None:
+            return "\\N"
+        return repr(_int_value(v, lo, hi))
+    return conv
+
+
+def _c_int_ok(conv, v: int) -> bool:
+    return conv(v) == repr(v)
+
+
+_c_bigint, _c_integer, _c_smallint = (_c_int_for(*_INT_RANGE[b]) for b in ("bigint", "integer", "smallint"))
+_INT_CONVERTERS = {_c_bigint, _c_integer, _c_smallint}
+
+
+def _double_value(v) -> float:
+    """A double column takes integers and finite floats; NaN, infinities, booleans and strings
+    are bad records."""
+    t = type(v)
+    if t is float or t is int or (isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool)):
+        try:
+            f = float(v)
+        except OverflowError:
+            raise _Unfit(f"{v!r} is out of range for a double") from None
+        if not math.isfinite(f):
+            raise _Unfit(f"{v!r} is not a finite number")
+        return f
+    raise _Unfit(f"{v!r} is not a number")
+
+
+def _c_double(v):
+    t = type(v)
+    if v is None:
+        return "\\N"
+    if t is int and -(2**53) <= v <= 2**53:
+        return repr(v)
+    f = _double_value(v)
+    return repr(v) if t is int else repr(f)  # an int's own digits: PostgreSQL rounds them alike
 
 
 def _c_number(v):
@@ -58,11 +185,14 @@ def _c_number(v):
 
 
 def _c_bool(v):
+    """A boolean column takes JSON booleans only: 1, 0, "yes" are bad records."""
     if v is True:
         return "t"
     if v is False:
         return "f"
-    return _c_number(v)
+    if v is None:
+        return "\\N"
+    raise _Unfit(f"{v!r} is not a boolean")
 
 
 def _c_json(v):
@@ -88,20 +218,35 @@ def _c_bytes(v):
     return _c_text(v)
 
 
-_CONVERTERS = {"text": _c_text, "varchar": _c_text, "uuid": _c_text, "bigint": _c_number,
-               "integer": _c_number, "smallint": _c_number, "double": _c_number, "real": _c_number,
+_CONVERTERS = {"text": _c_text, "varchar": _c_text, "uuid": _c_text, "bigint": _c_bigint,
+               "integer": _c_integer, "smallint": _c_smallint, "double": _c_double, "real": _c_double,
                "numeric": _c_number, "boolean": _c_bool, "json": _c_json, "timestamp": _c_time,
                "timestamptz": _c_time, "date": _c_time, "bytes": _c_bytes}
 
 
 @lru_cache(maxsize=4096)
 def _second_text(seconds: int) -> str:
-    return dt.datetime.fromtimestamp(seconds, tz=_UTC).strftime("%Y-%m-%d %H:%M:%S")
+    # isoformat, not strftime: %Y writes year 1 as "1", not "0001"
+    return dt.datetime.fromtimestamp(seconds, tz=_UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
 def _ms_text(ms) -> str:
-    ms = int(ms)
-    return f"{_second_text(ms // 1000)}.{ms % 1000:03d}+00"
+    try:
+        if type(ms) is not int and not float(ms).is_integer():
+            # a fraction of a millisecond: kept, as the other dialects keep it (parse_timestamp)
+            return dt.datetime.fromtimestamp(ms / 1000, tz=_UTC).isoformat(sep=" ")
+        ms = int(ms)
+        return f"{_second_text(ms // 1000)}.{ms % 1000:03d}+00"
+    except (ValueError, OverflowError, OSError):
+        raise _Unfit(f"timestamp {ms!r} ms since the epoch is outside years 1-9999") from None
+
+
+def _ts_value(ts):
+    """A Kafka timestamp (ms) as a datetime; an ``_Unfit`` (not raised) outside years 1-9999."""
+    try:
+        return dt.datetime.fromtimestamp(ts / 1000, tz=_UTC)
+    except (ValueError, OverflowError, OSError):
+        return _Unfit(f"Kafka timestamp {ts} ms is outside years 1-9999")
 
 
 def _key_text(key) -> str | None:
@@ -110,7 +255,18 @@ def _key_text(key) -> str | None:
         return key
     if isinstance(key, (bytes, bytearray)):
         return bytes(key).decode("utf-8", "backslashreplace")
-    return orjson.dumps(key, default=str).decode()
+    try:
+        return orjson.dumps(key, default=str).decode()
+    except TypeError:  # past 64 bits, too deep: the exact encoder, or _Unfit
+        return _json_text(key)
+
+
+def _key_value(key):
+    """``_key_text``, or an ``_Unfit`` (not raised) for a key JSON cannot hold."""
+    try:
+        return _key_text(key)
+    except _Unfit as exc:
+        return exc
 
 
 def metadata_values(batch: Batch, name: str) -> list:
@@ -123,9 +279,10 @@ def metadata_values(batch: Batch, name: str) -> list:
     if name == "_offset":
         return batch.offsets
     if name == "_timestamp":
-        return [None if ts is None else dt.datetime.fromtimestamp(ts / 1000, tz=_UTC) for ts in batch.timestamps]
+        # a timestamp outside years 1-9999 is an _Unfit in the list: param_rows reports it
+        return [None if ts is None else _ts_value(ts) for ts in batch.timestamps]
     if name == "_key":
-        return [_key_text(k) for k in batch.keys]
+        return [_key_value(k) for k in batch.keys]
     raise ValueError(name)
 
 
@@ -158,6 +315,8 @@ _STR = {str}
 _STR_NONE = {str, type(None)}
 _NUM = {int, float}
 _NUM_NONE = {int, float, type(None)}
+_INT = {int}
+_INT_NONE = {int, type(None)}
 _BOOL = {bool}
 _BOOL_TEXT = {True: "t", False: "f"}.__getitem__
 _NUMBER_CHARS = b"0123456789.-,"
@@ -212,8 +371,9 @@ def _convert_column(conv, vals: list) -> list:
     if not vals:
         return []
     first = type(vals[0])
-    if (first is int or first is float) and (conv is _c_number or conv is _c_text):
-        # ints and floats: repr (both converters); int/float subclasses: orjson's text (both)
+    if (first is int or first is float) and (conv is _c_double or conv is _c_text or conv is _c_number):
+        # ints and floats: repr (all three); int/float subclasses: orjson's text (all three);
+        # NaN and infinities are written as null by orjson: not tokens, so value by value
         tokens = _number_tokens(vals)
         if tokens is not None:
             return tokens
@@ -225,7 +385,11 @@ def _convert_column(conv, vals: list) -> list:
             if _clean([v for v in vals if v is not None]):
                 return ["\\N" if v is None else v for v in vals]
             return ["\\N" if v is None else _esc(v) for v in vals]
-        if conv is _c_text and types <= _NUM:
+        if conv is _c_text and types == _INT:
+            return list(map(repr, vals))
+    elif conv in _INT_CONVERTERS:
+        # plain ints within the column's range (two passes in C): their repr
+        if types == _INT and _c_int_ok(conv, min(vals)) and _c_int_ok(conv, max(vals)):
             return list(map(repr, vals))
     elif conv is _c_number:
         if types <= _NUM:
@@ -245,25 +409,33 @@ def copy_text(batch: Batch, columns: list[Column], seq: bool = False) -> str:
     One string for the batch: the rows are joined once, instead of a string per line that
     is then joined again. COPY text never holds a bare newline inside a line (``_esc``), so
     ``copy_text_lines`` can split it back when a bad record must be narrowed down.
+
+    A value that does not fit its column (see ``_Unfit``) raises ``BadRecordError`` at its
+    record's index: the whole batch is tried a column at a time first, and only when that
+    fails is it converted record by record, to find the record.
     """
     _require_objects(batch)
     n = len(batch.values)
     try:
         cols = _text_columns(batch, columns)
+        if seq:
+            cols.append(list(map(str, range(n))))
+        if not n:
+            return ""
+        if not cols:
+            return "\n" * n
+        if len(cols) == 1:
+            text = "\n".join(cols[0]) + "\n"
+        else:
+            text = "\n".join(map("\t".join, zip(*cols))) + "\n"
+        if not text.isascii():
+            text.encode()  # a lone surrogate cannot go over the wire: find its record below
+        return text
     except Exception:
         lines = _copy_lines_by_record(batch, columns)
         if seq:
             lines = [f"{line[:-1]}\t{i}\n" for i, line in enumerate(lines)]
         return "".join(lines)
-    if seq:
-        cols.append(list(map(str, range(n))))
-    if not n:
-        return ""
-    if not cols:
-        return "\n" * n
-    if len(cols) == 1:
-        return "\n".join(cols[0]) + "\n"
-    return "\n".join(map("\t".join, zip(*cols))) + "\n"
 
 
 def copy_text_lines(text: str) -> list[str]:
@@ -287,49 +459,78 @@ def _text_columns(batch: Batch, columns: list[Column]) -> list[list[str]]:
     return cols
 
 
+_UNFIT = (ValueError, TypeError, OverflowError, RecursionError)  # _Unfit, UnicodeEncodeError, ...
+
+
 def _copy_lines_by_record(batch: Batch, columns: list[Column]) -> list[str]:
-    """The reference: ``copy_lines`` one record at a time."""
-    data_cols = [(i, c) for i, c in enumerate(columns) if c.path]
-    meta_cols = [(i, c) for i, c in enumerate(columns) if not c.path]
+    """The reference: ``copy_lines`` one record at a time; ``BadRecordError`` at the first
+    record with a value that does not fit its column."""
     values = batch.values
-    if all(len(c.path) == 1 for _, c in data_cols):
-        pairs = [(c.path[0], _CONVERTERS[c.base]) for _, c in data_cols]
-        parts = [[conv(r.get(k)) for k, conv in pairs] for r in values]
-    else:
-        getters = [(field_getter(c.path), _CONVERTERS[c.base]) for _, c in data_cols]
-        parts = [[conv(get(r)) for get, conv in getters] for r in values]
-    if meta_cols:
-        meta = [(i, _metadata_text(batch, c.name)) for i, c in meta_cols]
-        for n, row in enumerate(parts):
-            for i, col in meta:
-                row.insert(i, col[n])
+    meta = {c.name: _metadata_by_record(batch, c.name) for c in columns if not c.path}
+    # (0, metadata text by index) or (1, key, converter) or (2, getter, converter)
+    convs = [(0, meta[c.name], None) if not c.path else
+             (1, c.path[0], _CONVERTERS[c.base]) if len(c.path) == 1 else
+             (2, field_getter(c.path), _CONVERTERS[c.base]) for c in columns]
     join = "\t".join
-    return [join(row) + "\n" for row in parts]
+    lines = []
+    for n, r in enumerate(values):
+        try:
+            row = [at(n) if how == 0 else conv(r.get(at)) if how == 1 else conv(at(r)) for how, at, conv in convs]
+            line = join(row) + "\n"
+            if not line.isascii():
+                line.encode()
+        except _UNFIT as exc:
+            raise BadRecordError.in_batch(f"value does not fit its column: {exc}", batch, n) from None
+        lines.append(line)
+    return lines
+
+
+def _metadata_by_record(batch: Batch, name: str):
+    """A function record index -> the COPY text of metadata column ``name``."""
+    if name == "_timestamp":
+        stamps = batch.timestamps
+        return lambda n: "\\N" if stamps[n] is None else _ms_text(stamps[n])
+    if name == "_key":
+        keys = batch.keys
+        return lambda n: _c_text(_key_text(keys[n]))
+    col = _metadata_text(batch, name)
+    return col.__getitem__
 
 
 _PY = {"bigint": int, "integer": int, "smallint": int}
 
 
+def _text_param(v):
+    s = _text_value(v)
+    if not s.isascii():
+        s.encode()  # a lone surrogate: UnicodeEncodeError, a bad record, as on PostgreSQL
+    return s
+
+
+def _json_param(v):
+    # the value as the JSON it is written as (sets, bytes, int keys converted as in COPY), and
+    # only values JSON can hold exactly; the driver's serializer writes it again
+    return msgspec.json.decode(_json_bytes(v))
+
+
 def _coerce(col: Column):
+    """The generic path's converter for a column: the same rules as COPY's (``_CONVERTERS``)."""
     base = col.base
     if base in ("timestamp", "timestamptz"):
         return lambda v: None if v is None else parse_timestamp(v)
     if base == "date":
         return lambda v: None if v is None or isinstance(v, dt.date) else dt.date.fromisoformat(v)
     if base in ("text", "varchar", "uuid"):
-        return lambda v: v if v is None or type(v) is str else (_json_text(v) if isinstance(v, (dict, list)) else str(v))
+        return lambda v: None if v is None else _text_param(v)
     if base in _PY:
-        def to_int(v):
-            if v is None or type(v) is int:
-                return v
-            if type(v) is bool or (type(v) is float and not v.is_integer()):
-                raise ValueError(f"{v!r} is not an integer")
-            return int(v)
-        return to_int
+        lo, hi = _INT_RANGE[base]
+        return lambda v: None if v is None else _int_value(v, lo, hi)
     if base in ("double", "real"):
-        return lambda v: v if v is None or type(v) is float else float(v)
+        return lambda v: None if v is None else _double_value(v)
     if base == "boolean":
-        return lambda v: v if v is None or type(v) is bool else _bool(v)
+        return lambda v: v if v is None or type(v) is bool else _c_bool(v)
+    if base == "json":
+        return lambda v: None if v is None else _json_param(v)
     return lambda v: v
 
 
@@ -347,8 +548,12 @@ def coerce_key(col: Column | None, value):
     Stricter than the database: MariaDB would compare the bigint 1 equal to ``"1abc"``."""
     if col is None:
         return value
-    if col.base in _PY and isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-        raise ValueError(f"{value!r} is not an integer")
+    if col.base in _PY and isinstance(value, str):  # a key is often text: "42" is the key 42
+        if not value.strip().lstrip("-").isdigit():
+            raise ValueError(f"{value!r} is not an integer")
+        value = int(value)
+    if col.base == "boolean" and value is not None and type(value) is not bool:
+        return _bool(value)
     return _coerce(col)(value)
 
 
@@ -364,10 +569,12 @@ def param_rows(batch: Batch, columns: list[Column]) -> list[dict]:
     for n, r in enumerate(batch.values):
         try:
             row = {name: coerce(get(r)) for name, get, coerce in getters}
-        except (ValueError, TypeError, OverflowError) as exc:
+            for name, vals in meta:
+                v = row[name] = vals[n]
+                if type(v) is _Unfit:  # metadata_values' mark: a Kafka timestamp past year 9999
+                    raise v
+        except (ValueError, TypeError, OverflowError, OSError, RecursionError) as exc:
             raise BadRecordError(f"value does not fit its column: {exc}", index=n,
                                  topic=batch.topic, partition=batch.partition) from exc
-        for name, vals in meta:
-            row[name] = vals[n]
         rows.append(row)
     return rows
