@@ -208,3 +208,40 @@ def test_lone_surrogates_are_bad_records(tmp_path, fmt):
     assert rejected == [1]
     read = {"csv": csv_rows, "parquet": parquet_rows, "jsonl": jsonl_rows, "avro": avro_rows}[fmt]
     assert read(files[0]) == [values[0], values[2]]
+
+
+# -- parquet: pyarrow's silent coercions (found by the property tests) ------------------------
+
+
+@pytest.mark.parametrize("col", [[1.5, True], [[0.0, False]], [{"a": 1.5}, {"a": True}], [b"x", "a"]],
+                         ids=["bool-after-float", "nested-list", "nested-struct", "text-after-bytes"])
+def test_parquet_mixed_booleans_and_floats_land_as_json_text(tmp_path, col):
+    values = [{"v": v} for v in col]
+    rejected, files = through_sink(tmp_path, "parquet", values)
+    assert rejected == []
+    got = [r["v"] for r in parquet_rows(files[0])]
+    for g, want in zip(got, col):
+        assert isinstance(g, str)
+        if isinstance(want, str):
+            assert g == want
+        elif isinstance(want, bytes):
+            assert json.loads(g) == "eA=="  # bytes are base64 in JSON text
+        else:
+            assert json.dumps(json.loads(g)) == json.dumps(want)  # false stays false, not 0.0
+
+
+def test_parquet_refuses_a_file_of_only_empty_objects(tmp_path):
+    # Parquet without a column has no row count: the rows would vanish
+    rejected, files = through_sink(tmp_path, "parquet", [{}, {"a": 1}])
+    assert rejected == [] and parquet_rows(files[0]) == [{"a": None}, {"a": 1}]
+    rejected, files = through_sink(tmp_path / "only", "parquet", [{}])
+    assert rejected == [0] and files == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_a_field_name_with_a_lone_surrogate_is_a_bad_record(tmp_path, fmt):
+    values = [{"a": 1}, {"\ud800": 2}, {"a": 3}]
+    rejected, files = through_sink(tmp_path, fmt, values)
+    assert rejected == [1]
+    read = {"csv": csv_rows, "parquet": parquet_rows, "jsonl": jsonl_rows}[fmt]
+    assert [r["a"] for r in read(files[0])] == (["1", "3"] if fmt == "csv" else [1, 3])

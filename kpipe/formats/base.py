@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-__all__ = ["EncodeError", "Writer", "as_row", "json_default", "encode_in_steps"]
+__all__ = ["EncodeError", "Writer", "as_row", "json_default", "encode_in_steps", "check_columns"]
 
 STEP_BYTES = 1 << 20
 """About how many encoded bytes one step produces: bounds what a step holds in memory whatever
@@ -64,3 +64,15 @@ def json_default(obj):
 def as_row(value) -> dict:
     """A record as a row: objects as they are, anything else as a single ``value`` field."""
     return value if isinstance(value, dict) else {"value": value}
+
+
+def check_columns(columns, rows: list, fmt: str) -> None:
+    """Raise ``EncodeError`` at the first row holding a column name that is not valid UTF-8 text
+    (a lone surrogate): no file format can write it as a name."""
+    for k in columns:
+        if type(k) is str:
+            try:
+                k.encode()
+            except UnicodeEncodeError:
+                i = next(i for i, row in enumerate(rows) if k in row)
+                raise EncodeError(f"cannot write as {fmt}: the field name {k!r} is not valid UTF-8", i) from None

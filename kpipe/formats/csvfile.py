@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 
-from .base import EncodeError, Writer, as_row, encode_in_steps
+from .base import EncodeError, Writer, as_row, check_columns, encode_in_steps
 from .jsontext import dumps
 
 __all__ = ["CsvWriter", "encode_csv"]
@@ -42,6 +42,7 @@ class CsvWriter(Writer):
             for row in rows:
                 for k in row:
                     seen.setdefault(k, None)
+            check_columns(seen, rows, "CSV")
             self.columns = list(seen)
             self.out.write(_lines([self.columns]))
         encode_in_steps(rows, self._encode, self.out.write)

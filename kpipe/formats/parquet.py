@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from kpipe.api import FatalError
 
-from .base import EncodeError, Writer, as_row
+from .base import EncodeError, Writer, as_row, check_columns
 from .jsontext import dumps
 
 __all__ = ["ParquetWriter", "CODECS", "require_pyarrow"]
@@ -60,6 +60,9 @@ class ParquetWriter(Writer):
         for row in rows:
             for k in row:
                 columns.setdefault(k, None)
+        check_columns(columns, rows, "Parquet")
+        if rows and not columns:  # a Parquet file without a column cannot hold a row count
+            raise EncodeError("cannot write as Parquet: an object with no fields, and no record beside it has one", 0)
         arrays = []
         for c in columns:
             col = [row.get(c) for row in rows]
@@ -67,6 +70,8 @@ class ParquetWriter(Writer):
                 arr = pa.array(col)
             except (pa.ArrowException, TypeError, ValueError, OverflowError, RecursionError):
                 arr = None  # no one type holds them all (or a value pyarrow refuses): text
+            if arr is not None and _coerced(pa, col, arr.type):
+                arr = None  # pyarrow would silently turn a boolean into a float, or text into bytes
             if arr is not None and not pa.types.is_null(arr.type) and not _has_empty_struct(arr.type):
                 if 1 + _type_depth(arr.type) > MAX_SCHEMA_DEPTH:
                     bad = max(range(len(col)), key=lambda i: _depth(col[i]))
@@ -113,6 +118,42 @@ def _text_array(pa, col: list):
             except (TypeError, ValueError) as exc:
                 raise EncodeError(f"cannot write as Parquet: {exc}", i) from None
         raise exc
+
+
+def _coerced(pa, col: list, t) -> bool:
+    """pyarrow put a boolean where its type has a float, or a str where it has binary: it infers
+    ``double`` from ``[1.5, True]`` (True becomes 1.0) and ``binary`` from ``[b"x", "a"]``. Only
+    types with such a leaf are checked; a flat column by the types it holds, in C."""
+    if pa.types.is_floating(t):
+        return bool in set(map(type, col))
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return str in set(map(type, col))
+    if not _has_leaf(pa, t):
+        return False
+    return any(_bad_leaf(pa, v, t) for v in col)
+
+
+def _has_leaf(pa, t) -> bool:
+    if pa.types.is_struct(t):
+        return any(_has_leaf(pa, t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _has_leaf(pa, t.value_type)
+    return pa.types.is_floating(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _bad_leaf(pa, v, t) -> bool:
+    if v is None:
+        return False
+    if pa.types.is_struct(t):
+        return isinstance(v, dict) and any(_bad_leaf(pa, v.get(t.field(i).name), t.field(i).type)
+                                           for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return isinstance(v, (list, tuple)) and any(_bad_leaf(pa, x, t.value_type) for x in v)
+    if pa.types.is_floating(t):
+        return type(v) is bool
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return type(v) is str
+    return False
 
 
 def _has_empty_struct(t) -> bool:
