@@ -29,7 +29,7 @@ def url(request, tmp_path):
 def sink(url):
     table, group = f"rt_{uuid.uuid4().hex[:8]}", f"rt-{uuid.uuid4().hex[:8]}"
     s = SqlSink({"url": url, "table": table, "mode": "insert",
-                 "columns": {"id": {"type": "bigint"}, "n": {"type": "bigint"}}},
+                 "columns": {"id": {"type": "bigint"}, "n": {"type": "bigint", "nullable": False}}},
                 SinkContext(pipeline="rt", group=group))
     s.open()
     statements: list = []
@@ -59,7 +59,9 @@ def test_a_clean_write_takes_no_savepoint_and_a_bad_row_is_still_narrowed(sink):
     if sink.engine.dialect.name == "sqlite":
         return  # it stores any value in any column: nothing for the database to reject
     sink.statements.clear()
-    bad = [{"id": 10, "n": 10}, {"id": 11, "n": 11}, {"id": 12, "n": 2**70}, {"id": 13, "n": 13}]
+    # a NULL in a NOT NULL column: only the database finds it (kpipe itself refuses 2**70 for a
+    # bigint before the write, without the database: see "How values land")
+    bad = [{"id": 10, "n": 10}, {"id": 11, "n": 11}, {"id": 12, "n": None}, {"id": 13, "n": 13}]
     with pytest.raises(BadRecordError) as info:
         sink.write([batch(10, bad)])
     assert info.value.index == 2

@@ -138,12 +138,9 @@ def _c_int_for(lo: int, hi: int):
     return conv
 
 
-def _c_int_ok(conv, v: int) -> bool:
-    return conv(v) == repr(v)
-
-
 _c_bigint, _c_integer, _c_smallint = (_c_int_for(*_INT_RANGE[b]) for b in ("bigint", "integer", "smallint"))
-_INT_CONVERTERS = {_c_bigint, _c_integer, _c_smallint}
+_INT_CONVERTERS = {_c_bigint: _INT_RANGE["bigint"], _c_integer: _INT_RANGE["integer"],
+                   _c_smallint: _INT_RANGE["smallint"]}
 
 
 def _double_value(v) -> float:
@@ -356,6 +353,21 @@ def _number_tokens(vals):
     return body.decode().split(",")
 
 
+def _int_tokens(vals, lo: int, hi: int):
+    """``repr`` of every value when all are ints within [lo, hi] (one orjson call, and min/max
+    in C); None otherwise. orjson writes floats with a dot, bools and None as words."""
+    try:
+        body = orjson.dumps(vals)[1:-1]
+    except orjson.JSONEncodeError:  # past 64 bits, or an unknown type
+        return None
+    if not body or body.translate(None, _INT_CHARS) or not (lo <= min(vals) and max(vals) <= hi):
+        return None
+    return body.decode().split(",")
+
+
+_INT_CHARS = b"0123456789-,"
+
+
 def _clean(strs) -> bool:
     """True when no str in ``strs`` needs ``_esc``: one scan over all of them."""
     s = "".join(strs)
@@ -377,6 +389,10 @@ def _convert_column(conv, vals: list) -> list:
         tokens = _number_tokens(vals)
         if tokens is not None:
             return tokens
+    if first is int and conv in _INT_CONVERTERS:
+        tokens = _int_tokens(vals, *_INT_CONVERTERS[conv])
+        if tokens is not None:
+            return tokens
     types = set(map(type, vals))
     if conv is _c_text or conv is _c_time:  # both: str -> _esc(str), None -> \N
         if types == _STR:
@@ -389,7 +405,8 @@ def _convert_column(conv, vals: list) -> list:
             return list(map(repr, vals))
     elif conv in _INT_CONVERTERS:
         # plain ints within the column's range (two passes in C): their repr
-        if types == _INT and _c_int_ok(conv, min(vals)) and _c_int_ok(conv, max(vals)):
+        lo, hi = _INT_CONVERTERS[conv]
+        if types == _INT and lo <= min(vals) and max(vals) <= hi:
             return list(map(repr, vals))
     elif conv is _c_number:
         if types <= _NUM:
