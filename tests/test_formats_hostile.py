@@ -245,3 +245,14 @@ def test_a_field_name_with_a_lone_surrogate_is_a_bad_record(tmp_path, fmt):
     assert rejected == [1]
     read = {"csv": csv_rows, "parquet": parquet_rows, "jsonl": jsonl_rows}[fmt]
     assert [r["a"] for r in read(files[0])] == (["1", "3"] if fmt == "csv" else [1, 3])
+
+
+@pytest.mark.parametrize("fmt", ["avro", "jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("kind", ["dict", "list"])
+def test_nesting_past_the_stack_is_a_bad_record_not_a_crash(tmp_path, fmt, kind):
+    values = [{"k": {"a": 1}}, {"k": nest(3000, kind=kind)}, {"k": {"a": 2}}]
+    rejected, files = through_sink(tmp_path, fmt, values)
+    assert rejected == [1]
+    read = {"csv": csv_rows, "parquet": parquet_rows, "jsonl": jsonl_rows, "avro": avro_rows}[fmt]
+    got = read(files[0])
+    assert len(got) == 2

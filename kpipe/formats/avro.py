@@ -249,7 +249,11 @@ class AvroWriter(Writer):
 
     def write(self, values: list) -> None:
         if self.writer is None:
-            self._open(values)
+            try:
+                self._open(values)
+            except RecursionError:  # inferring a schema for nesting deeper than Python's stack
+                raise EncodeError("cannot write as Avro: nested too deep to infer a schema",
+                                  max(range(len(values)), key=lambda i: _depth(values[i]))) from None
         write, convert = self.writer.write, self.convert
         check_ints = self.check_ints
         for i, v in enumerate(values):
@@ -259,7 +263,7 @@ class AvroWriter(Writer):
                                   "a double would round it", i)
             try:
                 write(convert(row) if convert is not None else row)
-            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
                 raise EncodeError(f"cannot write as Avro: {type(exc).__name__}: {exc}", i) from None
 
     def close(self) -> None:
@@ -277,6 +281,19 @@ def _has_float_branch(schema) -> bool:
         return any(_has_float_branch(schema.get(k)) for k in ("type", "items", "values")) \
             or any(_has_float_branch(f.get("type")) for f in schema.get("fields") or () if isinstance(f, dict))
     return False
+
+
+def _depth(value) -> int:
+    """How deeply objects and lists nest in ``value`` (iteratively)."""
+    best, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        best = max(best, d)
+        if type(v) is dict:
+            stack.extend((x, d + 1) for x in v.values())
+        elif type(v) in (list, tuple):
+            stack.extend((x, d + 1) for x in v)
+    return best
 
 
 def _has_big_int(value) -> bool:
