@@ -61,12 +61,12 @@ def _check_finite(values: list, data: bytes) -> None:
             return
     except TypeError:  # a record that is not an object
         pass
-    for i, line in enumerate(data.split(b"\n")):
-        if b"null" not in line:
-            continue
-        v = values[i]
-        if type(v) is dict and line.count(b"null") == countOf(v.values(), None):
-            continue
+    lines = data.split(b"\n")
+    for i, v in enumerate(values):
+        if type(v) is dict:
+            line = lines[i]
+            if line.count(b"null") == countOf(v.values(), None):
+                continue
         if _nonfinite(v):
             raise EncodeError("cannot write as JSON: Infinity and NaN have no JSON form", i)
 

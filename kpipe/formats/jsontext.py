@@ -36,14 +36,14 @@ def has_nonfinite(value) -> bool:
     """``value`` holds a float Infinity or NaN at any depth (containers: dict values, lists,
     tuples). Called only when encoded text contains ``null``, where such a float could hide."""
     t = type(value)
-    if t is float:
-        return not _isfinite(value)
     if t is dict:
         value = value.values()
     elif t is not list and t is not tuple:
         return isinstance(value, float) and not _isfinite(value)
     for v in value:
         tv = type(v)
+        if tv is str or tv is int or v is None or tv is bool:
+            continue
         if tv is float:
             if not _isfinite(v):
                 return True
