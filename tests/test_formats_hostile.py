@@ -15,7 +15,7 @@ import pytest
 from kpipe.api import BadRecordError, SinkContext
 from kpipe.formats import open_writer
 from kpipe.sinks.files.sink import FilesSink
-from s3kit import make_batch
+from s3kit import bucket, make_batch, moto_server, objects, s3  # noqa: F401  (fixtures)
 
 CTX = SinkContext(pipeline="p", group="g")
 EXT = {"jsonl": "jsonl", "csv": "csv", "avro": "avro", "parquet": "parquet"}
@@ -256,3 +256,23 @@ def test_nesting_past_the_stack_is_a_bad_record_not_a_crash(tmp_path, fmt, kind)
     read = {"csv": csv_rows, "parquet": parquet_rows, "jsonl": jsonl_rows, "avro": avro_rows}[fmt]
     got = read(files[0])
     assert len(got) == 2
+
+
+# -- the S3 sink shares the writers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt,hostile,read", [("jsonl", {"a": [NAN]}, jsonl_rows),
+                                              ("avro", {"a": 2**64}, avro_rows),
+                                              ("parquet", {"a": nest(99)}, parquet_rows)])
+def test_s3_sink_reports_the_hostile_record_at_its_offset(moto_server, s3, bucket, fmt, hostile, read):
+    from kpipe.sinks.s3.sink import S3Sink
+    sk = S3Sink({"bucket": bucket, "endpoint_url": moto_server.url, "region": "us-east-1", "format": fmt,
+                 "compression": "none"}, CTX)
+    sk.open()
+    b = make_batch([{"a": None}, hostile, {"a": None}], 10)
+    with pytest.raises(BadRecordError) as info:
+        sk.write([b])
+    assert info.value.offset == 11
+    sk.write([b.without(info.value.index)])
+    got = objects(s3, bucket)
+    assert [r for key in sorted(got) for r in read(got[key])] == [{"a": None}, {"a": None}]
