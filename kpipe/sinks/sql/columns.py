@@ -7,7 +7,7 @@ Type mapping (inferred from JSON values, or declared by name):
 | bigint        | BIGINT           | BIGINT        | BIGINT  | int                  |
 | double        | DOUBLE PRECISION | DOUBLE        | FLOAT   | float (or int+float) |
 | boolean       | BOOLEAN          | BOOL          | BOOLEAN | bool                 |
-| text          | TEXT             | TEXT          | TEXT    | str, mixed, all null |
+| text          | TEXT             | LONGTEXT      | TEXT    | str, mixed, all null |
 | json          | JSONB            | JSON          | JSON    | object, array        |
 | timestamptz   | TIMESTAMPTZ      | DATETIME      | DATETIME| (declared, _timestamp) |
 """
@@ -155,7 +155,8 @@ def sql_type(kpipe_type: str) -> sa.types.TypeEngine:
         return sa.LargeBinary()
     if base == "uuid":
         return sa.Uuid()
-    return sa.Text()
+    # MySQL's TEXT holds 65,535 bytes: a longer string could never land. LONGTEXT holds 4 GB.
+    return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
 def field_getter(path: tuple):

@@ -7,10 +7,12 @@ MySQL/MariaDB, ...) goes through Core ``executemany``.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from contextlib import contextmanager
 from typing import NamedTuple, Sequence
 
+import orjson
 import sqlalchemy as sa
 
 from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
@@ -18,7 +20,7 @@ from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, Retrya
 
 from . import offsets
 from .columns import METADATA_TYPES, Column, infer_columns, schema_columns, sql_type
-from .errors import is_data_error, is_database_error, is_retryable
+from .errors import is_data_error, is_database_error, is_retryable, is_schema_error
 from .guard import delete_where, refuse_unbounded_writes
 from .names import describe_limit, namer
 from .rows import coerce_key, copy_text, copy_text_lines, param_rows
@@ -100,6 +102,34 @@ def _kpipe_type(sa_type) -> str:
     return "text"
 
 
+_JSON_VALID = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)", re.IGNORECASE)
+
+
+def _row_bytes(row: dict, exact: bool) -> int:
+    """The bytes of a row in an INSERT statement: a cheap upper bound (4 bytes a character), or
+    the UTF-8 length with the quotes and backslashes escaped."""
+    size = 0
+    for v in row.values():
+        t = type(v)
+        if t is str:
+            size += len(v.encode()) + v.count("'") + v.count("\\") + 2 if exact else 4 * len(v)
+        elif t is bytes:
+            size += 2 * len(v) + 16
+        elif t is dict or t is list:
+            size += 2 * len(orjson.dumps(v, default=str))
+        else:
+            size += 40
+    return size
+
+
+def _ddl_refused(exc: BaseException) -> bool:
+    """CREATE or ALTER refused for the columns asked for (SQLAlchemy's own refusal of a blank
+    or repeated name included), not for an outage or a permission."""
+    if isinstance(exc, sa.exc.ArgumentError):
+        return True
+    return is_database_error(exc) and not is_retryable(exc) and is_schema_error(exc)
+
+
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
@@ -120,6 +150,8 @@ class SqlSink(Sink):
         self.create_table = config.get("create_table", True)
         self.evolve = config.get("evolve", "add_columns")
         self.metadata_names = list(config.get("metadata_columns") or [])
+        self.metadata_set = frozenset(self.metadata_names)
+        self.max_packet = 0                 # MySQL/MariaDB: the server's max_allowed_packet
         self.offsets_name = config.get("offsets_table", "kpipe_offsets")
         if "." not in self.offsets_name and self.schema:
             self.offsets_name = f"{self.schema}.{self.offsets_name}"
@@ -176,6 +208,14 @@ class SqlSink(Sink):
         if self.name_of(self.table_name) != self.table_name:
             raise FatalError(f"table name {self.table_name!r} is longer than {dialect} allows "
                              f"({describe_limit(dialect)})")
+        if self.declared != "auto":
+            clash = [n for n in self.declared if self.name_of(n) in self.metadata_set]
+            if clash:
+                raise FatalError(f"columns: declares {clash}, also in metadata_columns; "
+                                 f"rename the declared column (table {self.table_name})")
+        if dialect in ("mysql", "mariadb"):
+            with self.engine.connect() as conn:  # a larger row would make the server hang up
+                self.max_packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar())
         meta = sa.MetaData()
         self.offsets = offsets.offsets_table(self.offsets_name, meta)
         self._create(self.offsets)
@@ -196,6 +236,7 @@ class SqlSink(Sink):
             self.table = None
             return
         self.table = table
+        self._mariadb_json(table)
         meta = set(self.metadata_names)
         declared = {c.name: c for c in self._declared_columns()} if self.declared != "auto" else {}
         cols = []
@@ -215,6 +256,24 @@ class SqlSink(Sink):
             self._add_columns([Column(m, METADATA_TYPES[m]) for m in absent])
             return self._reflect()
         self.columns = cols
+
+    def _mariadb_json(self, table: sa.Table) -> None:
+        """MariaDB's JSON is LONGTEXT with a ``json_valid`` CHECK and reflects as LONGTEXT: give
+        such a column its JSON type back, so a value is stored as JSON (the string "123" as
+        ``"123"``, not 123) after a restart as on the first run."""
+        if not getattr(self.engine.dialect, "is_mariadb", False):
+            return
+        with self.engine.connect() as conn:
+            checks = conn.execute(sa.text(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA = COALESCE(:s, DATABASE()) AND TABLE_NAME = :t"),
+                {"s": self.schema, "t": self.table_name}).scalars().all()
+        for clause in checks:
+            m = _JSON_VALID.fullmatch(clause.strip())
+            if m:
+                name = m.group(1).replace("``", "`")
+                if name in table.c and isinstance(table.c[name].type, sa.String):
+                    table.c[name].type = sa.JSON()
 
     def _qualified(self) -> str:
         return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
@@ -243,21 +302,29 @@ class SqlSink(Sink):
         self._reflect()
 
     def _add_columns(self, cols: list[Column]) -> None:
-        """ALTER TABLE ... ADD COLUMN, nullable; never drop or retype. Own transaction (MySQL
-        commits DDL implicitly, so it must never share the data's transaction)."""
+        """ALTER TABLE ... ADD COLUMN, nullable; never drop or retype. All of ``cols`` at once
+        (one statement; on SQLite one transaction), so a set the table cannot take adds none.
+        Own transaction (MySQL commits DDL implicitly, so it must never share the data's)."""
+        if not cols:
+            return
         prep = self.engine.dialect.identifier_preparer
         target = prep.format_table(sa.table(self.table_name, schema=self.schema))
-        for c in cols:
-            ddl = (f"ALTER TABLE {target} ADD COLUMN {prep.quote(c.name)} "
-                   f"{sql_type(c.type).compile(dialect=self.engine.dialect)}")
-            try:
-                with self.engine.begin() as conn:
+        adds = [f"ADD COLUMN {prep.quote(c.name)} {sql_type(c.type).compile(dialect=self.engine.dialect)}"
+                for c in cols]
+        ddls = ([f"ALTER TABLE {target} {a}" for a in adds] if self.engine.dialect.name == "sqlite"
+                else [f"ALTER TABLE {target} " + ", ".join(adds)])
+        try:
+            with self.engine.begin() as conn:
+                for ddl in ddls:
                     conn.exec_driver_sql(ddl)
-            except sa.exc.SQLAlchemyError as exc:
-                existing = {x["name"] for x in sa.inspect(self.engine).get_columns(self.table_name, schema=self.schema)}
-                if c.name not in existing:  # not a race with another instance: a real failure
-                    raise
-            self.log and self.log.info("added column %s %s to %s", c.name, c.type, self._qualified())
+        except sa.exc.SQLAlchemyError:
+            existing = {x["name"] for x in sa.inspect(self.engine).get_columns(self.table_name, schema=self.schema)}
+            missing = [c for c in cols if c.name not in existing]
+            if len(missing) == len(cols):  # not a race with another instance: a real failure
+                raise
+            return self._add_columns(missing)  # another instance added some of them meanwhile
+        self.log and self.log.info("added column(s) %s to %s", ", ".join(f"{c.name} {c.type}" for c in cols),
+                                   self._qualified())
 
     # -- the Sink contract -------------------------------------------------------------------
 
@@ -296,7 +363,23 @@ class SqlSink(Sink):
 
     def _prepare_rows(self, part: Batch) -> tuple:
         cols = self._columns_for(part)
-        return cols, self._payload(part, cols)
+        payload = self._payload(part, cols)
+        if self.max_packet and payload:
+            self._check_packet(part, cols, payload)
+        return cols, payload
+
+    def _check_packet(self, part: Batch, cols, rows: list[dict]) -> None:
+        """MySQL/MariaDB: a row whose INSERT exceeds max_allowed_packet makes the server drop the
+        connection, which looks like an outage and would be retried forever: a bad record."""
+        room = self.max_packet - 1024 - sum(len(c.name.encode()) + 8 for c in cols) - len(self.table_name) * 2
+        for i, row in enumerate(rows):
+            if _row_bytes(row, exact=False) <= room:
+                continue
+            size = _row_bytes(row, exact=True)
+            if size > room:
+                raise BadRecordError.in_batch(
+                    f"{self._qualified()}: the row is about {size} bytes, more than the server's "
+                    f"max_allowed_packet ({self.max_packet} bytes)", part, i)
 
     def _parts(self, b: Batch) -> list["_Part"]:
         if not b.values:
@@ -374,6 +457,8 @@ class SqlSink(Sink):
                 self._reflect()
             return self.columns
         fields = set().union(*(v for v in b.values if type(v) is dict))
+        if self.metadata_set and not self.metadata_set.isdisjoint(fields):
+            self._metadata_clash(b)
         named = {self.name_of(f): f for f in fields}  # column -> field
         known = {c.name for c in self.columns}
         if named.keys() - known:
@@ -383,16 +468,64 @@ class SqlSink(Sink):
         return [c if not c.path or c.path[0] == named[c.name] else Column(c.name, c.type, (named[c.name],), c.nullable)
                 for c in self.columns if not c.path or c.name in named]
 
+    def _metadata_clash(self, b: Batch) -> None:
+        """A record with a field named like one of the metadata columns: which value would the
+        column hold? Neither silently: the record is bad."""
+        for i, v in enumerate(b.values):
+            if type(v) is dict and not self.metadata_set.isdisjoint(v):
+                clash = sorted(self.metadata_set.intersection(v))
+                raise BadRecordError.in_batch(
+                    f"field(s) {clash} clash with metadata_columns of {self._qualified()}; rename "
+                    f"the field(s) with a transform, or drop them from metadata_columns", b, i)
+
     def _evolve(self, b: Batch, known: set) -> None:
-        """Create the table, or add the columns for the fields of ``b`` not in ``known``."""
+        """Create the table, or add the columns for the fields of ``b`` not in ``known``.
+
+        DDL the table cannot take (a name it refuses, a name equal to another but for case, too
+        many columns) is the fault of a record: the records are then tried one at a time, in
+        offset order, and the first whose fields fail is the bad record."""
+        try:
+            self._evolve_for(b, b.values, known, 0)
+        except (BadRecordError, FatalError, RetryableError, OffsetConflict):
+            raise
+        except Exception as exc:
+            if not _ddl_refused(exc):
+                raise
+            self._evolve_each(b)
+
+    def _evolve_each(self, b: Batch) -> None:
+        self._reflect()  # what the failed DDL left, if anything
+        for i, v in enumerate(b.values):
+            if type(v) is not dict:
+                continue
+            have = {c.name for c in self.columns}
+            named = {self.name_of(f): f for f in v}
+            if self.table is not None and named.keys() <= have:
+                continue
+            try:
+                self._evolve_for(b, [v], {f for n, f in named.items() if n in have}, i)
+            except (BadRecordError, FatalError, RetryableError, OffsetConflict):
+                raise
+            except Exception as exc:
+                if not _ddl_refused(exc):
+                    raise
+                raise BadRecordError.in_batch(f"{self._qualified()} cannot take this record's field(s): "
+                                              f"{_first_line(exc)}", b, i) from (getattr(exc, "orig", None) or exc)
+
+    def _evolve_for(self, b: Batch, values: list, known: set, at: int) -> None:
+        """``_evolve`` for ``values``, the records of ``b`` from index ``at``."""
         # A new table follows the deserializer's schema (Avro, or the validating JSON Schema)
         # when there is one, so its types do not depend on what the first batch happened to hold.
         declared = schema_columns(self.context.value_schema()) if self.table is None else None
         if declared:
             names = {c.name for c in declared}
-            new_cols = declared + [c for c in infer_columns(b.values, known | names)]
+            clash = sorted(names & self.metadata_set)
+            if clash:
+                raise FatalError(f"the value schema has field(s) {clash}, also in metadata_columns "
+                                 f"(table {self._qualified()})")
+            new_cols = declared + [c for c in infer_columns(values, known | names)]
         else:
-            new_cols = infer_columns(b.values, known)
+            new_cols = infer_columns(values, known)
         keys = set(self.key_columns)
         # Columns under names that fit; MySQL/MariaDB cannot index TEXT without a prefix
         # length, so key columns get a varchar.
@@ -402,15 +535,15 @@ class SqlSink(Sink):
             cols = new_cols + [Column(m, METADATA_TYPES[m]) for m in self.metadata_names]
             missing_keys = [k for k, n in zip(self.key, self.key_columns) if n not in {c.name for c in cols}]
             if missing_keys:
-                raise BadRecordError.in_batch(f"key field(s) {missing_keys} missing from the records", b, 0)
+                raise BadRecordError.in_batch(f"key field(s) {missing_keys} missing from the records", b, at)
             self._create_target(cols)
             return
         if self.evolve != "add_columns":
             fields = {c.path[0] for c in new_cols}
-            for i, v in enumerate(b.values):
+            for i, v in enumerate(values):
                 if type(v) is dict and fields.intersection(v):
                     raise BadRecordError.in_batch(f"field(s) {sorted(fields.intersection(v))} have no column "
-                                                  f"in {self._qualified()} and evolve is fail", b, i)
+                                                  f"in {self._qualified()} and evolve is fail", b, at + i)
         self._add_columns(new_cols)
         self._reflect()
 
