@@ -276,3 +276,11 @@ def test_s3_sink_reports_the_hostile_record_at_its_offset(moto_server, s3, bucke
     sk.write([b.without(info.value.index)])
     got = objects(s3, bucket)
     assert [r for key in sorted(got) for r in read(got[key])] == [{"a": None}, {"a": None}]
+
+
+def test_jsonl_finds_nan_beside_values_msgpack_cannot_hold(tmp_path):
+    # the C pre-check (msgpack) cannot encode integers past 64 bits: the records are looked at one by one
+    values = [{"big": 2**70, "n": {"x": None}}, {"v": [{"w": NAN}], "n": {"x": None}}, {"big": -(2**70), "f": 1.5}]
+    rejected, files = through_sink(tmp_path, "jsonl", values)
+    assert rejected == [1]
+    assert jsonl_rows(files[0]) == [values[0], values[2]]

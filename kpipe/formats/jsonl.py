@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-from itertools import repeat
+import math
+import re
 from operator import countOf
 
+import msgspec
 import orjson
 
 from .base import EncodeError, Writer, encode_in_steps, json_default
@@ -48,19 +50,29 @@ def encode_jsonl(values: list) -> bytes:
     return data
 
 
+# Every Python float is one msgpack float64: 0xcb, then the IEEE 754 bytes, big-endian, where
+# Infinity and NaN (exponent all ones) start 7f/ff then f0..ff. msgspec's msgpack encoder is C, so
+# one encode and one regex search clear a whole step of records whose nulls are nested. A match
+# (or a type msgpack cannot hold, such as an integer past 64 bits) only means: look closer.
+_MSGPACK = msgspec.msgpack.Encoder().encode
+_NONFINITE_FLOAT64 = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")
+_MSGPACK_FLOATS_OK = all(_NONFINITE_FLOAT64.match(_MSGPACK(x)) for x in (math.inf, -math.inf, math.nan)) \
+    and _MSGPACK(1.5) == bytes.fromhex("cb3ff8000000000000")
+
+
 def _check_finite(values: list, data: bytes) -> None:
     """Raise ``EncodeError`` at the first record holding Infinity or NaN (written as ``null``).
 
-    Counting, not walking: every top-level ``None`` of an object writes exactly one ``null``,
-    and so does every non-finite float, so a record (or a whole step) whose text holds no more
-    ``null`` than its objects have top-level ``None`` values cannot hold Infinity or NaN. Both
-    counts run in C. Only records that fail the count (nested nulls, "null" inside a string, a
-    non-object record) are walked."""
-    try:
-        if data.count(b"null") == sum(map(countOf, map(dict.values, values), repeat(None))):
-            return
-    except TypeError:  # a record that is not an object
-        pass
+    The step's msgpack encoding shows in C whether any float is non-finite. Only when it may be
+    (or msgpack cannot hold a value) are the records looked at one by one: a record whose text
+    holds no more ``null`` than its top-level ``None`` values (every one writes exactly one
+    ``null``, as every non-finite float does) cannot hold one; the others are walked."""
+    if _MSGPACK_FLOATS_OK:
+        try:
+            if _NONFINITE_FLOAT64.search(_MSGPACK(values)) is None:
+                return
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+            pass  # a value msgpack cannot hold: look at each record
     lines = data.split(b"\n")
     for i, v in enumerate(values):
         if type(v) is dict:
