@@ -75,16 +75,20 @@ def test_copy_text_equals_the_record_by_record_reference(seed):
     columns.append(Column("deep", rng.choice(_TYPES), ("nested", "inner")))
     for meta in rng.sample(sorted(METADATA_TYPES), rng.randrange(0, 3)):
         columns.insert(rng.randrange(len(columns) + 1), Column(meta, METADATA_TYPES[meta]))
-    try:
-        expected = "".join(_copy_lines_by_record(batch, columns))
-    except Exception as exc:  # the reference rejects a value: so must copy_text, the same way
-        with pytest.raises(type(exc)):
-            copy_text(batch, columns)
-        return
+    while True:  # as the runner does: each record the reference rejects, copy_text rejects too
+        try:
+            expected = "".join(_copy_lines_by_record(batch, columns))
+            break
+        except BadRecordError as exc:
+            with pytest.raises(BadRecordError) as got:
+                copy_text(batch, columns)
+            assert (got.value.index, got.value.offset) == (exc.index, exc.offset)
+            batch = batch.without(exc.index)
     text = copy_text(batch, columns)
     assert text == expected
     assert copy_text_lines(text) == _copy_lines_by_record(batch, columns)
-    assert copy_text_lines(text)[0].count("\t") == len(columns) - 1
+    if batch.values:  # (every record may have been rejected)
+        assert copy_text_lines(text)[0].count("\t") == len(columns) - 1
 
 
 def test_copy_text_seq_numbers_the_rows_as_a_last_column():
