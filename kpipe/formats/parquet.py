@@ -122,38 +122,34 @@ def _text_array(pa, col: list):
 
 def _coerced(pa, col: list, t) -> bool:
     """pyarrow put a boolean where its type has a float, or a str where it has binary: it infers
-    ``double`` from ``[1.5, True]`` (True becomes 1.0) and ``binary`` from ``[b"x", "a"]``. Only
-    types with such a leaf are checked; a flat column by the types it holds, in C."""
+    ``double`` from ``[1.5, True]`` (True becomes 1.0) and ``binary`` from ``[b"x", "a"]``. Each
+    such leaf is checked over all its values at once, by the types they hold (in C)."""
     if pa.types.is_floating(t):
         return bool in set(map(type, col))
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return str in set(map(type, col))
-    if not _has_leaf(pa, t):
-        return False
-    return any(_bad_leaf(pa, v, t) for v in col)
-
-
-def _has_leaf(pa, t) -> bool:
     if pa.types.is_struct(t):
-        return any(_has_leaf(pa, t.field(i).type) for i in range(t.num_fields))
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return _has_leaf(pa, t.value_type)
-    return pa.types.is_floating(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-
-def _bad_leaf(pa, v, t) -> bool:
-    if v is None:
+        for i in range(t.num_fields):
+            f = t.field(i)
+            if _leaves(pa, f.type):
+                name = f.name
+                if _coerced(pa, [v.get(name) if type(v) is dict else None for v in col], f.type):
+                    return True
         return False
-    if pa.types.is_struct(t):
-        return isinstance(v, dict) and any(_bad_leaf(pa, v.get(t.field(i).name), t.field(i).type)
-                                           for i in range(t.num_fields))
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return isinstance(v, (list, tuple)) and any(_bad_leaf(pa, x, t.value_type) for x in v)
-    if pa.types.is_floating(t):
-        return type(v) is bool
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return type(v) is str
+        if not _leaves(pa, t.value_type):
+            return False
+        return _coerced(pa, [x for v in col if type(v) is list or type(v) is tuple for x in v], t.value_type)
     return False
+
+
+def _leaves(pa, t) -> bool:
+    """``t`` has a leaf pyarrow may have coerced into: a float or binary."""
+    if pa.types.is_struct(t):
+        return any(_leaves(pa, t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _leaves(pa, t.value_type)
+    return pa.types.is_floating(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
 def _has_empty_struct(t) -> bool:
