@@ -7,6 +7,8 @@ Invariants the rest of kpipe relies on:
 - a partition's start position comes from the sink's own offset store when it has one, so
   a crash between the sink write and the Kafka commit costs nothing and duplicates nothing;
 - a revoked partition's buffer is dropped, never written after the revoke;
+- a stop signal waits for no stage: the slice of records in the stages is abandoned, and
+  records consumed but not through the stages are neither buffered nor committed;
 - every wait is bounded: a sink call left unanswered for ``retry.attempt_timeout``, or for
   ``STOP_GRACE`` seconds after a stop signal, is given up (exit 3, nothing committed for it),
   reaching the brokers by ``source.connect_timeout``, and the group's assignment by
@@ -492,7 +494,6 @@ class Runner:
                 lst = [m for m in lst if m.offset() >= buf.position]
                 if not lst:
                     continue
-            self.result.consumed += len(lst)
             n = len(lst)
             lo = 0
             while lo < n:
@@ -544,6 +545,7 @@ class Runner:
         out = self._process(tp, lst, raw)
         if out is None:
             return None  # stopped: the slice is not buffered, its offsets not committed
+        self.result.consumed += len(lst)  # counted once through the stages: a stop may abandon them
         failure = None
         for i, stage, exc in out.rejected:
             if self.spec.policies[stage] == "fail":
