@@ -217,3 +217,35 @@ def test_mariadb_json_column_keeps_json_values_after_a_restart(dbs):
             (1 + i, 1 + i, {"id": 1 + i, "doc": v}) for i, v in enumerate(values)])]) == []
     got = db.rows(f"SELECT id, doc FROM {db.q(table)} ORDER BY id")
     assert [json.loads(d) for _, d in got] == [{"a": 1}] + values
+
+
+# -- end to end: under dlq, the run goes on ---------------------------------------------------
+
+E2E = {"sqlite": ({}, {"Name": "twin"}), "postgres": ({}, {"": "blank"}),
+       "mariadb": ({"metadata_columns": ["_key", "_offset"]}, {"_key": "mine"})}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
+def test_under_dlq_a_hostile_field_is_dead_lettered_and_the_run_goes_on(brokers, topic, tmp_path, dbs, kind):
+    from kit import edit_spec, produce_values, read_topic, run_kpipe, seal
+    from kpipe.kafka_admin import create_topic
+    from sqlkit import write_sql_spec
+
+    db = dbs(kind)
+    table, group = db.table("e2e"), db.group("e2e")
+    dlq = f"{topic}.dlq"
+    create_topic(brokers, dlq, 1)
+    config, hostile = E2E[kind]
+    records = [(i % 4, str(i), {"id": i, "name": f"n{i}", **(hostile if i == 57 else {})}) for i in range(200)]
+    where = produce_values(brokers, topic, records)
+    seal(brokers, topic, lambda p: {"id": 200 + p, "name": "seal"})
+    spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=100,
+                          sink={"type": db.sink_type, "url": db.url, "table": table, **config})
+    edit_spec(spec, errors={"sink": "dlq", "dlq": {"topic": dlq}})
+    proc = run_kpipe("run", str(spec), "--until-caught-up")
+    assert proc.returncode == 0, proc.stderr
+    assert ids(db, table) == [i for i in range(204) if i != 57]
+    assert db.offsets(group) == {(topic, p): 51 for p in range(4)}
+    (letter,) = read_topic(brokers, dlq, 1)
+    headers = {k: v.decode() for k, v in letter.headers()}
+    assert (headers["kpipe.error.partition"], headers["kpipe.error.offset"]) == tuple(map(str, where[57][:2]))
