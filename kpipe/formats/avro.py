@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import re
 
+import orjson
+
 from kpipe.api import FatalError
 
-from .base import EncodeError, Writer, as_row
+from .base import EncodeError, Writer, as_row, json_default
 
 __all__ = ["AvroWriter", "infer_schema", "load_schema", "sync_marker", "require_zstd_codec", "CODECS"]
 
@@ -256,6 +258,12 @@ class AvroWriter(Writer):
                                   max(range(len(values)), key=lambda i: _depth(values[i]))) from None
         write, convert = self.writer.write, self.convert
         check_ints = self.check_ints
+        if check_ints:
+            try:  # one C pass: every integer within 53 bits, so none past 64 (else look per record)
+                orjson.dumps(values, default=json_default, option=orjson.OPT_STRICT_INTEGER)
+                check_ints = False
+            except TypeError:  # orjson.JSONEncodeError
+                pass
         for i, v in enumerate(values):
             row = as_row(v)
             if check_ints and _has_big_int(row):
