@@ -45,7 +45,7 @@ def encode_jsonl(values: list) -> bytes:
                 # every line written so far ends in exactly one newline (JSON escapes its own)
                 raise EncodeError(str(exc), out.getvalue().count(b"\n")) from None
     data = out.getvalue()
-    if b"null" in data:  # both encoders write Infinity and NaN as null: look where one could hide
+    if data.find(b"null") >= 0:  # both encoders write Infinity and NaN as null: look where one could hide
         _check_finite(values, data)
     return data
 
