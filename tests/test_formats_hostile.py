@@ -284,3 +284,13 @@ def test_jsonl_finds_nan_beside_values_msgpack_cannot_hold(tmp_path):
     rejected, files = through_sink(tmp_path, "jsonl", values)
     assert rejected == [1]
     assert jsonl_rows(files[0]) == [values[0], values[2]]
+
+
+def test_the_shared_encoder_refuses_nan_inside_a_set():
+    # a python transform may return a set; orjson writes its NaN as null without a word
+    from kpipe.formats.jsontext import NotJson, dumps
+
+    for value in ({float("nan")}, {"a": [frozenset({float("inf")})]}):
+        with pytest.raises(NotJson, match="Infinity and NaN"):
+            dumps(value)
+    assert dumps({"a": {1.5}}) == b'{"a":[1.5]}'

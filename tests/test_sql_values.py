@@ -38,6 +38,7 @@ JSON_CASES = [
     (deep(300), deep(300)),                         # nesting deeper than orjson's 254
     ({1: "a", 2: "b"}, {"1": "a", "2": "b"}),       # an int-keyed map (a CEL transform's)
     ({"s": {3}}, {"s": [3]}),                       # a python set: an array
+    ({"s": {float("nan")}}, None),                  # ... and no NaN in a set either
     ({"b": b"\x00\xff"}, {"b": "AP8="}),            # bytes: base64 text, as the jsonl writer does
     ({"d": dt.timedelta(seconds=90)}, {"d": "PT90S"}),  # a CEL duration: ISO 8601
     ({"o": object()}, None),                        # nothing can write it
@@ -48,11 +49,8 @@ JSON_CASES = [
 ]
 
 
-# MariaDB is left out until the sink's max_allowed_packet check (sink.py _check_packet, being
-# changed by another branch of work) measures a json value with the same exact encoder: it calls
-# orjson.dumps itself, which refuses an integer past 64 bits.
 @pytest.mark.parametrize("columns", ["declared", "auto"])
-@pytest.mark.parametrize("kind", PG_SQLITE)
+@pytest.mark.parametrize("kind", ALL_DBS)
 def test_values_orjson_cannot_encode_land_exactly_or_are_bad_records(dbs, kind, columns):
     db = dbs(kind)
     table, group = db.table("js"), db.group("js")
@@ -61,9 +59,12 @@ def test_values_orjson_cannot_encode_land_exactly_or_are_bad_records(dbs, kind, 
     items += [(i, i, {"id": i, "o": v}) for i, (v, _) in enumerate(JSON_CASES, 1)]
     with sink_on(db, table, group, **config) as sink:
         rejected = write_like_runner(sink, [fake_batch(0, len(items), items)])
-    expected_bad = [("orders", 0, i) for i, (_, want) in enumerate(JSON_CASES, 1) if want is None]
-    assert rejected == expected_bad
-    want = {0: {"first": True}, **{i: w for i, (_, w) in enumerate(JSON_CASES, 1) if w is not None}}
+    # MariaDB's json_valid CHECK refuses JSON nested past 32 levels: a bad record there.
+    cases = [(v, None if kind == "mariadb" and v == deep(300) else w) for v, w in JSON_CASES]
+    expected_bad = [("orders", 0, i) for i, (_, want) in enumerate(cases, 1) if want is None]
+    # what the database refuses is reported after what kpipe refuses before the transaction
+    assert sorted(rejected) == expected_bad and len(rejected) == len(expected_bad)
+    want = {0: {"first": True}, **{i: w for i, (_, w) in enumerate(cases, 1) if w is not None}}
     assert json_texts(db, table, "o") == want
     assert db.offsets(group) == {("orders", 0): len(items)}
 

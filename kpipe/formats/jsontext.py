@@ -34,11 +34,11 @@ _isfinite = math.isfinite
 
 def has_nonfinite(value) -> bool:
     """``value`` holds a float Infinity or NaN at any depth (containers: dict values, lists,
-    tuples). Called only when encoded text contains ``null``, where such a float could hide."""
+    tuples, sets). Called only when encoded text contains ``null``, where such a float could hide."""
     t = type(value)
     if t is dict:
         value = value.values()
-    elif t is not list and t is not tuple:
+    elif t is not list and t is not tuple and t is not set and t is not frozenset:
         return isinstance(value, float) and not _isfinite(value)
     for v in value:
         tv = type(v)
@@ -47,7 +47,7 @@ def has_nonfinite(value) -> bool:
         if tv is float:
             if not _isfinite(v):
                 return True
-        elif tv is dict or tv is list or tv is tuple:
+        elif tv is dict or tv is list or tv is tuple or tv is set or tv is frozenset:
             if has_nonfinite(v):
                 return True
         elif isinstance(v, float) and not _isfinite(v):

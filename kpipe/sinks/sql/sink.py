@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
                        SinkContext)
+from kpipe.formats.jsontext import dumps_exact
 
 from . import offsets
 from .columns import METADATA_TYPES, Column, infer_columns, schema_columns, sql_type
@@ -116,7 +117,10 @@ def _row_bytes(row: dict, exact: bool) -> int:
         elif t is bytes:
             size += 2 * len(v) + 16
         elif t is dict or t is list:
-            size += 2 * len(orjson.dumps(v, default=str))
+            try:
+                size += 2 * len(orjson.dumps(v, default=str))
+            except TypeError:  # past 64 bits or too deep for orjson; rows.py made sure msgspec writes it
+                size += 2 * len(dumps_exact(v))
         else:
             size += 40
     return size
