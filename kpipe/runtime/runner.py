@@ -62,6 +62,11 @@ SECOND_STOP_GRACE = 1.0
 # signal abandons at most that much work (a slow transform: one record); the slice size follows
 # the measured time per record, so fast stages still get a whole run in one call.
 SLICE_SECONDS = 0.1
+# After a first stop, the records already consumed still go through the stages for this long
+# (fast stages finish a whole chunk well inside it), so a stop does not throw away work that
+# costs milliseconds; past it, or on a second signal, the rest is abandoned.
+STOP_STAGES_GRACE = 0.5
+_ABANDONED = object()  # _ingest_slice: the slice was abandoned for a stop; so is the rest
 # Without retry.attempt_timeout: how long one attempt (a sink call, a Kafka commit) may go
 # unanswered before it is taken for a stall, at least; retry.max_elapsed if that is longer.
 # Short enough to end a silent connection, long enough for a driver's own retries (botocore's).
@@ -181,6 +186,7 @@ class Runner:
         self._in_stages = False  # the main thread is inside Stages.process: a signal interrupts it
         self._slice = 1           # records per Stages.process call; follows the time per record
         self._stop_deadline: float | None = None  # sink calls are given up after it
+        self._stop_at = 0.0                       # when the first stop was requested
         self._abandoned = False                   # a stuck sink call was given up
         self._unassigned_since: float | None = None  # in the group, waiting for an assignment
         self._unassigned_warned = False
@@ -209,6 +215,7 @@ class Runner:
         now = time.monotonic()
         if self.stop_requested == 1:
             self._stop_deadline = now + STOP_GRACE
+            self._stop_at = now
             log.info("stopping: draining buffered records (signal again to drop them)")
         elif self.stop_requested == 2:
             self._stop_deadline = min(self._stop_deadline or now + SECOND_STOP_GRACE, now + SECOND_STOP_GRACE)
@@ -497,16 +504,24 @@ class Runner:
             n = len(lst)
             lo = 0
             while lo < n:
-                if self.stop_requested:
+                if self._abandoning():
                     return None  # consumed, not processed: not committed, read again next time
                 hi = min(n, lo + self._slice)
                 part = lst if hi - lo == n else lst[lo:hi]
                 bad = self._ingest_slice(tp, buf, part, now, ready)
+                if bad is _ABANDONED:
+                    return None  # nothing past an abandoned slice may be buffered
                 if bad is not None:
                     bad.index += lo
                     return bad
                 lo = hi
         return None
+
+    def _abandoning(self) -> bool:
+        """Whether a stop abandons the records not yet through the stages: at a second signal,
+        or once the first is ``STOP_STAGES_GRACE`` old."""
+        return bool(self.stop_requested) and (
+            self.stop_requested > 1 or time.monotonic() - self._stop_at > STOP_STAGES_GRACE)
 
     def _process(self, tp, lst: list, raw: list):
         """``Stages.process`` on ``lst``; None when a stop signal interrupted it. Times it, to
@@ -515,7 +530,7 @@ class Runner:
         try:
             try:
                 self._in_stages = True
-                if self.stop_requested:
+                if self._abandoning():
                     return None  # a signal between the check and the flag
                 # A dependency of a stage (a Schema Registry) that is down raises RetryableError:
                 # retried like any other, never taken for a bad record. The stages are pure.
@@ -535,7 +550,8 @@ class Runner:
 
     def _ingest_slice(self, tp, buf: PartitionBuffer, lst: list, now: float, ready: list):
         """Run one slice of a partition's records through the stages and buffer them; returns
-        the BadRecordError that stops the run (its index into ``lst``), if any."""
+        the BadRecordError that stops the run (its index into ``lst``), ``_ABANDONED`` when a
+        stop interrupted it, else None."""
         spec = self.spec
         raw = list(map(Message.value, lst))
         try:
@@ -544,7 +560,7 @@ class Runner:
             sizes = [0 if v is None else len(v) for v in raw]
         out = self._process(tp, lst, raw)
         if out is None:
-            return None  # stopped: the slice is not buffered, its offsets not committed
+            return _ABANDONED  # stopped: the slice is not buffered, its offsets not committed
         self.result.consumed += len(lst)  # counted once through the stages: a stop may abandon them
         failure = None
         for i, stage, exc in out.rejected:
