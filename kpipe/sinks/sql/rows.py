@@ -12,7 +12,7 @@ import msgspec
 import orjson
 
 from kpipe.api import BadRecordError, Batch
-from kpipe.formats.jsonl import encode_jsonl
+from kpipe.formats.jsontext import NotJson, dumps
 
 from .columns import Column, field_getter, parse_timestamp
 
@@ -33,39 +33,14 @@ class _Unfit(ValueError):
     is a bad record (see "How values land" in docs/sinks/postgres.md)."""
 
 
-def _nonfinite(v) -> bool:
-    """Whether a NaN or an infinity hides in ``v`` (orjson and msgspec write them as null)."""
-    if isinstance(v, float):
-        return not math.isfinite(v)
-    if isinstance(v, dict):
-        return any(map(_nonfinite, v.values()))
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return any(map(_nonfinite, v))
-    return False
-
-
 def _json_bytes(v) -> bytes:
-    """``v`` as JSON, exactly, or ``_Unfit``.
-
-    orjson first; what it refuses (an integer past 64 bits, nesting past 254, bytes, a set,
-    a map with int keys, a duration, a Decimal) takes the jsonl writer's own encoder, so a
-    value lands in a json column as it lands in a jsonl file. JSON has no NaN or infinity:
-    both encoders would write null, a silent change, so the record is bad instead."""
+    """``v`` as JSON, exactly, or ``_Unfit``: the encoder every writer of JSON text shares, so a
+    value lands in a json column as it lands in a jsonl file (NaN and infinity are refused:
+    JSON has no form for them, and writing null would change the value silently)."""
     try:
-        out = orjson.dumps(v)
-    except TypeError:  # orjson.JSONEncodeError
-        try:
-            out = encode_jsonl([v])[:-1]
-        except Exception as exc:  # TypeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError
-            raise _Unfit(f"cannot write as JSON: {exc}") from None
-    if b"null" in out:
-        try:
-            bad = _nonfinite(v)
-        except RecursionError:
-            bad = True
-        if bad:
-            raise _Unfit("NaN and infinity have no JSON form")
-    return out
+        return dumps(v)
+    except NotJson as exc:
+        raise _Unfit(str(exc)) from None
 
 
 def _json_text(v) -> str:
