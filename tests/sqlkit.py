@@ -86,6 +86,17 @@ class Db:
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(stmt)]
 
+    def driver_rows(self, sql: str) -> list[tuple]:
+        """Rows as the DB-API driver itself returns them (psycopg, pymysql, sqlite3), with no
+        SQLAlchemy type processing in between: an independent reader."""
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            conn.close()
+
     def columns(self, table: str) -> dict[str, dict]:
         return {c["name"]: c for c in sa.inspect(self.engine).get_columns(table)}
 

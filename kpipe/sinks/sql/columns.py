@@ -8,7 +8,7 @@ Type mapping (inferred from JSON values, or declared by name):
 | double        | DOUBLE PRECISION | DOUBLE        | FLOAT   | float (or int+float) |
 | boolean       | BOOLEAN          | BOOL          | BOOLEAN | bool                 |
 | text          | TEXT             | LONGTEXT      | TEXT    | str, mixed, all null |
-| json          | JSONB            | JSON          | JSON    | object, array        |
+| json          | JSONB            | JSON          | JSON TEXT | object, array      |
 | timestamptz   | TIMESTAMPTZ      | DATETIME      | DATETIME| (declared, _timestamp) |
 """
 from __future__ import annotations
@@ -17,9 +17,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 
-__all__ = ["Column", "infer_columns", "schema_columns", "sql_type", "METADATA_TYPES", "field_getter"]
+__all__ = ["Column", "infer_columns", "schema_columns", "sql_type", "json_type", "SQLITE_JSON",
+           "METADATA_TYPES", "field_getter"]
 
 METADATA_TYPES = {"_topic": "text", "_partition": "integer", "_offset": "bigint",
                   "_timestamp": "timestamptz", "_key": "text"}
@@ -150,13 +152,35 @@ def sql_type(kpipe_type: str) -> sa.types.TypeEngine:
     if base == "date":
         return sa.Date()
     if base == "json":
-        return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+        return json_type()
     if base == "bytes":
         return sa.LargeBinary()
     if base == "uuid":
         return sa.Uuid()
     # MySQL's TEXT holds 65,535 bytes: a longer string could never land. LONGTEXT holds 4 GB.
     return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+#: How a json column is declared on SQLite: a type name with TEXT in it has TEXT affinity, so the
+#: JSON text is stored as it is. A column declared ``JSON`` has NUMERIC affinity: a bare ``123``
+#: would be stored as a number and ``2**70`` as the nearest double.
+SQLITE_JSON = "JSON TEXT"
+
+
+class _SqliteJson(sqlite.JSON):
+    """SQLite's JSON type, declared ``SQLITE_JSON``."""
+
+
+@compiles(_SqliteJson, "sqlite")
+def _sqlite_json_ddl(_type, _compiler, **_kw) -> str:
+    return SQLITE_JSON
+
+
+def json_type() -> sa.types.TypeEngine:
+    """A json column's type, for DDL and for binding: None (a null or missing value) is SQL NULL
+    in every dialect, not the JSON text ``null``."""
+    return (sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+            .with_variant(_SqliteJson(none_as_null=True), "sqlite"))
 
 
 def field_getter(path: tuple):

@@ -16,7 +16,8 @@ from kpipe.formats.jsontext import NotJson, dumps
 
 from .columns import Column, field_getter, parse_timestamp
 
-__all__ = ["coerce_key", "copy_text", "copy_text_lines", "param_rows", "metadata_values"]
+__all__ = ["coerce_key", "copy_text", "copy_text_lines", "param_rows", "metadata_values", "JsonText",
+           "json_serializer"]
 
 _UTC = dt.timezone.utc
 
@@ -69,7 +70,10 @@ def _text_value(v) -> str:
         return str(v)
     if isinstance(v, str):  # a str subclass (a CEL string): its text, not a quoted JSON string
         return str(v)
-    return _json_text(v)
+    text = _json_text(v)
+    # a value whose JSON form is a string (a datetime, a duration, bytes as base64) is that
+    # string, as a uuid is: no JSON quotes in the column
+    return msgspec.json.decode(text) if text.startswith('"') else text
 
 
 def _c_text(v):
@@ -499,10 +503,20 @@ def _text_param(v):
     return s
 
 
+class JsonText(str):
+    """A json column's value, already JSON text (kpipe's encoder): ``json_serializer`` binds it as
+    it is, so what lands is what COPY sends on PostgreSQL (Decimal ``1.50`` stays ``1.50``)."""
+
+
+def json_serializer(v) -> str:
+    """The engine's ``json_serializer``: kpipe's JSON text as it is; anything else (a JSON type
+    kpipe did not fill) through the same encoder."""
+    return str(v) if type(v) is JsonText else _json_text(v)
+
+
 def _json_param(v):
-    # the value as the JSON it is written as (sets, bytes, int keys converted as in COPY), and
-    # only values JSON can hold exactly; the driver's serializer writes it again
-    return msgspec.json.decode(_json_bytes(v))
+    # sets, bytes, int keys converted as in COPY, and only values JSON can hold exactly
+    return JsonText(_json_text(v))
 
 
 def _coerce(col: Column):

@@ -12,19 +12,17 @@ import time
 from contextlib import contextmanager
 from typing import NamedTuple, Sequence
 
-import orjson
 import sqlalchemy as sa
 
 from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
                        SinkContext)
-from kpipe.formats.jsontext import dumps_exact
 
 from . import offsets
-from .columns import METADATA_TYPES, Column, infer_columns, schema_columns, sql_type
+from .columns import SQLITE_JSON, METADATA_TYPES, Column, infer_columns, json_type, schema_columns, sql_type
 from .errors import is_data_error, is_database_error, is_retryable, is_schema_error
 from .guard import delete_where, refuse_unbounded_writes
 from .names import describe_limit, namer
-from .rows import coerce_key, copy_text, copy_text_lines, param_rows
+from .rows import JsonText, coerce_key, copy_text, copy_text_lines, json_serializer, param_rows
 
 __all__ = ["SqlSink", "normalize_url"]
 
@@ -112,15 +110,10 @@ def _row_bytes(row: dict, exact: bool) -> int:
     size = 0
     for v in row.values():
         t = type(v)
-        if t is str:
+        if t is str or t is JsonText:  # a json column's value is its JSON text already
             size += len(v.encode()) + v.count("'") + v.count("\\") + 2 if exact else 4 * len(v)
         elif t is bytes:
             size += 2 * len(v) + 16
-        elif t is dict or t is list:
-            try:
-                size += 2 * len(orjson.dumps(v, default=str))
-            except TypeError:  # past 64 bits or too deep for orjson; rows.py made sure msgspec writes it
-                size += 2 * len(dumps_exact(v))
         else:
             size += 40
     return size
@@ -177,7 +170,8 @@ class SqlSink(Sink):
             try:
                 from . import connect  # timeouts and keepalives: every network wait is bounded
                 connect_args = connect.connect_args(self.url, self.config)
-                self.engine = sa.create_engine(self.url, pool_size=self.pool_size, connect_args=connect_args)
+                self.engine = sa.create_engine(self.url, pool_size=self.pool_size, connect_args=connect_args,
+                                               json_serializer=json_serializer)
             except (ImportError, sa.exc.NoSuchModuleError) as exc:
                 extra = _DRIVER_EXTRAS.get(self.url.get_backend_name())
                 hint = f'; run: pip install "kpipe[{extra}]"' if extra else ""
@@ -187,6 +181,9 @@ class SqlSink(Sink):
             refuse_unbounded_writes(self.engine)
             if self.engine.dialect.name == "sqlite":
                 _sqlite_transactions(self.engine)
+                # reflect the json columns kpipe declares as json (their name gives TEXT affinity)
+                dialect = self.engine.dialect
+                dialect.ischema_names = {**dialect.ischema_names, SQLITE_JSON: sa.JSON}
         self._guard("connecting to", self._prepare)
 
     def _guard(self, doing: str, fn, *args):
@@ -241,6 +238,9 @@ class SqlSink(Sink):
             return
         self.table = table
         self._mariadb_json(table)
+        for c in table.columns:  # bind None as SQL NULL, and kpipe's JSON text as it is
+            if isinstance(c.type, sa.JSON):
+                c.type = json_type()
         meta = set(self.metadata_names)
         declared = {c.name: c for c in self._declared_columns()} if self.declared != "auto" else {}
         cols = []
