@@ -19,6 +19,7 @@ import sys
 from kpipe.api import FatalError, KpipeError
 from kpipe.ops.lag import _Quiet, kafka_call, open_sink, probe_consumer, short_backoff
 from kpipe.ops.supervisor import worst
+from kpipe.runtime.consumer import topic_partitions
 from kpipe.runtime.retry import DependencyUnavailable, retry
 
 __all__ = ["check"]
@@ -66,16 +67,16 @@ def check(spec, out=None, err=None) -> int:
         failed("kafka", exc)
     else:
         ok("kafka", f"{spec.brokers} ({len(md.brokers)} broker{'s' if len(md.brokers) != 1 else ''})")
+        parts, missing = topic_partitions(md, spec.topics)
         for topic in spec.topics:
-            t = md.topics.get(topic)
-            if t is None:
-                failed(f"topic {topic}", FatalError(f"does not exist on {spec.brokers}"))
-            elif t.error is not None:
-                failed(f"topic {topic}", FatalError(t.error.str()))
-            else:
-                ok(f"topic {topic}", f"{len(t.partitions)} partitions")
-                if first_tp is None and t.partitions:
-                    first_tp = (topic, min(t.partitions))
+            if topic in missing:
+                why = missing[topic]
+                failed(f"topic {topic}", FatalError(f"{why} on {spec.brokers}" if why == "does not exist" else why))
+                continue
+            ours = [p for t, p in parts if t == topic]
+            ok(f"topic {topic}", f"{len(ours)} partitions")
+            if first_tp is None and ours:
+                first_tp = (topic, ours[0])
 
     try:
         sink, plugin = open_sink(spec)

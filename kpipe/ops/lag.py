@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from kpipe.api import FatalError, RetryableError, SinkContext
 from kpipe.plugins import registry
 from kpipe.runtime.retry import Backoff, retry
-from kpipe.runtime.runner import consumer_config
+from kpipe.runtime.consumer import consumer_config, group_offsets, topic_partitions
+from kpipe.runtime.offsets import resume_positions, start_position
 
 __all__ = ["PartitionLag", "gather", "format_table", "to_json", "short_backoff", "probe_consumer", "kafka_call"]
 
@@ -83,14 +84,9 @@ class PartitionLag:
 
 def _metadata(consumer, spec) -> list[tuple[str, int]]:
     md = kafka_call(f"cannot reach the brokers at {spec.brokers}", lambda: consumer.list_topics(timeout=5))
-    tps = []
-    for topic in spec.topics:
-        t = md.topics.get(topic)
-        if t is None or t.error is not None:
-            why = "does not exist" if t is None or t.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART \
-                else t.error.str()
-            raise FatalError(f"topic {topic!r}: {why} on {spec.brokers}")
-        tps += [(topic, p) for p in sorted(t.partitions)]
+    tps, missing = topic_partitions(md, spec.topics)
+    for topic, why in missing.items():
+        raise FatalError(f"topic {topic!r}: {why} on {spec.brokers}")
     return tps
 
 
@@ -120,30 +116,23 @@ def gather(spec, backoff: Backoff | None = None) -> list[PartitionLag]:
     consumer = probe_consumer(spec)
     try:
         tps = retry("connecting to Kafka", lambda: _metadata(consumer, spec), backoff, quiet)
-        stored: dict = {}
-        if registry().get("sink", spec.sink_type).capabilities.stores_offsets:
+
+        def load_sink(tps):
             sink, _ = open_sink(spec)
             try:
-                stored = retry("loading offsets from the sink", lambda: sink.load_offsets(tps), backoff, quiet)
+                return retry("loading offsets from the sink", lambda: sink.load_offsets(tps), backoff, quiet)
             finally:
                 sink.close()
-        group: dict = {}
-        missing = [TopicPartition(*tp) for tp in tps if tp not in stored]
-        if missing:
-            for c in again("reading the group's committed offsets", lambda: consumer.committed(missing, timeout=10)):
-                if c.error is None and c.offset >= 0:
-                    group[(c.topic, c.partition)] = c.offset
+
+        stores = registry().get("sink", spec.sink_type).capabilities.stores_offsets
+        resumed = resume_positions(tps, load_sink if stores else None, lambda missing: again(
+            "reading the group's committed offsets", lambda: group_offsets(consumer, missing)))
         rows = []
         for tp in tps:
             low, high = again(f"end offset of {tp[0]}[{tp[1]}]",
                               lambda: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False))
-            if tp in stored:
-                pos, source = stored[tp], "sink"
-            elif tp in group:
-                pos, source = group[tp], "group"
-            else:
-                pos, source = None, "none"
-            start = pos if pos is not None else (low if spec.start == "earliest" else high)
+            pos, source = resumed.get(tp, (None, "none"))
+            start = start_position(pos, low, high, spec.start)
             rows.append(PartitionLag(tp[0], tp[1], pos, high, max(0, high - start), source))
         return rows
     finally:

@@ -31,7 +31,9 @@ from kpipe.api import (HOUSEKEEP_EVERY, BadRecordError, FatalError, OffsetConfli
                        SinkContext)
 from kpipe.plugins import registry
 from kpipe.runtime.buffer import PartitionBuffer
+from kpipe.runtime.consumer import KAFKA_DEFAULTS, consumer_config, group_offsets, topic_partitions
 from kpipe.runtime.dlq import DeadLetterQueue
+from kpipe.runtime.offsets import OffsetBook, resume_positions, start_position
 from kpipe.runtime.stages import Stages
 from kpipe.runtime.stats import RunResult
 from kpipe.runtime.retry import Backoff, DependencyUnavailable, retry
@@ -113,29 +115,6 @@ kafka_log = logging.getLogger("kpipe.kafka")
 kafka_log.addFilter(_Throttle())
 
 
-# kpipe's own defaults for librdkafka; anything in source.options overrides them.
-KAFKA_DEFAULTS = {
-    # librdkafka's default (1000 ms) pauses fetching a whole second whenever its queue is
-    # full: measured here, that capped even a bare consumer at 171k msg/s instead of 900k.
-    "fetch.queue.backoff.ms": 10,
-}
-
-
-def consumer_config(spec) -> dict:
-    conf = {
-        **KAFKA_DEFAULTS,
-        "bootstrap.servers": spec.brokers,
-        "group.id": spec.group,
-        "auto.offset.reset": spec.start,
-        "client.id": f"kpipe-{spec.name}",
-    }
-    conf.update(spec.options)  # librdkafka settings pass through unchanged
-    # The runner owns offsets; these two are not negotiable (validation rejects them too).
-    conf["enable.auto.commit"] = False
-    conf["enable.auto.offset.store"] = False
-    return conf
-
-
 def delivery_statement(spec, caps) -> str:
     """What the run guarantees, from the sink's declared capabilities, for the start-up log."""
     if caps.stores_offsets:
@@ -169,8 +148,8 @@ class Runner:
         self.consumer = None
         self.buffers: dict[tuple, PartitionBuffer] = {}
         self.result = RunResult()                # totals and live figures, read by watchers
-        self.durable: dict[tuple, int] = {}      # next offset the sink holds durably
-        self.committed = self.result.committed   # next offset the group has committed
+        # Every position of every partition; watchers read its consumed and committed ones.
+        self.book = OffsetBook(self.result.positions, self.result.committed)
         self.targets = self.result.targets       # end offsets to reach with --until-caught-up
         self._next_ends = 0.0
         self.housekeep_every = HOUSEKEEP_EVERY
@@ -181,7 +160,6 @@ class Runner:
         self._next_group_check = 0.0
         self._next_waiting_log = 0.0
         self.rebalancing = False
-        self.mirror_pending: set = set()
         self.stop_requested = 0
         self._in_stages = False  # the main thread is inside Stages.process: a signal interrupts it
         self._slice = 1           # records per Stages.process call; follows the time per record
@@ -390,7 +368,7 @@ class Runner:
                 log.warning("closing the sink: %s", exc)
         if self._sink_thread is not None:
             self._sink_thread.shutdown(wait=not self._abandoned)
-        self.result.partitions = dict(self.committed)
+        self.result.partitions = dict(self.book.committed)
         self.result.phase = "done"
 
     # -- the loop --------------------------------------------------------------------------
@@ -422,8 +400,8 @@ class Runner:
             self._collect_due(now, ready, drain=bad is not None or (budget is not None and budget <= 0))
             if ready:
                 self._write(ready)
-            if self.mirror_pending:
-                self._commit(self.mirror_pending)
+            if self.book.pending:
+                self._commit(list(self.book.pending))
             if bad is not None:
                 self._settle()  # what precedes the bad record is written and committed
                 raise bad
@@ -590,7 +568,7 @@ class Runner:
             return BadRecordError(f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: "
                                   f"{stage}: {exc} (errors.{stage}: fail)", index=i)
         buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
-        self.result.positions[tp] = buf.position
+        self.book.read(tp, buf.position)
         buf.cut(spec.max_records, spec.max_bytes, ready)
         return None
 
@@ -626,6 +604,8 @@ class Runner:
                     return
         if self.dlq is not None:
             self.dlq.ensure_delivered()  # the write stores offsets past every dead letter so far
+        for b in batches:
+            self.book.handed((b.topic, b.partition), b.next_offset)
         self._inflight = self._sink_thread.submit(self._write_batches, batches)
 
     def _settle(self) -> set:
@@ -641,7 +621,7 @@ class Runner:
             tp = (b.topic, b.partition)
             if tp in conflicts:
                 continue
-            self.durable[tp] = b.next_offset
+            self.book.made_durable(tp, b.next_offset)
             self.result.written += len(b.values)
             self.result.batches += 1
             self.result.batch_records.observe(len(b.values))
@@ -708,7 +688,7 @@ class Runner:
                     tp[0], tp[1], head)
         if tp in self.buffers:
             self.buffers[tp] = PartitionBuffer(tp[0], tp[1], head)
-            self.durable[tp] = head
+            self.book.rewind(tp, head)
             try:
                 self.consumer.seek(TopicPartition(tp[0], tp[1], head))
             except KafkaException as exc:
@@ -718,9 +698,7 @@ class Runner:
         """Mirror the durable positions of ``tps`` to the group, asynchronously: a synchronous
         commit to a coordinator that stopped answering blocks the loop (and every other call on
         the consumer) for minutes. The answer comes to ``_on_commit`` during ``consume``."""
-        offsets = [TopicPartition(t, p, self.durable[(t, p)]) for (t, p) in tps
-                   if (t, p) in self.durable and (t, p) in self.buffers]
-        self.mirror_pending.clear()
+        offsets = [TopicPartition(t, p, o) for t, p, o in self.book.to_commit(tps)]
         if not offsets:
             return
         try:
@@ -732,7 +710,7 @@ class Runner:
                          "from the sink's durable position", err.name())
                 return
             log.warning("commit failed: %s; will retry with the next batch", err)
-            self.mirror_pending.update((o.topic, o.partition) for o in offsets)
+            self.book.pending.update((o.topic, o.partition) for o in offsets)
             self._commit_failing_since = self._commit_failing_since or time.monotonic()
             return
         self._commits_inflight.append((time.monotonic(), time.perf_counter()))
@@ -752,13 +730,12 @@ class Runner:
         for o in partitions or ():
             tp = (o.topic, o.partition)
             if err is None and o.error is None:
-                self.committed[tp] = o.offset
+                self.book.committed_at(tp, o.offset)
                 continue
             failed = True
             if err is None:
                 log.warning("commit %s[%d]@%d failed: %s", o.topic, o.partition, o.offset, o.error)
-            if tp in self.buffers and self.committed.get(tp, -1) < o.offset:
-                self.mirror_pending.add(tp)
+            self.book.commit_failed(tp, o.offset)
         self._commit_failing_since = (self._commit_failing_since or sent) if failed else None
 
     def _await_commits(self, timeout: float) -> None:
@@ -794,15 +771,11 @@ class Runner:
                 md = self.consumer.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
             except KafkaException as exc:
                 raise RetryableError(exc.args[0].str())
-            parts = []
-            for topic in self.spec.topics:
-                t = md.topics.get(topic)
-                if t is None or t.error is not None:
-                    if self.until_caught_up:
-                        raise FatalError(f"topic {topic!r} does not exist on {self.spec.brokers}")
-                    log.warning("topic %r does not exist (yet); waiting for it", topic)
-                    continue
-                parts += [(topic, p) for p in t.partitions]
+            parts, missing = topic_partitions(md, self.spec.topics)
+            for topic, why in missing.items():
+                if self.until_caught_up:
+                    raise FatalError(f"topic {topic!r} {why} on {self.spec.brokers}")
+                log.warning("topic %r %s (yet); waiting for it", topic, why)
             return parts
 
         while True:  # bounded by source.connect_timeout, not by retry:
@@ -876,12 +849,8 @@ class Runner:
         them to us, instead of leaving them unwritten behind a success code."""
         if not self.assigned_once or self.rebalancing or self._commits_inflight:
             return False
-        for tp in self.buffers:
-            target = self.targets.get(tp, 0)
-            if self.committed.get(tp, -1) < target and self.durable.get(tp, -1) < target:
-                return False
-            if tp in self.mirror_pending:
-                return False
+        if not all(self.book.settled(tp, self.targets.get(tp, 0)) for tp in self.buffers):
+            return False
         others = [tp for tp, target in self.targets.items() if tp not in self.buffers and target > 0]
         if not others:
             return True
@@ -906,16 +875,13 @@ class Runner:
     def _stored_positions(self, tps: list) -> dict:
         """Where the pipeline stands on ``tps``: the sink's stored offset, else the group's
         committed one; partitions with neither are left out. Kafka errors propagate."""
-        found: dict = {}
-        if tps and self.stores_offsets:
-            found.update(self._on_sink_thread(self._retry, "loading offsets from the sink",
-                                              lambda: self.sink.load_offsets(tps)))
-        missing = [TopicPartition(*tp) for tp in tps if tp not in found]
-        if missing:
-            for c in self.consumer.committed(missing, timeout=10):
-                if c.error is None and c.offset >= 0:
-                    found[(c.topic, c.partition)] = c.offset
-        return found
+        def load_sink(tps):
+            return self._on_sink_thread(self._retry, "loading offsets from the sink",
+                                        lambda: self.sink.load_offsets(tps))
+
+        found = resume_positions(tps, load_sink if self.stores_offsets else None,
+                                 lambda tps: group_offsets(self.consumer, tps))
+        return {tp: o for tp, (o, _) in found.items()}
 
     # -- rebalance callbacks (run inside consume) ------------------------------------------
 
@@ -942,17 +908,14 @@ class Runner:
         for tp in tps:
             if tp not in starts:
                 low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)
-                starts[tp] = low if self.spec.start == "earliest" else high
+                starts[tp] = start_position(None, low, high, self.spec.start)
             if self.until_caught_up and tp not in self.targets:
                 self.targets[tp] = self._high_watermark(tp)
         for p in partitions:
             tp = (p.topic, p.partition)
             p.offset = starts[tp]
             self.buffers[tp] = PartitionBuffer(p.topic, p.partition, p.offset)
-            self.durable[tp] = p.offset
-            self.result.positions[tp] = p.offset
-            if self.committed.get(tp) != p.offset:
-                self.mirror_pending.add(tp)  # make the group's offset agree with the sink's
+            self.book.assign(tp, p.offset)
         if self.cooperative:
             consumer.incremental_assign(partitions)
         else:
@@ -974,7 +937,7 @@ class Runner:
             tps = [(p.topic, p.partition) for p in partitions]
             # Buffered records are dropped, not written: the next owner reads them again from
             # the last durable position. Mirror that position for lag tools while we still can.
-            self._commit([tp for tp in tps if tp in self.durable])
+            self._commit([tp for tp in tps if tp in self.book])
             self._drop(tps)
             self.rebalancing = not self.cooperative
             if not self.cooperative:  # everything is revoked: wait for the next assignment
@@ -997,9 +960,7 @@ class Runner:
     def _drop(self, tps) -> None:
         for tp in tps:
             self.buffers.pop(tp, None)
-            self.result.positions.pop(tp, None)
-            self.durable.pop(tp, None)
-            self.mirror_pending.discard(tp)
+            self.book.drop(tp)
         self.result.assigned = frozenset(self.buffers)
         if self.sink is not None and not self._abandoned:
             self._on_sink_thread(self.sink.revoke, tps)
