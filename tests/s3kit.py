@@ -83,11 +83,13 @@ def make_batch(values: list, start: int = 0, *, topic: str = "orders", partition
 
 
 def objects(s3, bucket: str, prefix: str = "", *, state: bool = False) -> dict[str, bytes]:
-    """Every object under ``prefix`` (key -> bytes); kpipe's _kpipe/ state objects only if asked."""
+    """Every object under ``prefix`` (key -> bytes); kpipe's _kpipe/ state objects and a Parquet
+    dataset's reader files (``_common_metadata``, the zero-row ``+schema.parquet``) only if asked."""
     out = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
-            if "/_kpipe/" in "/" + o["Key"] and not state:
+            name = o["Key"].rsplit("/", 1)[-1]
+            if ("/_kpipe/" in "/" + o["Key"] or name in ("_common_metadata", "+schema.parquet")) and not state:
                 continue
             out[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
     return out

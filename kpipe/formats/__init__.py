@@ -18,10 +18,12 @@ from typing import Any, Mapping
 from .base import EncodeError, Writer
 from .compression import COMPRESSIONS, SUFFIXES, open_stream, require_zstandard
 from .csvfile import CsvWriter, encode_csv
+from .dataset import declared, parse_columns
 from .jsonl import JsonlWriter, encode_jsonl
+from .schemabook import SCHEMA_FORMATS, SchemaBook, SchemaStore
 
 __all__ = ["FORMAT_NAMES", "COMPRESSIONS_FOR", "DEFAULT_COMPRESSION", "EncodeError", "Writer", "FileFormat",
-           "open_writer", "extension", "check_available", "encode_jsonl", "encode_csv"]
+           "open_writer", "extension", "check_available", "encode_jsonl", "encode_csv", "SchemaBook", "SchemaStore"]
 
 FORMAT_NAMES = ("jsonl", "csv", "avro", "parquet")
 COMPRESSIONS_FOR = {
@@ -85,38 +87,49 @@ class _Compressed(Writer):
 
 
 def open_writer(fmt: str, target, compression: str | None = None, *, level: int | None = None,
-                seed: str = "", avro_schema: dict | None = None, value_schema=None) -> Writer:
+                seed: str = "", avro_schema: dict | None = None, value_schema=None,
+                dataset_schema: dict | None = None) -> Writer:
     """A writer of ``fmt`` records into ``target``.
 
     ``compression`` defaults to the format's own default (``snappy`` for parquet, else none);
     ``level`` to the codec's. ``seed`` identifies the object (its Kafka coordinates) for formats
     that need per-file bytes (Avro's sync marker), so they stay deterministic. ``value_schema``
     is the deserializer's schema, which Avro uses when ``avro_schema`` is not set and every record
-    fits it.
+    fits it. ``dataset_schema`` (``kpipe.formats.dataset``) is the schema every file of the
+    dataset shares: Parquet's column types, Avro's writer schema (unless one is declared), CSV's
+    header order.
     """
     compression = compression or DEFAULT_COMPRESSION[fmt]
     if fmt in ("jsonl", "csv"):
         stream = open_stream(target, compression, level)
-        inner = JsonlWriter(stream) if fmt == "jsonl" else CsvWriter(stream)
+        inner = JsonlWriter(stream) if fmt == "jsonl" else CsvWriter(
+            stream, columns=list(dataset_schema) if dataset_schema is not None else None)
         return inner if stream is target else _Compressed(inner, stream)
     if fmt == "avro":
         from .avro import AvroWriter
-        return AvroWriter(target, compression, level, seed, avro_schema, value_schema)
+        return AvroWriter(target, compression, level, seed, avro_schema, value_schema, dataset_schema)
     if fmt == "parquet":
         from .parquet import ParquetWriter
-        return ParquetWriter(target, compression, level)
+        return ParquetWriter(target, compression, level, schema=dataset_schema)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMAT_NAMES)}")
 
 
 @dataclass(frozen=True)
 class FileFormat:
     """A sink's format settings (``format``, ``compression``, ``compression_level``,
-    ``avro_schema``; see ``kpipe.formats.schema``), checked once, ready to open writers."""
+    ``avro_schema``, ``columns``; see ``kpipe.formats.schema``), checked once, ready to open
+    writers."""
 
     name: str = "jsonl"
     compression: str = "none"
     level: int | None = None
     avro_schema: Any = None
+    columns: Any = None  # declared column types (kpipe.formats.dataset.parse_columns), or None
+
+    @property
+    def has_schema(self) -> bool:
+        """Its files carry a schema that every file of the dataset must share."""
+        return self.name in SCHEMA_FORMATS
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], spec_file: str = "") -> "FileFormat":
@@ -128,14 +141,28 @@ class FileFormat:
         if config.get("avro_schema") is not None:
             from .avro import load_schema
             schema = load_schema(config["avro_schema"], spec_file)
-        return cls(name, compression, config.get("compression_level"), schema)
+        columns = parse_columns(config.get("columns") or {})
+        return cls(name, compression, config.get("compression_level"), schema, columns)
+
+    def reader_files(self, doc: dict) -> dict[str, bytes]:
+        """The files a dataset root holds for readers after a schema change (``doc``, see
+        ``SchemaBook``), by name: Parquet's ``_common_metadata`` and ``+schema.parquet``."""
+        if self.name != "parquet":
+            return {}
+        from .parquet import schema_files
+        return schema_files(doc["columns"])
 
     def extension(self, style: str = "kpipe") -> str:
         return extension(self.name, self.compression, style)
 
-    def open(self, target, seed: str = "", value_schema=None) -> Writer:
+    def open(self, target, seed: str = "", value_schema=None, dataset_schema: dict | None = None) -> Writer:
         """A writer into ``target``; ``value_schema`` is a callable returning the deserializer's
-        schema (``SinkContext.value_schema``), asked only by formats that use one."""
+        schema (``SinkContext.value_schema``), asked only by formats that use one;
+        ``dataset_schema`` the dataset's columns (``SchemaBook.schema_for``)."""
+        declared_schema = value_schema() if value_schema is not None and self.name == "avro" else None
+        if self.name == "avro" and not (self.columns or declared(declared_schema, {})):
+            # Without declared types Avro keeps its exact per-file unions (long beside double).
+            dataset_schema = None
         return open_writer(self.name, target, self.compression, level=self.level, seed=seed,
-                           avro_schema=self.avro_schema,
-                           value_schema=value_schema() if value_schema is not None and self.name == "avro" else None)
+                           avro_schema=self.avro_schema, value_schema=declared_schema,
+                           dataset_schema=dataset_schema)

@@ -20,9 +20,10 @@ import orjson
 
 from kpipe.api import FatalError
 
+from .arrowtypes import Unfit
 from .base import EncodeError, Writer, as_row, json_default
 
-__all__ = ["AvroWriter", "infer_schema", "load_schema", "sync_marker", "require_zstd_codec", "CODECS"]
+__all__ = ["AvroWriter", "infer_schema", "dataset_schema", "load_schema", "sync_marker", "require_zstd_codec", "CODECS"]
 
 CODECS = {"none": "null", "gzip": "deflate", "zstd": "zstandard"}
 """kpipe's ``compression`` -> the Avro codec. gzip and Avro's deflate are the same algorithm;
@@ -219,7 +220,7 @@ def _fits(schema: dict, values: list) -> bool:
 
 class AvroWriter(Writer):
     def __init__(self, out, compression: str = "none", level: int | None = None, seed: str = "",
-                 schema: dict | None = None, preferred: dict | None = None):
+                 schema: dict | None = None, preferred: dict | None = None, dataset: dict | None = None):
         if compression not in CODECS:
             raise ValueError(f"avro cannot use compression {compression!r}; use one of {', '.join(CODECS)}")
         self.out = out
@@ -228,6 +229,7 @@ class AvroWriter(Writer):
         self.seed = seed
         self.given = schema
         self.preferred = preferred if isinstance(preferred, dict) and preferred.get("type") == "record" else None
+        self.dataset = dataset
         self.writer = None
         self.convert = None
         self.check_ints = False
@@ -238,8 +240,10 @@ class AvroWriter(Writer):
 
         if self.given is not None:
             schema = self.given
-        elif self.preferred is not None and _fits(self.preferred, values):
-            schema = self.preferred
+        elif self.preferred is not None and (self.dataset is not None or _fits(self.preferred, values)):
+            schema = self.preferred  # one declared schema for the dataset: a record that does not fit is bad
+        elif self.dataset is not None:
+            schema, self.convert = dataset_schema(self.dataset)
         else:
             schema, self.convert = infer_schema(values)
         # A double or float branch would take an integer past 64 bits and round it: check for
@@ -271,12 +275,101 @@ class AvroWriter(Writer):
                                   "a double would round it", i)
             try:
                 write(convert(row) if convert is not None else row)
+            except Unfit as exc:
+                raise EncodeError(f"cannot write as Avro: {exc}", i) from None
             except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
                 raise EncodeError(f"cannot write as Avro: {type(exc).__name__}: {exc}", i) from None
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
+
+
+# -- the dataset's writer schema --------------------------------------------------------------
+
+_FROM_DATASET = {"bigint": "long", "integer": "int", "smallint": "int", "double": "double", "real": "float",
+                 "boolean": "boolean", "text": "string", "json": "string", "bytes": "bytes",
+                 "uuid": {"type": "string", "logicalType": "uuid"},
+                 "date": {"type": "int", "logicalType": "date"},
+                 "timestamptz": {"type": "long", "logicalType": "timestamp-micros"},
+                 "timestamp": {"type": "long", "logicalType": "local-timestamp-micros"}}
+
+
+def dataset_schema(columns: dict) -> tuple[dict, object]:
+    """(writer schema, converter) for a dataset's columns (``kpipe.formats.dataset``): a record
+    ``kpipe.Record``, every field nullable (default null), in the dataset's order, so each file
+    of the dataset has the same schema, or a wider one after a widening (long to double, a new
+    field), which Avro's schema resolution reads old files with. The converter fits each value to
+    its type (``arrowtypes``' rules) and renames keys that are not Avro names."""
+    used: set = set()
+
+    def record(fields: dict, name: str):
+        names = _names(fields)
+        record_name = _BAD.sub("_", name)
+        while record_name in used:
+            record_name += "_"
+        used.add(record_name)
+        out, converters = [], {}
+        for k, t in fields.items():
+            field = names[k] if names else k
+            avro, conv = of(t, f"{name}_{field}")
+            out.append({"name": field, "type": ["null", avro] if avro != "null" else "null", "default": None})
+            converters[k] = (field, conv)
+        return {"type": "record", "name": record_name, "fields": out}, _fit_record(converters)
+
+    def of(t, name: str):
+        if isinstance(t, dict):
+            if "struct" in t:
+                return record(t["struct"], name)
+            item, conv = of(t["list"], name + "_item")
+            return {"type": "array", "items": ["null", item] if item != "null" else "null"}, _fit_list(conv)
+        if t == "null":
+            return "null", _fit_null
+        if t.startswith("numeric("):
+            p, sc = (int(x) for x in t[len("numeric("):-1].split(","))
+            return {"type": "bytes", "logicalType": "decimal", "precision": p, "scale": sc}, _fitter(t)
+        return _FROM_DATASET[t], _fitter(t)
+
+    schema, convert = record(columns, "Record")
+    schema["namespace"] = "kpipe"
+    return schema, convert
+
+
+def _fitter(t):
+    from .arrowtypes import fit_value
+    return lambda v: v if v is None else fit_value(v, t)
+
+
+def _fit_null(v):
+    if v is not None:
+        raise Unfit("a value where the field has no type yet", 0)
+    return v
+
+
+def _fit_list(item):
+    def convert(v):
+        if v is None:
+            return v
+        if type(v) is not list and type(v) is not tuple:
+            raise Unfit(f"a {type(v).__name__} where a list belongs", 0)
+        return [item(x) for x in v]
+    return convert
+
+
+def _fit_record(converters: dict):
+    def convert(v):
+        if v is None:
+            return v
+        if type(v) is not dict:
+            raise Unfit(f"a {type(v).__name__} where an object belongs", 0)
+        out = {}
+        for k, x in v.items():
+            found = converters.get(k)
+            if found is None:
+                raise Unfit(f"the dataset has no field {k!r}", 0)
+            out[found[0]] = found[1](x)
+        return out
+    return convert
 
 
 def _has_float_branch(schema) -> bool:

@@ -40,16 +40,17 @@ def _cell(value) -> str:
 
 
 class CsvWriter(Writer):
-    __slots__ = ("out", "columns")
+    __slots__ = ("out", "columns", "order")
 
-    def __init__(self, out):
+    def __init__(self, out, columns: list | None = None):
         self.out = out
         self.columns: list | None = None
+        self.order = columns  # the dataset's column order: the header starts with it
 
     def write(self, values: list) -> None:
         rows = [as_row(v) for v in values]
         if self.columns is None:
-            seen: dict[str, None] = {}
+            seen: dict[str, None] = dict.fromkeys(self.order or ())
             for row in rows:
                 for k in row:
                     seen.setdefault(k, None)

@@ -10,6 +10,11 @@ object with no fields (``{}``), which Parquet cannot write: its values land as J
 nested deeper than readers open (``MAX_SCHEMA_DEPTH``) is refused (``EncodeError``), never
 written as a file no reader opens. A record that is not an object becomes a single ``value``
 column.
+
+Given a dataset schema (``schema``, see ``kpipe.formats.dataset``), the file carries exactly its
+Arrow types instead (``arrowtypes``): every typed column, in the schema's order, whether or not
+the file's records have a value for it; a value that does not fit its column is a bad record.
+Columns with no type yet (only nulls so far) are left out.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ def _text(value):
 
 class ParquetWriter(Writer):
     def __init__(self, out, compression: str = "snappy", level: int | None = None,
-                 row_group_rows: int = ROW_GROUP_ROWS):
+                 row_group_rows: int = ROW_GROUP_ROWS, schema: dict | None = None):
         if compression not in CODECS:
             raise ValueError(f"parquet cannot use compression {compression!r}; use one of {', '.join(CODECS)}")
         self.out = out
@@ -52,9 +57,12 @@ class ParquetWriter(Writer):
         self.level = level
         self.row_group_rows = row_group_rows
         self.writer = None
+        self.schema = schema
 
     def _table(self, values: list):
         pa = require_pyarrow()
+        if self.schema is not None:
+            return _typed_table(pa, self.schema, values)
         rows = [as_row(v) for v in values]
         columns: dict[str, None] = {}
         for row in rows:
@@ -86,7 +94,17 @@ class ParquetWriter(Writer):
         import pyarrow.parquet as pq
 
         pa = require_pyarrow()
-        table = self._table(values)
+        try:
+            table = self._table(values)
+        except EncodeError:
+            raise
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            if self.schema is None:
+                raise
+            bad = _first_unwritable(values, self.schema)  # what the checks before pyarrow missed
+            if bad is None:
+                raise
+            raise EncodeError(f"cannot write as Parquet: {type(exc).__name__}: {exc}", bad) from None
         try:
             if self.writer is None:
                 self.writer = pq.ParquetWriter(self.out, table.schema, compression=self.codec,
@@ -95,7 +113,7 @@ class ParquetWriter(Writer):
                 table = table.cast(self.writer.schema)
             self.writer.write_table(table, row_group_size=self.row_group_rows)
         except (pa.ArrowException, ValueError, TypeError) as exc:
-            bad = _first_unwritable(values)
+            bad = _first_unwritable(values, self.schema)
             if bad is None:
                 raise
             raise EncodeError(f"cannot write as Parquet: {type(exc).__name__}: {exc}", bad) from None
@@ -103,6 +121,30 @@ class ParquetWriter(Writer):
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _typed_table(pa, schema: dict, values: list):
+    """The records as a table of exactly ``schema``'s types (``arrowtypes``)."""
+    from .arrowtypes import Unfit, has_empty_struct, to_array
+
+    rows = [as_row(v) for v in values]
+    names = [k for k, t in schema.items() if not has_empty_struct(t)]
+    check_columns(schema, rows, "Parquet")
+    for i, row in enumerate(rows):
+        if not schema.keys() >= row.keys():
+            extra = next(k for k in row if k not in schema)
+            raise EncodeError(f"cannot write as Parquet: the dataset has no column for field {extra!r}", i)
+    if rows and not names:  # a file needs a column to hold its row count
+        raise EncodeError("cannot write as Parquet: an object with no fields, and no record beside it has one", 0)
+    arrays = []
+    for c in schema:  # a column with no type yet is written as Arrow's null type: only nulls fit
+        try:
+            arr = to_array(pa, [row.get(c) for row in rows], schema[c])
+        except Unfit as exc:
+            raise EncodeError(f"cannot write as Parquet: field {c!r}: {exc}", exc.index) from None
+        if c in names:
+            arrays.append(arr)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _text_array(pa, col: list):
@@ -189,14 +231,14 @@ def _depth(value) -> int:
     return best
 
 
-def _first_unwritable(values: list) -> int | None:
+def _first_unwritable(values: list, schema: dict | None = None) -> int | None:
     """The index of the first record Parquet cannot write on its own, if any."""
     import io
 
     import pyarrow as pa
     for i, v in enumerate(values):
         try:
-            w = ParquetWriter(io.BytesIO(), "none")
+            w = ParquetWriter(io.BytesIO(), "none", schema=schema)
             w.write([v])
             w.close()
         except EncodeError:
@@ -204,3 +246,24 @@ def _first_unwritable(values: list) -> int | None:
         except (pa.ArrowException, ValueError, TypeError):
             return i
     return None
+
+
+def schema_files(columns: dict) -> dict[str, bytes]:
+    """What a Parquet dataset root holds for its readers, by name: ``_common_metadata`` (the
+    schema alone, the Parquet convention Spark and Hive read), and ``+schema.parquet``, a file
+    with the schema and no rows, which sorts before every data file, so readers that take the
+    schema from the first file (``pyarrow.dataset``, DuckDB without ``union_by_name``) see
+    every column with its widest type."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from .arrowtypes import arrow_schema, has_empty_struct
+
+    pa = require_pyarrow()
+    schema = arrow_schema(pa, {k: t for k, t in columns.items() if not has_empty_struct(t)})
+    meta, empty = io.BytesIO(), io.BytesIO()
+    pq.write_metadata(schema, meta)
+    pq.write_table(schema.empty_table(), empty, compression="NONE")
+    return {"_common_metadata": meta.getvalue(), "+schema.parquet": empty.getvalue()}
+

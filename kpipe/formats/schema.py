@@ -4,17 +4,26 @@ Imported by the sink descriptors, so it must stay cheap: no format code, no opti
 """
 from __future__ import annotations
 
-__all__ = ["FORMAT_PROPERTIES", "FORMAT_RULES", "TEXT_COMPRESSIONS", "PARQUET_COMPRESSIONS"]
+__all__ = ["FORMAT_PROPERTIES", "FORMAT_RULES", "COLUMN_TYPE", "TEXT_COMPRESSIONS", "PARQUET_COMPRESSIONS"]
 
 TEXT_COMPRESSIONS = ["none", "gzip", "zstd"]
 PARQUET_COMPRESSIONS = ["none", "snappy", "gzip", "zstd"]
 
+COLUMN_TYPE = {
+    "type": "string",
+    "pattern": r"^(bigint|integer|smallint|double|real|boolean|text|json|timestamp|timestamptz|date|bytes|uuid"
+               r"|varchar\(\d+\)|numeric(\(\d+(,\s*\d+)?\))?)$",
+    "x-expected": "a column type: bigint, integer, smallint, double, real, numeric(p,s), boolean, text, "
+                  "varchar(n), json, timestamp, timestamptz, date, bytes or uuid",
+}
+
 FORMAT_PROPERTIES = {
     "format": {
         "enum": ["jsonl", "csv", "avro", "parquet"], "default": "jsonl",
-        "description": "jsonl: one JSON value per line. csv: a header row (the union of the records' fields), then "
-                       "one row per record. avro: an Avro container file, schema inferred from the records or given "
-                       "in avro_schema. parquet: a Parquet file (needs the parquet extra).",
+        "description": "jsonl: one JSON value per line. csv: a header row (the dataset's fields in the order they "
+                       "first appeared), then one row per record. avro: an Avro container file, with avro_schema, the "
+                       "deserializer's Avro schema, or the dataset's remembered schema. parquet: a Parquet file with "
+                       "the dataset's column types (needs the parquet extra).",
     },
     "compression": {
         "enum": ["none", "gzip", "zstd", "snappy"],
@@ -26,6 +35,19 @@ FORMAT_PROPERTIES = {
         "type": "integer", "minimum": -7, "maximum": 22,
         "description": "The codec's level: gzip 1-9 (default 1, fast; 6 is gzip's usual default), zstd 1-22 "
                        "(default 3). Ignored by snappy.",
+    },
+    "columns": {
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [COLUMN_TYPE,
+                      {"type": "object", "properties": {"type": COLUMN_TYPE},
+                       "required": ["type"], "additionalProperties": False}]},
+        "description": "format parquet, avro or csv: declared column types, name: type (the SQL sinks' names: "
+                       "bigint, integer, smallint, double, real, numeric(p,s), boolean, text, varchar(n), json, "
+                       "timestamp, timestamptz, date, bytes, uuid). Every file of the dataset carries them; a value "
+                       "that does not fit is a bad record. The deserializer's Avro schema and the spec's JSON Schema "
+                       "(validate) come first; columns declares the fields they leave out. Other fields are inferred "
+                       "and remembered (see One schema per dataset).",
     },
     "avro_schema": {
         "anyOf": [{"type": "string", "minLength": 1}, {"type": "object"}],
@@ -41,6 +63,10 @@ FORMAT_RULES = [
         "if": {"properties": {"format": {"const": "parquet"}}, "required": ["format"]},
         "then": {"properties": {"compression": {"enum": PARQUET_COMPRESSIONS}}},
         "else": {"properties": {"compression": {"enum": TEXT_COMPRESSIONS}}},
+    },
+    {   # columns means a format whose files carry a schema
+        "if": {"required": ["columns"]},
+        "then": {"properties": {"format": {"enum": ["csv", "avro", "parquet"]}}, "required": ["format"]},
     },
     {   # avro_schema means format avro
         "if": {"required": ["avro_schema"]},

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Sequence
 
 from kpipe.api import Batch, BadRecordError, FatalError, OffsetConflict, Sink, SinkContext
-from kpipe.formats import EncodeError, FileFormat
+from kpipe.formats import EncodeError, FileFormat, SchemaBook
 from kpipe.paths import object_name as file_name
 from kpipe.paths import parse_object_name as parse_name
 
@@ -60,6 +60,12 @@ class FilesSink(Sink):
             raise FatalError(f"files sink: {exc}") from None
         self.ext = self.format.extension()
         self.fsync = config.get("fsync", True)
+        # One schema for every file under path (csv: the header order), kept in .kpipe/.
+        self.schemas = None
+        if self.format.has_schema:
+            from .schema import FilesSchemaStore
+            self.schemas = SchemaBook(FilesSchemaStore(self.root, self._atomic), self.format.columns,
+                                      context.value_schema, publish=self.format.reader_files, log=context.log)
         self._dirs: dict[tuple, str] = {}
         # Per partition, (first, head): this instance published [first, head), one batch after
         # the other, in calls that then failed (a bad record in a later batch). The runner
@@ -183,10 +189,13 @@ class FilesSink(Sink):
     def _publish(self, d: str, name: str, b: Batch) -> None:
         """Stream the batch into a temp file, fsync, rename. Caller holds the lock (``_head``
         removes temp files it finds, taking them for a crashed writer's)."""
+        # The dataset's schema is stored (widened) before a file that needs it exists.
+        schema = self.schemas.schema_for(b.values) if self.schemas is not None else None
+
         def fill(f):
             try:
                 writer = self.format.open(f, f"{b.topic}+{b.partition}+{b.start_offset}+{b.last_offset}",
-                                          self.context.value_schema)
+                                          self.context.value_schema, schema)
                 writer.write(b.values)
                 writer.close()
             except EncodeError as exc:

@@ -30,7 +30,7 @@ from typing import Sequence
 
 from kpipe.api import (Batch, BadRecordError, FatalError, KpipeError, OffsetConflict, RetryableError, Sink,
                        SinkContext)
-from kpipe.formats import EncodeError, FileFormat
+from kpipe.formats import EncodeError, FileFormat, SchemaBook
 from kpipe.paths import Layout, TemplateError
 from kpipe.spec.units import parse_size
 
@@ -77,6 +77,12 @@ class S3Sink(Sink):
         self.states: dict[tuple, PartitionState] = {}  # what we last read or wrote, per partition
         self.ours_from: dict[tuple, int] = {}          # first offset we committed since that read
         self.last_sweep: dict[tuple, float] = {}
+        # One schema for every object under the prefix (csv: the header order), in _kpipe/.
+        self.schemas = None
+        if self.format.has_schema:
+            from .schema import S3SchemaStore
+            self.schemas = SchemaBook(S3SchemaStore(lambda: self.store, self.prefix), self.format.columns,
+                                      context.value_schema, publish=self.format.reader_files, log=self.log)
 
     # -- the Sink contract ------------------------------------------------------------------
 
@@ -229,10 +235,13 @@ class S3Sink(Sink):
 
         uploads, published = [], []
         try:
+            # The dataset's schema is stored (widened) before an object that needs it is sent.
+            schema = self.schemas.schema_for(b.values) if self.schemas is not None and plan else None
             for key, idxs, first, last in plan:
                 upload = ObjectUpload(self.store, key, self.part_size, self.content_type, before_send=fenced)
                 uploads.append(upload)
-                writer = self.format.open(upload, f"{b.topic}+{b.partition}+{first}+{last}", self.context.value_schema)
+                writer = self.format.open(upload, f"{b.topic}+{b.partition}+{first}+{last}", self.context.value_schema,
+                                          schema)
                 try:
                     writer.write(b.values if idxs is None else [b.values[i] for i in idxs])
                     writer.close()
