@@ -5,6 +5,7 @@ back with the database's own driver (psycopg, pymysql, sqlite3), not through kpi
 reads back as its cell says, or was reported a bad record exactly once at its own index."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from decimal import Decimal
@@ -45,6 +46,9 @@ def matches(kind: str, typ: str, raw, want) -> bool:
         return type(raw) is str and raw == want
     if typ == "json":  # the stored text, parsed; a number stored as a number (affinity) fails
         return type(raw) is str and _json_form(json.loads(raw, parse_float=Decimal, parse_int=Decimal)) == _json_form(want)
+    if typ == "timestamptz":  # SQLite: text; SQLite and MariaDB's DATETIME(6): the UTC wall clock
+        when = dt.datetime.fromisoformat(raw) if type(raw) is str else raw
+        return type(when) is dt.datetime and (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)) == want
     raise ValueError(typ)
 
 

@@ -176,14 +176,19 @@ def _c_json(v):
 
 
 def _c_time(v):
+    """A timestamp or date column takes ISO-8601 text (PostgreSQL parses it), epoch milliseconds
+    and datetimes; anything else is a bad record, as ``parse_timestamp`` has it for the other
+    dialects (PostgreSQL would read a list's text ``[100, 100]`` as the year 100)."""
     t = type(v)
     if t is str:
         return _esc(v)
     if v is None:
         return "\\N"
-    if (t is int or t is float):
+    if t is int or t is float or (isinstance(v, (int, float)) and not isinstance(v, bool)):
         return _ms_text(v)
-    return _esc(str(v))
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    raise _Unfit(f"{v!r} is not a timestamp (ISO-8601 text or epoch milliseconds)")
 
 
 def _c_bytes(v):
@@ -519,10 +524,17 @@ def _json_param(v):
     return JsonText(_json_text(v))
 
 
+def _utc(when: dt.datetime) -> dt.datetime:
+    return when if when.tzinfo is None else when.astimezone(_UTC)
+
+
 def _coerce(col: Column):
     """The generic path's converter for a column: the same rules as COPY's (``_CONVERTERS``)."""
     base = col.base
-    if base in ("timestamp", "timestamptz"):
+    if base == "timestamptz":
+        # MariaDB's DATETIME and SQLite keep the wall clock and drop an offset: UTC's, then
+        return lambda v: None if v is None else _utc(parse_timestamp(v))
+    if base == "timestamp":
         return lambda v: None if v is None else parse_timestamp(v)
     if base == "date":
         return lambda v: None if v is None or isinstance(v, dt.date) else dt.date.fromisoformat(v)
