@@ -25,13 +25,14 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from kpipe.api import (HOUSEKEEP_EVERY, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
                        SinkContext)
-from kpipe.plugins import registry
+from kpipe.plugins import Registry, registry
 from kpipe.runtime.buffer import PartitionBuffer
-from kpipe.runtime.consumer import KAFKA_DEFAULTS, consumer_config, group_offsets, topic_partitions
+from kpipe.runtime.consumer import (KAFKA_DEFAULTS, ConsumerFactory, consumer_config, group_offsets, kafka_consumer,
+                                    topic_partitions)
 from kpipe.runtime.dlq import DeadLetterQueue
 from kpipe.runtime.offsets import OffsetBook, resume_positions, start_position
 from kpipe.runtime.stages import Stages
@@ -130,8 +131,14 @@ def delivery_statement(spec, caps) -> str:
 
 class Runner:
     def __init__(self, spec, *, until_caught_up: bool = False, max_messages: int | None = None,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, consumer_factory: ConsumerFactory = kafka_consumer,
+                 plugins: Registry | None = None, dlq_factory=DeadLetterQueue):
+        """``consumer_factory`` builds the consumer from its librdkafka config, ``plugins`` is
+        the registry the spec's plugins come from (default: the installed ones), ``dlq_factory``
+        builds the dead-letter queue: tests drive the loop with fakes (``kpipe.runtime.fakes``)."""
         self.spec = spec
+        self.consumer_factory = consumer_factory
+        self.dlq_factory = dlq_factory
         self.until_caught_up = until_caught_up
         self.max_messages = max_messages
         self.backoff = backoff or Backoff(spec.retry_attempts, spec.retry_initial_backoff,
@@ -139,7 +146,7 @@ class Runner:
         # A sink call (one attempt) unanswered this long is a stalled dependency, not a slow one.
         self.stall_timeout = (spec.retry_attempt_timeout if spec.retry_attempt_timeout is not None
                               else max(DEFAULT_ATTEMPT_TIMEOUT, spec.retry_max_elapsed))
-        reg = registry()
+        reg = plugins if plugins is not None else registry()
         self.sink_plugin = reg.get("sink", spec.sink_type)
         self.stores_offsets = self.sink_plugin.capabilities.stores_offsets
         self.stages = Stages(spec, reg)
@@ -225,9 +232,9 @@ class Runner:
             self.result.sink_ok = True
             log.info("delivery: %s", delivery_statement(spec, self.sink_plugin.capabilities))
             if spec.dlq is not None:
-                self.dlq = DeadLetterQueue(spec, kafka_log)
-            self.consumer = Consumer({**consumer_config(spec), "error_cb": self._on_kafka_error,
-                                      "on_commit": self._on_commit, "logger": kafka_log})
+                self.dlq = self.dlq_factory(spec, kafka_log)
+            self.consumer = self.consumer_factory({**consumer_config(spec), "error_cb": self._on_kafka_error,
+                                                   "on_commit": self._on_commit, "logger": kafka_log})
             self._snapshot_targets()
             self._unassigned_since = time.monotonic()
             self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
