@@ -1,0 +1,80 @@
+"""Issue 15, item 1 on S3: the objects under one prefix share one schema, kept in
+``_kpipe/schema.json`` and changed only by compare-and-set, so writers in several processes
+widen it without losing a column; what lands reads back as one table with pyarrow.dataset (and
+DuckDB where installed) over a copy of the prefix."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from kpipe.api import SinkContext
+from kpipe.sinks.s3.sink import S3Sink
+from s3kit import bucket, make_batch, moto_server, objects, s3  # noqa: F401  (fixtures)
+from test_dataset_schema import by_id, read_duckdb
+
+CTX = SinkContext(pipeline="p", group="g", log=logging.getLogger("test.s3.schema"))
+
+
+def sink(moto_server, bucket, **config) -> S3Sink:
+    s = S3Sink({"bucket": bucket, "endpoint_url": moto_server.url, "region": "us-east-1", "prefix": "lake",
+                "format": "parquet", **config}, CTX)
+    s.open()
+    return s
+
+
+def download(s3, bucket, prefix, into) -> None:
+    for key, data in objects(s3, bucket, prefix, state=True).items():
+        path = into / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def test_two_processes_widen_one_s3_dataset(moto_server, s3, bucket, tmp_path, caplog):
+    a, b = sink(moto_server, bucket), sink(moto_server, bucket)  # two runs, two cached copies
+    a.write([make_batch([{"id": 0, "v": 1, "n": None}], 0, partition=0)])
+    b.write([make_batch([{"id": 1, "v": 7.25, "only_b": "x"}], 0, partition=1)])
+    a.write([make_batch([{"id": 2, "v": 2, "only_a": True}], 1, partition=0)])  # a's copy is stale
+    assert "widened from bigint to double" in caplog.text
+    state = json.loads(objects(s3, bucket, "lake/_kpipe/schema.json", state=True)["lake/_kpipe/schema.json"])
+    assert state["columns"] == {"id": "bigint", "v": "double", "n": "null", "only_b": "text", "only_a": "boolean"}
+    download(s3, bucket, "lake", tmp_path)
+    rows = by_id(ds.dataset(str(tmp_path / "lake"), format="parquet").to_table().to_pylist())
+    assert rows == {0: {"id": 0, "v": 1.0, "n": None, "only_b": None, "only_a": None},
+                    1: {"id": 1, "v": 7.25, "n": None, "only_b": "x", "only_a": None},
+                    2: {"id": 2, "v": 2.0, "n": None, "only_b": None, "only_a": True}}
+    duck = read_duckdb(tmp_path / "lake")
+    if duck is not None:
+        assert {r["id"]: (r["v"], r["only_b"], r["only_a"]) for r in duck} == {
+            0: (1.0, None, None), 1: (7.25, "x", None), 2: (2.0, None, True)}
+    assert pq.read_schema(tmp_path / "lake" / "_common_metadata").field("v").type == pa.float64()
+
+
+def test_concurrent_s3_writers_lose_no_column(moto_server, s3, bucket, tmp_path):
+    errors = []
+
+    def run(p):
+        try:
+            s = sink(moto_server, bucket)
+            for k in range(3):
+                s.write([make_batch([{"id": p * 10 + k, f"f{p}_{k}": k}], k, partition=p)])
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    state = json.loads(objects(s3, bucket, "lake/_kpipe/schema.json", state=True)["lake/_kpipe/schema.json"])
+    assert set(state["columns"]) == {"id"} | {f"f{p}_{k}" for p in range(3) for k in range(3)}
+    download(s3, bucket, "lake", tmp_path)
+    # the reader files are of the newest schema, whichever writer's PUT landed last
+    assert pq.read_schema(tmp_path / "lake" / "+schema.parquet").names == list(state["columns"])
+    rows = by_id(ds.dataset(str(tmp_path / "lake"), format="parquet").to_table().to_pylist())
+    assert all(rows[p * 10 + k][f"f{p}_{k}"] == k for p in range(3) for k in range(3))
