@@ -3,6 +3,9 @@ become rows."""
 from __future__ import annotations
 
 import base64
+from decimal import Decimal
+
+import orjson
 
 __all__ = ["EncodeError", "Writer", "as_row", "json_default", "encode_in_steps", "check_columns"]
 
@@ -53,11 +56,18 @@ class Writer:
         raise NotImplementedError
 
 
+_Fragment = getattr(orjson, "Fragment", None)  # orjson 3.9.14+
+
+
 def json_default(obj):
     """orjson's fallback: bytes values (the ``bytes`` deserializer) become base64 text, so every
-    record stays valid JSON; anything else orjson cannot write is an error."""
+    record stays valid JSON; a finite Decimal its exact number, as msgspec (``jsontext``'s exact
+    encoder) writes it, so that a datetime beside a decimal keeps orjson's text (msgspec writes
+    UTC as ``Z``); anything else orjson cannot write is an error."""
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, Decimal) and _Fragment is not None and obj.is_finite():
+        return _Fragment(str(obj))  # always a valid JSON number: 12.340, 1E+2, 0E-10
     raise TypeError(f"cannot write a value of type {type(obj).__name__} as JSON")
 
 

@@ -2,31 +2,82 @@
 
 The header is the union of the records' fields in first-seen order, computed over the records
 of the object before any row is written, so every object carries its own complete header.
-Nested values are written as JSON text (``jsontext.dumps``: exact, Infinity and NaN refused), ``null`` as an empty cell, booleans as ``true``/``false``.
+
+A cell holds the value's plain text (``cell_text``), quoted only where RFC 4180 needs it, with
+one addition: the empty string is always quoted (``""``), so that it differs from null, which is
+an empty unquoted cell (the convention of DuckDB's and Spark's CSV writers). Python 3.11's
+``csv.writer`` cannot make that difference (``QUOTE_NOTNULL`` came in 3.12), so the lines are
+joined here; that is no slower, as each cell goes through Python code anyway.
+
 A record that is not an object becomes a single ``value`` column.
 """
 from __future__ import annotations
 
-import csv
+import base64
 import io
+import re
+from datetime import date, time
+from decimal import Decimal
+from uuid import UUID
 
-from orjson import dumps as _orjson_dumps
+from orjson import dumps as _orjson_dumps, loads as _orjson_loads
 
-from .base import EncodeError, Writer, as_row, check_columns, encode_in_steps, json_default
+from .base import EncodeError, Writer, as_row, check_columns, json_default
+from .base import encode_in_steps
 from .jsontext import dumps
 
-__all__ = ["CsvWriter", "encode_csv"]
+__all__ = ["CsvWriter", "encode_csv", "cell_text"]
+
+_NEEDS_QUOTES = re.compile(r'[",\r\n]').search
+PLAIN_DECIMAL_ZEROS = 1000
+"""A Decimal is written in plain notation unless that takes more zeros than this beyond its
+digits (``Decimal("1E+99999")``): then in Python's scientific notation, exact all the same."""
 
 
-def _cell(value) -> str:
+def _field(value) -> str:
+    """``value`` as one CSV field: its ``cell_text``, quoted where needed; null as nothing."""
+    t = type(value)
+    if t is str:
+        return value if value and _NEEDS_QUOTES(value) is None else _quote(value)
     if value is None:
         return ""
+    if t is int or t is float:
+        return repr(value)  # digits, or inf, -inf, nan: never a character that needs quotes
+    if t is bool:
+        return "true" if value else "false"
+    return _quote(cell_text(value))
+
+
+def _quote(text: str) -> str:
+    if text and _NEEDS_QUOTES(text) is None:
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def cell_text(value) -> str:
+    """The text a non-null cell holds for ``value``, before CSV quoting: strings as they are;
+    booleans ``true``/``false``; numbers as Python writes them (``nan``, ``inf`` included);
+    a Decimal exactly, in plain notation (``decimal_text``); a value whose JSON text is a string
+    (datetime, date, time in ISO 8601 with their zone, uuid, bytes in base64, a duration in
+    ISO 8601) that string without its quotes; anything else (objects, arrays, sets) its JSON text
+    (``jsontext.dumps``: exact, Infinity and NaN refused). Raises ``ValueError`` or
+    ``TypeError`` for a value with no text."""
     if isinstance(value, str):
-        return value
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
+    if isinstance(value, int):
+        return int.__repr__(value)  # an int subclass (IntEnum) by its digits, not its repr
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, (date, time)):  # datetime too; isoformat keeps a zone's seconds, orjson does not
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
     # jsontext.dumps, with its common case inlined (a cell is hot): orjson's text is final
     # unless it failed or holds a null, where Infinity or NaN could hide.
     try:
@@ -36,7 +87,20 @@ def _cell(value) -> str:
     else:
         if data.find(b"null") >= 0:  # find, not in: half the cost on short text
             data = dumps(value)
+    if data[:1] == b'"':  # a datetime, a uuid, base64 bytes: the string, not its JSON quotes
+        return _orjson_loads(data)
     return data.decode()
+
+
+def decimal_text(d: Decimal) -> str:
+    """``d``'s exact digits in plain notation, its scale kept: ``12.340``, ``0E-10`` as
+    ``0.0000000000``, ``1E+2`` as ``100``; Python's notation when plain would take more than
+    ``PLAIN_DECIMAL_ZEROS`` extra zeros, and for NaN and infinities (``NaN``, ``Infinity``)."""
+    if not d.is_finite():
+        return str(d)
+    _, digits, exponent = d.as_tuple()
+    zeros = exponent if exponent > 0 else -exponent - len(digits)
+    return format(d, "f") if zeros <= PLAIN_DECIMAL_ZEROS else str(d)
 
 
 class CsvWriter(Writer):
@@ -56,17 +120,17 @@ class CsvWriter(Writer):
                     seen.setdefault(k, None)
             check_columns(seen, rows, "CSV")
             self.columns = list(seen)
-            self.out.write(_lines([self.columns]))
+            self.out.write((",".join([_quote(str(k)) for k in self.columns]) + "\r\n").encode())
         encode_in_steps(rows, self._encode, self.out.write)
 
     def _encode(self, rows: list) -> bytes:
         columns = self.columns
         try:
-            return _lines([[_cell(row.get(c)) for c in columns] for row in rows])
+            return _lines([",".join([_field(row.get(c)) for c in columns]) for row in rows])
         except (TypeError, ValueError):  # a nested value JSON cannot hold, a lone surrogate
             for i, row in enumerate(rows):
                 try:
-                    _lines([[_cell(row.get(c)) for c in columns]])
+                    _lines([",".join([_field(row.get(c)) for c in columns])])
                 except (TypeError, ValueError) as exc:
                     raise EncodeError(f"cannot write as CSV: {exc}", i) from None
             raise
@@ -76,9 +140,8 @@ class CsvWriter(Writer):
 
 
 def _lines(lines: list) -> bytes:
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\r\n").writerows(lines)
-    return text.getvalue().encode()
+    lines.append("")  # every row ends in \r\n
+    return "\r\n".join(lines).encode()
 
 
 def encode_csv(values: list) -> bytes:

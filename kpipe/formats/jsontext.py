@@ -1,8 +1,10 @@
 """JSON text of one value, exactly or not at all: the one encoder every writer of JSON text shares
 (jsonl lines, csv cells, parquet's text columns, and any sink that stores JSON text).
 
-orjson first (fast); what it refuses (integers past 64 bits, ``Decimal``, nesting past its 255
-levels) goes to msgspec, which writes them exactly, as JSON numbers. JSON has no Infinity and no
+orjson first (fast; a ``Decimal`` as its exact number through ``base.json_default``); what it
+refuses (integers past 64 bits, nesting past its 255 levels) goes to msgspec, which writes them
+exactly, as JSON numbers (msgspec writes a UTC datetime as ``Z``, orjson as ``+00:00``: the same
+instant). JSON has no Infinity and no
 NaN: both encoders would write ``null`` for them, a silent change, so a value that holds a
 non-finite float anywhere is refused instead. So is a value neither encoder can write (an
 unknown type, a string with a lone surrogate, nesting past msgspec's recursion limit).
