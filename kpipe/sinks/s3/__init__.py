@@ -40,7 +40,7 @@ CONFIG_SCHEMA = {
                                   "Confluent's S3 sink writes."},
         "topics_dir": {"type": "string", "default": "topics",
                        "description": "layout kafka-connect: Connect's topics.dir."},
-        "offset_pad_width": {"type": "integer", "minimum": 1, "maximum": 19, "default": 10,
+        "offset_pad_width": {"type": "integer", "minimum": 1, "default": 10,
                              "description": "layout kafka-connect: Connect's filename.offset.zero.pad.width."},
         "part_size": {"anyOf": [{"type": "integer", "minimum": 5 * 1024 * 1024},
                                 {"type": "string", "pattern": SIZE_PATTERN}],
