@@ -228,26 +228,35 @@ def test_a_crash_between_the_schema_and_the_data_leaves_a_readable_dataset(tmp_p
     assert sorted(r["v"] for r in read_dataset(tmp_path)) == [1.0, 2.0]
 
 
-def test_concurrent_writers_widen_without_losing_a_column(tmp_path):
-    # Four instances (as four `kpipe run` processes would: each its own lock file handle and its
-    # own cached copy) write their partitions at once, each bringing its own new fields.
+def at_once(n: int, work) -> None:
+    """``work(i)`` for i in 0..n-1, in n threads at once; the first failure is raised here."""
     errors = []
 
-    def run(p):
+    def run(i):
         try:
-            s = files_sink(tmp_path)
-            for k in range(6):
-                s.write([make_batch([{"id": p * 100 + k, f"f{p}_{k}": k, "v": k if k % 2 else k + 0.5}], k,
-                                    topic="t", partition=p)])
-        except BaseException as exc:  # reported below, in the test's thread
+            work(i)
+        except BaseException as exc:  # raised below, in the test's thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(p,)) for p in range(4)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    if errors:
+        raise errors[0]
+
+
+def test_concurrent_writers_widen_without_losing_a_column(tmp_path):
+    # Four instances (as four `kpipe run` processes would: each its own lock file handle and its
+    # own cached copy) write their partitions at once, each bringing its own new fields.
+    def work(p):
+        s = files_sink(tmp_path)
+        for k in range(6):
+            s.write([make_batch([{"id": p * 100 + k, f"f{p}_{k}": k, "v": k if k % 2 else k + 0.5}], k,
+                                topic="t", partition=p)])
+
+    at_once(4, work)
     state = json.loads((tmp_path / ".kpipe" / "schema.json").read_text())
     assert set(state["columns"]) == {"id", "v"} | {f"f{p}_{k}" for p in range(4) for k in range(6)}
     rows = by_id(read_dataset(tmp_path))

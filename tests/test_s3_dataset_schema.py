@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 from kpipe.api import SinkContext
 from kpipe.sinks.s3.sink import S3Sink
 from s3kit import bucket, make_batch, moto_server, objects, s3  # noqa: F401  (fixtures)
-from test_dataset_schema import by_id, read_duckdb
+from test_dataset_schema import at_once, by_id, read_duckdb
 
 CTX = SinkContext(pipeline="p", group="g", log=logging.getLogger("test.s3.schema"))
 
@@ -55,22 +54,12 @@ def test_two_processes_widen_one_s3_dataset(moto_server, s3, bucket, tmp_path, c
 
 
 def test_concurrent_s3_writers_lose_no_column(moto_server, s3, bucket, tmp_path):
-    errors = []
+    def work(p):
+        s = sink(moto_server, bucket)
+        for k in range(3):
+            s.write([make_batch([{"id": p * 10 + k, f"f{p}_{k}": k}], k, partition=p)])
 
-    def run(p):
-        try:
-            s = sink(moto_server, bucket)
-            for k in range(3):
-                s.write([make_batch([{"id": p * 10 + k, f"f{p}_{k}": k}], k, partition=p)])
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(p,)) for p in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    at_once(3, work)
     state = json.loads(objects(s3, bucket, "lake/_kpipe/schema.json", state=True)["lake/_kpipe/schema.json"])
     assert set(state["columns"]) == {"id"} | {f"f{p}_{k}" for p in range(3) for k in range(3)}
     download(s3, bucket, "lake", tmp_path)
