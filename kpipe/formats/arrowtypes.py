@@ -21,6 +21,7 @@ import datetime as dt
 import decimal
 import uuid
 from bisect import bisect_right
+from itertools import chain
 
 from .jsontext import dumps
 
@@ -93,9 +94,12 @@ def _values(pa, col: list, t) -> list:
             raise Unfit(f"{_what(col[i])} in a {t} column", i)
         if float in kinds:
             col = [int(v) if type(v) is float and v.is_integer() else v for v in col]
-        for i, v in enumerate(col):
-            if v is not None and (type(v) is not int or not -(1 << bits) <= v < (1 << bits)):
-                raise Unfit(f"{v!r} does not fit a {t} column", i)
+        ints = [v for v in col if type(v) is int]
+        if len(ints) + col.count(None) < len(col) or (ints and not (-(1 << bits) <= min(ints)
+                                                                    and max(ints) < (1 << bits))):
+            for i, v in enumerate(col):
+                if v is not None and (type(v) is not int or not -(1 << bits) <= v < (1 << bits)):
+                    raise Unfit(f"{v!r} does not fit a {t} column", i)
         return col
     if t in ("double", "real"):
         if kinds - {int, float}:
@@ -109,12 +113,12 @@ def _values(pa, col: list, t) -> list:
     if t == "text" and kinds != {str}:  # text holds any value: strings as they are, others as JSON text
         try:
             col = [v if v is None or type(v) is str else _json(v) for v in col]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             for i, v in enumerate(col):
                 try:
                     if v is not None and type(v) is not str:
                         _json(v)
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, RecursionError) as exc:
                     raise Unfit(f"{_what(v)} in a text column: {exc}", i) from None
             raise
         kinds = {str}
@@ -124,10 +128,13 @@ def _values(pa, col: list, t) -> list:
             i = _first(col, lambda v: type(v) in simple)
             raise Unfit(f"{_what(col[i])} in a {t} column", i)
         if t == "text":
-            for i, v in enumerate(col):
-                if v is not None and not v.isascii():
+            try:
+                "".join([v for v in col if v is not None]).encode()  # one C pass
+            except UnicodeEncodeError:
+                for i, v in enumerate(col):
                     try:
-                        v.encode()
+                        if v is not None:
+                            v.encode()
                     except UnicodeEncodeError:
                         raise Unfit("text that is not valid UTF-8 (a lone surrogate)", i) from None
         return col
@@ -136,7 +143,7 @@ def _values(pa, col: list, t) -> list:
     for i, v in enumerate(col):
         try:
             out.append(None if v is None else convert(v))
-        except (TypeError, ValueError, ArithmeticError) as exc:
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise Unfit(f"{_what(v)} in a {t} column: {exc}", i) from None
     return out
 
@@ -217,16 +224,23 @@ _CONVERTERS = {"json": _json, "uuid": _uuid, "timestamptz": _timestamp(True), "t
                "date": _date}
 
 
+def _report_struct(col: list, fields: dict) -> None:
+    """Raise ``Unfit`` at the first value that is not an object of ``fields``."""
+    for i, v in enumerate(col):
+        if v is not None and (type(v) is not dict or not fields.keys() >= v.keys()):
+            if type(v) is dict:
+                raise Unfit(f"an object with a field the struct has no column for "
+                            f"({sorted(set(v) - set(fields))[0]!r})", i)
+            raise Unfit(f"{_what(v)} in a struct column", i)
+
+
 def _nested(pa, col: list, t):
     typ = arrow_type(pa, t)
     if "struct" in t:
         fields = t["struct"]
-        for i, v in enumerate(col):
-            if v is not None and (type(v) is not dict or not fields.keys() >= v.keys()):
-                if type(v) is dict:
-                    raise Unfit(f"an object with a field the struct has no column for "
-                                f"({sorted(set(v) - set(fields))[0]!r})", i)
-                raise Unfit(f"{_what(v)} in a struct column", i)
+        objs = [v for v in col if type(v) is dict]
+        if len(objs) + col.count(None) < len(col) or not fields.keys() >= dict.fromkeys(chain.from_iterable(objs)).keys():
+            _report_struct(col, fields)
         if not fields:
             if any(v is not None for v in col):
                 raise Unfit("an empty object {} where no field has a type (Parquet has no struct without "

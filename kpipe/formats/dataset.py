@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
+from itertools import chain
 
 __all__ = ["declared", "parse_columns", "widen", "merge_declared", "kind_of", "is_untyped", "type_depth",
            "NUMERIC_ORDER", "SchemaConflict", "MAX_DEPTH"]
@@ -240,31 +241,28 @@ def widen(schema: dict, values: list, fixed=frozenset()) -> tuple[dict, list]:
     the widenings of an existing type as ``[(column path, from, to)]``. Columns in ``fixed`` (the
     declared ones) never change."""
     out = dict(schema)
-    for v in values:
-        row = v if type(v) is dict else {"value": v}
-        for k, x in row.items():
-            if k in fixed:
-                continue
-            have = out.get(k)
-            if have is None and not _storable(k):
-                continue  # the writer reports the record: no file can name such a column
-            try:
-                new = kind_of(x)
-            except RecursionError:
-                continue  # deeper than any reader opens: the writer reports it
-            if new is None or new == "null" or new == have:
-                if have is None:
-                    out[k] = "null"
-                continue
-            try:
+    rows = values if all(type(v) is dict for v in values) else [v if type(v) is dict else {"value": v}
+                                                                   for v in values]
+    for k in dict.fromkeys(chain.from_iterable(rows)):
+        if k in fixed:
+            continue
+        have = out.get(k)
+        if have is None and not _storable(k):
+            continue  # the writer reports the record: no file can name such a column
+        col = [r.get(k) for r in rows]
+        try:  # the whole column at once (type sets, in C); value by value only when it needs to
+            new = _column_kind(col)
+            if new is not None:
                 joined = _join(have if have is not None else "null", new)
-                fits = type_depth(joined) <= MAX_DEPTH
-            except RecursionError:
-                fits = False
-            if fits:
-                out[k] = joined
-            elif have is None:
-                out[k] = "null"
+                if type_depth(joined) > MAX_DEPTH:
+                    new = None
+        except RecursionError:
+            new = None
+        if new is not None:
+            out[k] = joined
+            continue
+        for x in col:  # some value has no type: leave it out, so the writer reports that record
+            _widen_value(out, k, x)
     for k, t in out.items():
         if k not in schema or schema[k] == "null":
             t = out[k] = _settle(t)
@@ -272,6 +270,67 @@ def widen(schema: dict, values: list, fixed=frozenset()) -> tuple[dict, list]:
         if k in schema and not _castable(schema[k], t):
             out[k] = schema[k]  # files hold the nested type: the value that disagrees is a bad record
     return out, list(_widenings(schema, out, ""))
+
+
+def _widen_value(out: dict, k, x) -> None:
+    have = out.get(k)
+    try:
+        new = kind_of(x)
+    except RecursionError:
+        new = None  # deeper than any reader opens: the writer reports it
+    if new is None or new == "null" or new == have:
+        if have is None:
+            out[k] = "null"
+        return
+    try:
+        joined = _join(have if have is not None else "null", new)
+        fits = type_depth(joined) <= MAX_DEPTH
+    except RecursionError:
+        fits = False
+    if fits:
+        out[k] = joined
+    elif have is None:
+        out[k] = "null"
+
+
+_SCALAR_KINDS = {bool: "boolean", float: "double", str: "text", bytes: "bytes", bytearray: "bytes",
+                 dt.date: "date", uuid.UUID: "uuid"}
+
+
+def _column_kind(col: list):
+    """``kind_of`` every value of ``col``, joined, from the set of their types; None when some
+    value has no type (the caller then goes value by value)."""
+    kind = "null"
+    for t in sorted(set(map(type, col)) - {type(None)}, key=lambda t: t.__name__):
+        k = _SCALAR_KINDS.get(t)
+        if k is not None:
+            pass
+        elif t is int:
+            ints = [v for v in col if type(v) is int]
+            k = "bigint" if -(1 << 63) <= min(ints) and max(ints) < (1 << 63) else _MIXED
+        elif t is dict:
+            objs = [v for v in col if type(v) is dict]
+            names = dict.fromkeys(chain.from_iterable(objs))
+            if not all(map(_storable, names)):
+                return None
+            fields = {n: _column_kind([o.get(n) for o in objs]) for n in names}
+            if None in fields.values():
+                return None
+            k = {"struct": fields}
+        elif t is list or t is tuple:
+            k = {"list": _column_kind([x for v in col if type(v) is t for x in v])}
+            if k["list"] is None:
+                return None
+        else:  # datetimes (a zone or not), decimals (their scale), anything else: one by one
+            for v in col:
+                if type(v) is t:
+                    k = kind_of(v)
+                    if k is None:
+                        return None
+                    kind = _join(kind, k)
+            continue
+        kind = _join(kind, k)
+    return kind
 
 
 def _castable(old, new) -> bool:

@@ -18,6 +18,8 @@ Columns with no type yet (only nulls so far) are left out.
 """
 from __future__ import annotations
 
+from itertools import chain
+
 from kpipe.api import FatalError
 
 from .base import EncodeError, Writer, as_row, check_columns
@@ -127,13 +129,14 @@ def _typed_table(pa, schema: dict, values: list):
     """The records as a table of exactly ``schema``'s types (``arrowtypes``)."""
     from .arrowtypes import Unfit, has_empty_struct, to_array
 
-    rows = [as_row(v) for v in values]
+    rows = values if all(type(v) is dict for v in values) else [as_row(v) for v in values]
     names = [k for k, t in schema.items() if not has_empty_struct(t)]
     check_columns(schema, rows, "Parquet")
-    for i, row in enumerate(rows):
-        if not schema.keys() >= row.keys():
-            extra = next(k for k in row if k not in schema)
-            raise EncodeError(f"cannot write as Parquet: the dataset has no column for field {extra!r}", i)
+    if not schema.keys() >= dict.fromkeys(chain.from_iterable(rows)).keys():
+        for i, row in enumerate(rows):
+            if not schema.keys() >= row.keys():
+                extra = next(k for k in row if k not in schema)
+                raise EncodeError(f"cannot write as Parquet: the dataset has no column for field {extra!r}", i)
     if rows and not names:  # a file needs a column to hold its row count
         raise EncodeError("cannot write as Parquet: an object with no fields, and no record beside it has one", 0)
     arrays = []
