@@ -398,3 +398,43 @@ def test_reader_files_sort_before_the_data(tmp_path):
                    and not any(part.startswith(".") for part in p.relative_to(tmp_path).parts))
     assert names[0] == "+schema.parquet" and pq.read_table(tmp_path / "+schema.parquet").num_rows == 0
     assert io.BytesIO((tmp_path / "_common_metadata").read_bytes()).read(4) == b"PAR1"
+
+
+# -- avro without declared types: one remembered writer schema, only widened ----------------
+
+
+def test_avro_files_share_one_remembered_schema_that_only_widens(tmp_path):
+    import avro.datafile
+    import avro.io
+    import avro.schema
+
+    s = files_sink(tmp_path, "avro")
+    s.write([make_batch([{"id": 0, "v": 1}, {"id": 1, "v": None}], 0, topic="t")])
+    s.write([make_batch([{"id": 2, "v": 2.5, "w": {"x": 1}}], 0, topic="t", partition=1)])
+    s.write([make_batch([{"id": 3, "v": 3, "a-b": "k"}], 2, topic="t")])
+    state = json.loads((tmp_path / ".kpipe" / "schema.json").read_text())
+    newest = state["avro"]
+    assert [f["name"] for f in newest["fields"]] == ["id", "v", "w", "a_b"]
+    assert newest["fields"][1]["type"] == ["null", "long", "double"]  # long beside double, exactly
+    files = sorted(tmp_path.glob("t/*/*.avro"))
+    want = {0: {"id": 0, "v": 1, "w": None, "a_b": None}, 1: {"id": 1, "v": None, "w": None, "a_b": None},
+            2: {"id": 2, "v": 2.5, "w": {"x": 1}, "a_b": None}, 3: {"id": 3, "v": 3, "w": None, "a_b": "k"}}
+    got = {}
+    for f in files:
+        with open(f, "rb") as fo:  # fastavro, resolving each file's schema to the newest
+            for r in fastavro.reader(fo, reader_schema=newest):
+                got[r["id"]] = r
+    assert got == want and type(got[3]["v"]) is int
+    # the Apache Avro library reads every file with the newest schema as its reader schema
+    reader_schema = avro.schema.parse(json.dumps(newest))
+    apache = {}
+    for f in files:
+        with avro.datafile.DataFileReader(open(f, "rb"), avro.io.DatumReader(readers_schema=reader_schema)) as r:
+            for rec in r:
+                apache[rec["id"]] = rec
+    assert apache == want
+    # each file was written with the schema the state held then: a prefix of the newest
+    for f in files:
+        with open(f, "rb") as fo:
+            names = [x["name"] for x in fastavro.reader(fo).writer_schema["fields"]]
+        assert names == [x["name"] for x in newest["fields"]][:len(names)]

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from .base import EncodeError, Writer
 from .compression import COMPRESSIONS, SUFFIXES, open_stream, require_zstandard
 from .csvfile import CsvWriter, encode_csv
-from .dataset import declared, parse_columns
+from .dataset import parse_columns
 from .jsonl import JsonlWriter, encode_jsonl
 from .schemabook import SCHEMA_FORMATS, SchemaBook, SchemaStore
 
@@ -155,14 +155,24 @@ class FileFormat:
     def extension(self, style: str = "kpipe") -> str:
         return extension(self.name, self.compression, style)
 
-    def open(self, target, seed: str = "", value_schema=None, dataset_schema: dict | None = None) -> Writer:
+    def remember(self, old, values: list, fixed: dict):
+        """Avro without declared types: the dataset's inferred writer schema (``old``, or None),
+        widened to hold ``values`` (``SchemaBook``'s ``remember``); None for any other case."""
+        if self.name != "avro" or self.avro_schema is not None or fixed:
+            return None
+        from .avro import remember_schema
+        return remember_schema(old, values)
+
+    def open(self, target, seed: str = "", value_schema=None, dataset: dict | None = None) -> Writer:
         """A writer into ``target``; ``value_schema`` is a callable returning the deserializer's
-        schema (``SinkContext.value_schema``), asked only by formats that use one;
-        ``dataset_schema`` the dataset's columns (``SchemaBook.schema_for``)."""
+        schema (``SinkContext.value_schema``), asked only by formats that use one; ``dataset``
+        the dataset's schema document (``SchemaBook.schema_for``)."""
         declared_schema = value_schema() if value_schema is not None and self.name == "avro" else None
-        if self.name == "avro" and not (self.columns or declared(declared_schema, {})):
-            # Without declared types Avro keeps its exact per-file unions (long beside double).
-            dataset_schema = None
+        columns = dataset["columns"] if dataset else None
+        if self.name == "avro" and dataset and dataset.get("avro"):
+            # No declared types: the remembered writer schema, exact unions (long beside double).
+            from .avro import AvroWriter
+            return AvroWriter(target, self.compression, self.level, seed, dataset["avro"], remembered=True)
         return open_writer(self.name, target, self.compression, level=self.level, seed=seed,
                            avro_schema=self.avro_schema, value_schema=declared_schema,
-                           dataset_schema=dataset_schema)
+                           dataset_schema=columns)

@@ -7,7 +7,11 @@ field a union that starts with ``null`` (default ``null``) followed by the types
 order: boolean, long, double, string, bytes, array, record. Avro has no integer past 64 bits: a
 record that holds one is refused (``EncodeError``), never rounded to a double. Nested objects become nested records
 (``Record_<field>``), lists become arrays. Keys that are not Avro names are rewritten (invalid
-characters to ``_``, a leading digit prefixed with ``_``, clashes numbered). The container's sync
+characters to ``_``, a leading digit prefixed with ``_``, clashes numbered). A sink keeps a
+dataset's inferred schema (``remember_schema``): each file is written with it, widened by new
+fields (default null) and new union branches only, so the newest schema reads every file. Where
+types are declared (``columns:``, a JSON Schema) the writer schema comes from the dataset's
+columns (``dataset_schema``). The container's sync
 marker comes from the object's Kafka coordinates, not from ``os.urandom``, so the same records
 give the same bytes on every replay.
 """
@@ -23,7 +27,7 @@ from kpipe.api import FatalError
 from .arrowtypes import Unfit
 from .base import EncodeError, Writer, as_row, json_default
 
-__all__ = ["AvroWriter", "infer_schema", "dataset_schema", "load_schema", "sync_marker", "require_zstd_codec", "CODECS"]
+__all__ = ["AvroWriter", "infer_schema", "dataset_schema", "remember_schema", "load_schema", "sync_marker", "require_zstd_codec", "CODECS"]
 
 CODECS = {"none": "null", "gzip": "deflate", "zstd": "zstandard"}
 """kpipe's ``compression`` -> the Avro codec. gzip and Avro's deflate are the same algorithm;
@@ -161,6 +165,8 @@ class _Inferrer:
             field = names[k] if names else k
             schema, convert = self.union([row.get(k) for row in rows], f"{name}_{field}")
             fields.append({"name": field, "type": schema, "default": None})
+            if field != k:  # the record's own key, so a dataset's later files name it the same
+                fields[-1]["kpipe_key"] = k
             if convert is not None:
                 converters[k] = convert
         schema = {"type": "record", "name": record_name, "fields": fields}
@@ -220,7 +226,8 @@ def _fits(schema: dict, values: list) -> bool:
 
 class AvroWriter(Writer):
     def __init__(self, out, compression: str = "none", level: int | None = None, seed: str = "",
-                 schema: dict | None = None, preferred: dict | None = None, dataset: dict | None = None):
+                 schema: dict | None = None, preferred: dict | None = None, dataset: dict | None = None,
+                 remembered: bool = False):
         if compression not in CODECS:
             raise ValueError(f"avro cannot use compression {compression!r}; use one of {', '.join(CODECS)}")
         self.out = out
@@ -230,6 +237,7 @@ class AvroWriter(Writer):
         self.given = schema
         self.preferred = preferred if isinstance(preferred, dict) and preferred.get("type") == "record" else None
         self.dataset = dataset
+        self.remembered = remembered  # ``schema`` is a dataset's remembered one (remember_schema)
         self.writer = None
         self.convert = None
         self.check_ints = False
@@ -240,6 +248,8 @@ class AvroWriter(Writer):
 
         if self.given is not None:
             schema = self.given
+            if self.remembered:
+                self.convert = _key_converter(schema)
         elif self.preferred is not None and (self.dataset is not None or _fits(self.preferred, values)):
             schema = self.preferred  # one declared schema for the dataset: a record that does not fit is bad
         elif self.dataset is not None:
@@ -283,6 +293,144 @@ class AvroWriter(Writer):
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
+
+
+# -- a dataset's remembered writer schema --------------------------------------------------------
+
+_PRIMITIVES = ("null", "boolean", "long", "double", "string", "bytes")
+_INFER_DEPTH = 150  # deeper records stay out of an inferred schema: the writer reports them
+
+
+def remember_schema(old: dict | None, values: list) -> dict:
+    """The dataset's inferred writer schema ``old`` widened to hold ``values``: fields appended,
+    union branches added, never removed, so Avro's schema resolution reads every earlier file
+    with the newest schema (a new field's default is null)."""
+    try:
+        new, _ = infer_schema(values)
+    except RecursionError:
+        values = [v for v in values if _depth(v) <= _INFER_DEPTH]
+        new, _ = infer_schema(values)
+    try:
+        orjson.dumps(new)
+    except TypeError:  # a key that is not UTF-8 (a lone surrogate): the state cannot hold it
+        new, _ = infer_schema([v for v in values if _keys_ok(v)])
+    if old is None:
+        return new
+    merged = _merge_record(old, new)
+    _unique_names(merged, set())
+    return merged
+
+
+def _keys_ok(value) -> bool:
+    """Every key in ``value`` is valid UTF-8 text (iteratively)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            for k in v:
+                if type(k) is str and not k.isascii():
+                    try:
+                        k.encode()
+                    except UnicodeEncodeError:
+                        return False
+            stack.extend(v.values())
+        elif type(v) in (list, tuple):
+            stack.extend(v)
+    return True
+
+
+def _field_key(f: dict) -> str:
+    return f.get("kpipe_key", f["name"])
+
+
+def _merge_record(a: dict, b: dict) -> dict:
+    fields = [dict(f) for f in a["fields"]]
+    index = {_field_key(f): i for i, f in enumerate(fields)}
+    names = {f["name"] for f in fields}
+    for f in b["fields"]:
+        k = _field_key(f)
+        if k in index:
+            fields[index[k]]["type"] = _merge_union(fields[index[k]]["type"], f["type"])
+            continue
+        f = dict(f)
+        if f["name"] in names:
+            base, n = f["name"], 2
+            while f["name"] in names:
+                f["name"], n = f"{base}_{n}", n + 1
+            f["kpipe_key"] = k
+        names.add(f["name"])
+        index[k] = len(fields)
+        fields.append(f)
+    return {**a, "fields": fields}
+
+
+def _merge_union(a: list, b: list) -> list:
+    def branch(u, kind):
+        return next((x for x in u if isinstance(x, dict) and x.get("type") == kind), None)
+
+    out: list = [p for p in _PRIMITIVES if p in a or p in b]
+    arrays = branch(a, "array"), branch(b, "array")
+    if arrays[0] and arrays[1]:
+        out.append({"type": "array", "items": _merge_union(arrays[0]["items"], arrays[1]["items"])})
+    elif arrays[0] or arrays[1]:
+        out.append(arrays[0] or arrays[1])
+    records = branch(a, "record"), branch(b, "record")
+    if records[0] and records[1]:
+        out.append(_merge_record(records[0], records[1]))
+    elif records[0] or records[1]:
+        out.append(records[0] or records[1])
+    return out
+
+
+def _unique_names(schema, used: set) -> None:
+    """Give each record of ``schema`` a name no other record has (the first one keeps its own)."""
+    if isinstance(schema, list):
+        for x in schema:
+            _unique_names(x, used)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            while schema["name"] in used:
+                schema["name"] += "_"
+            used.add(schema["name"])
+            for f in schema["fields"]:
+                _unique_names(f["type"], used)
+        elif schema.get("type") == "array":
+            _unique_names(schema["items"], used)
+
+
+def _key_converter(schema: dict):
+    """A row converter renaming keys to the remembered schema's field names; None when no field
+    was renamed."""
+    if "kpipe_key" not in orjson.dumps(schema).decode():
+        return None
+
+    def union(u):
+        rec = next((x for x in u if isinstance(x, dict) and x.get("type") == "record"), None)
+        arr = next((x for x in u if isinstance(x, dict) and x.get("type") == "array"), None)
+        rec_c = record(rec) if rec else None
+        arr_c = union(arr["items"]) if arr else None
+
+        def convert(v):
+            if type(v) is dict and rec_c is not None:
+                return rec_c(v)
+            if (type(v) is list or type(v) is tuple) and arr_c is not None:
+                return [arr_c(x) for x in v]
+            return v
+        return convert
+
+    def record(r):
+        by_key = {_field_key(f): (f["name"], union(f["type"]) if isinstance(f["type"], list) else None)
+                  for f in r["fields"]}
+
+        def convert(v):
+            out = {}
+            for k, x in v.items():
+                name, c = by_key.get(k, (k, None))
+                out[name] = c(x) if c is not None else x
+            return out
+        return convert
+
+    return record(schema)
 
 
 # -- the dataset's writer schema --------------------------------------------------------------

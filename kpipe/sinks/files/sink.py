@@ -65,7 +65,8 @@ class FilesSink(Sink):
         if self.format.has_schema:
             from .schema import FilesSchemaStore
             self.schemas = SchemaBook(FilesSchemaStore(self.root, self._atomic), self.format.columns,
-                                      context.value_schema, publish=self.format.reader_files, log=context.log)
+                                      context.value_schema, publish=self.format.reader_files, log=context.log,
+                                      remember=self.format.remember)
         self._dirs: dict[tuple, str] = {}
         # Per partition, (first, head): this instance published [first, head), one batch after
         # the other, in calls that then failed (a bad record in a later batch). The runner

@@ -82,7 +82,8 @@ class S3Sink(Sink):
         if self.format.has_schema:
             from .schema import S3SchemaStore
             self.schemas = SchemaBook(S3SchemaStore(lambda: self.store, self.prefix), self.format.columns,
-                                      context.value_schema, publish=self.format.reader_files, log=self.log)
+                                      context.value_schema, publish=self.format.reader_files, log=self.log,
+                                      remember=self.format.remember)
 
     # -- the Sink contract ------------------------------------------------------------------
 
