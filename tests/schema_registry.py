@@ -1,15 +1,29 @@
 """A small Confluent Schema Registry for the tests: a threaded ``http.server`` on loopback that
-speaks the registry's real REST endpoints (a no Schema Registry server can be installed here):
+speaks the registry's REST API as Confluent's own clients use it (no Schema Registry server can
+be installed here). Every route takes its query string apart and honours the parameters the
+real registry does (``normalize``, ``deleted``, ``permanent``, ``subjectPrefix``); the others
+(``format``, ``subject``, ``fetchMaxId``...) are accepted and change nothing here.
 
 - ``GET /schemas/ids/{id}`` -> ``{"schema": "<json text>"}`` (+ ``schemaType``, ``references``
   when not plain Avro); an unknown id is 404 with ``error_code`` 40403, as the real one answers;
-- ``POST /subjects/{subject}/versions`` with ``{"schema": ..., "schemaType"?, "references"?}`` ->
-  ``{"id": n}``; registering the same schema again returns its id (ids are global);
+  ``GET /schemas/ids/{id}/subjects``, ``/schemas/ids/{id}/versions``, ``GET /schemas/types``;
+- ``POST /subjects/{subject}/versions`` (register) -> ``{"id": n}``; the same schema again
+  returns its id (ids are global); ``normalize=true`` stores and compares the normalized form;
+- ``POST /subjects/{subject}`` (look a schema up) -> ``{"subject", "id", "version", "schema"}``,
+  404 with 40401 (no such subject) or 40403 (schema not under it); ``deleted=true`` finds
+  soft-deleted versions too;
 - ``GET /subjects``, ``GET /subjects/{subject}/versions``,
-  ``GET /subjects/{subject}/versions/{version|latest}``;
+  ``GET /subjects/{subject}/versions/{version|latest}`` (``deleted=true``: soft-deleted ones too);
+- ``DELETE /subjects/{subject}`` and ``DELETE /subjects/{subject}/versions/{version}``: soft,
+  then ``permanent=true``, as the real one insists;
 - optional basic auth (401 with ``error_code`` 40101 otherwise).
 
-``fail`` makes the next GETs answer with the given HTTP status codes. Every request is recorded in ``requests`` as ``(method, path)`` so tests can count fetches.
+Like a registry whose subjects are all at compatibility NONE, it checks no compatibility
+between versions. Unknown routes (the serializer's ``GET /associations/...`` among them) are a
+404 with ``error_code`` 404, as a registry without that feature answers.
+
+``fail`` makes the next GETs answer with the given HTTP status codes. Every request is recorded
+in ``requests`` as ``(method, path with its query)`` so tests can count fetches.
 ``encode_wire`` and ``SchemaRegistry.encoder`` build Confluent wire-format Avro messages.
 """
 from __future__ import annotations
@@ -20,7 +34,7 @@ import json
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from fastavro import parse_schema, schemaless_writer
 
@@ -31,6 +45,8 @@ except ImportError:  # benchmarks/deserializers.py uses the server without pytes
 
 __all__ = ["SchemaRegistry", "encode_wire", "schema_registry"]
 
+_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+
 
 def encode_wire(schema_id: int, parsed_schema, value) -> bytes:
     """Magic byte 0, the 4-byte big-endian schema id, then the schemaless Avro datum."""
@@ -40,13 +56,22 @@ def encode_wire(schema_id: int, parsed_schema, value) -> bytes:
     return buf.getvalue()
 
 
+class _Answer(Exception):
+    """An error answer: HTTP status, the registry's error_code, its message."""
+
+    def __init__(self, status: int, error_code: int, message: str):
+        super().__init__(message)
+        self.status, self.error_code, self.message = status, error_code, message
+
+
 class SchemaRegistry:
     """The server, its state, and a client side for the tests (``register``, ``encoder``)."""
 
     def __init__(self, username: str | None = None, password: str | None = None):
         self.username, self.password = username, password
         self.schemas: list[dict] = []          # id - 1 -> {"schema", "schemaType", "references"}
-        self.subjects: dict[str, list[int]] = {}  # subject -> schema ids, version 1 first
+        # subject -> its versions, oldest first: {"version": n, "id": schema id, "deleted": bool}
+        self.subjects: dict[str, list[dict]] = {}
         self.requests: list[tuple[str, str]] = []
         self.fail: list[int] = []  # HTTP status codes to answer the next GETs with, first first
         self.lock = threading.Lock()
@@ -70,8 +95,9 @@ class SchemaRegistry:
         self.server.server_close()
 
     def fetches(self, schema_id: int) -> int:
-        """How many times ``GET /schemas/ids/{schema_id}`` was asked."""
-        return self.requests.count(("GET", f"/schemas/ids/{schema_id}"))
+        """How many times ``GET /schemas/ids/{schema_id}`` was asked (with any query)."""
+        return sum(1 for m, p in self.requests
+                   if m == "GET" and p.split("?")[0] == f"/schemas/ids/{schema_id}")
 
     # -- the client side, over HTTP like any producer ----------------------------------------
 
@@ -103,6 +129,115 @@ class SchemaRegistry:
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
+    # -- the registry's rules (called with the lock held) -------------------------------------
+
+    def _versions(self, subject: str, deleted: bool) -> list[dict]:
+        """The subject's versions (soft-deleted ones too with ``deleted``); 40401 when it has
+        none to show."""
+        found = [v for v in self.subjects.get(subject, ()) if deleted or not v["deleted"]]
+        if not found:
+            raise _Answer(404, 40401, f"Subject '{subject}' not found.")
+        return found
+
+    def _version(self, subject: str, version: str, deleted: bool) -> dict:
+        versions = self._versions(subject, deleted)
+        if version in ("latest", "-1"):
+            return versions[-1]
+        if not version.isdigit() or int(version) < 1:
+            raise _Answer(422, 42202, f"The specified version '{version}' is not a valid version id.")
+        for v in versions:
+            if v["version"] == int(version):
+                return v
+        raise _Answer(404, 40402, f"Version {version} not found.")
+
+    def _described(self, subject: str, v: dict) -> dict:
+        return {"subject": subject, "version": v["version"], "id": v["id"],
+                **_public(self.schemas[v["id"] - 1])}
+
+    def _register(self, subject: str, entry: dict) -> int:
+        key = _canonical(entry)
+        # Ids are global: the same schema under any subject keeps its id.
+        sid = next((i + 1 for i, e in enumerate(self.schemas) if _canonical(e) == key), None)
+        if sid is None:
+            self.schemas.append(entry)
+            sid = len(self.schemas)
+        versions = self.subjects.setdefault(subject, [])
+        if not any(v["id"] == sid and not v["deleted"] for v in versions):
+            # Version numbers are never reused, not even after a delete.
+            versions.append({"version": max((v["version"] for v in versions), default=0) + 1,
+                             "id": sid, "deleted": False})
+        return sid
+
+    def _lookup(self, subject: str, entry: dict, deleted: bool) -> dict:
+        versions = self._versions(subject, deleted)
+        key = _canonical(entry)
+        for v in reversed(versions):
+            if _canonical(self.schemas[v["id"] - 1]) == key:
+                return self._described(subject, v)
+        raise _Answer(404, 40403, "Schema not found")
+
+    def _delete(self, subject: str, version: str | None, permanent: bool) -> list[int] | int:
+        if version is None:
+            versions = self.subjects.get(subject) or []
+            if not versions:
+                raise _Answer(404, 40401, f"Subject '{subject}' not found.")
+            live = [v for v in versions if not v["deleted"]]
+            if permanent:
+                if live:
+                    raise _Answer(404, 40405, f"Subject '{subject}' was not deleted first before "
+                                              f"being permanently deleted")
+                del self.subjects[subject]
+                return [v["version"] for v in versions]
+            if not live:
+                raise _Answer(404, 40404, f"Subject '{subject}' was soft deleted.")
+            for v in live:
+                v["deleted"] = True
+            return [v["version"] for v in live]
+        v = self._version(subject, version, deleted=permanent)
+        if permanent:
+            if not v["deleted"]:
+                raise _Answer(404, 40407, f"Subject '{subject}' Version {v['version']} was not "
+                                          f"deleted first before being permanently deleted")
+            self.subjects[subject].remove(v)
+            if not self.subjects[subject]:
+                del self.subjects[subject]
+        else:
+            v["deleted"] = True
+        return v["version"]
+
+
+def _flag(query: dict, name: str) -> bool:
+    return query.get(name, ["false"])[-1].lower() == "true"
+
+
+def _schema_entry(raw: bytes, normalize: bool) -> dict:
+    """The stored form of a register or lookup body; 42201 when it is not a schema."""
+    try:
+        body = json.loads(raw)
+        entry = {"schema": body["schema"], "schemaType": body.get("schemaType") or "AVRO",
+                 "references": body.get("references") or []}
+        if entry["schemaType"] == "AVRO":
+            parsed = json.loads(entry["schema"])
+            if not entry["references"]:  # a schema with references needs them to parse
+                parse_schema(parsed)
+            if normalize:
+                entry["schema"] = json.dumps(_normalized(parsed), separators=(",", ":"))
+    except Exception as exc:  # json and fastavro raise several types for a bad schema
+        raise _Answer(422, 42201, f"Invalid schema: {exc}") from None
+    return entry
+
+
+def _normalized(node):
+    """What ``normalize=true`` changes here: ``{"type": "string"}`` becomes ``"string"``, and
+    object keys are sorted; the real registry's normal form goes further (namespaces)."""
+    if isinstance(node, list):
+        return [_normalized(n) for n in node]
+    if isinstance(node, dict):
+        if set(node) == {"type"} and node["type"] in _PRIMITIVES:
+            return node["type"]
+        return {k: _normalized(node[k]) for k in sorted(node)}
+    return node
+
 
 def _handler(reg: SchemaRegistry):
     class Handler(BaseHTTPRequestHandler):
@@ -121,9 +256,6 @@ def _handler(reg: SchemaRegistry):
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, code: int, error_code: int, message: str) -> None:
-            self._send(code, {"error_code": error_code, "message": message})
-
         def _authorized(self) -> bool:
             if reg.username is None:
                 return True
@@ -133,69 +265,82 @@ def _handler(reg: SchemaRegistry):
                        {"WWW-Authenticate": 'Basic realm="SchemaRegistry"'})
             return False
 
-        def do_GET(self) -> None:
+        def _serve(self, route) -> None:
             with reg.lock:
-                reg.requests.append(("GET", self.path))
+                reg.requests.append((self.command, self.path))
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
             if not self._authorized():
                 return
-            with reg.lock:
-                status = reg.fail.pop(0) if reg.fail else None
-            if status is not None:
-                return self._error(status, status * 100 + 1, f"failing on purpose with {status}")
-            parts = [unquote(p) for p in self.path.split("?")[0].strip("/").split("/")]
-            with reg.lock:
-                if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
-                    sid = int(parts[2])
-                    if not 1 <= sid <= len(reg.schemas):
-                        return self._error(404, 40403, f"Schema {sid} not found")
-                    return self._send(200, _public(reg.schemas[sid - 1]))
-                if parts == ["subjects"]:
-                    return self._send(200, sorted(reg.subjects))
-                if len(parts) >= 3 and parts[0] == "subjects" and parts[2] == "versions":
-                    ids = reg.subjects.get(parts[1])
-                    if ids is None:
-                        return self._error(404, 40401, f"Subject '{parts[1]}' not found.")
-                    if len(parts) == 3:
-                        return self._send(200, list(range(1, len(ids) + 1)))
-                    if len(parts) == 4:
-                        v = parts[3]
-                        version = len(ids) if v in ("latest", "-1") else int(v) if v.isdigit() else 0
-                        if not 1 <= version <= len(ids):
-                            return self._error(404, 40402, f"Version {v} not found.")
-                        sid = ids[version - 1]
-                        return self._send(200, {"subject": parts[1], "version": version, "id": sid,
-                                                **_public(reg.schemas[sid - 1])})
-            self._error(404, 404, "HTTP 404 Not Found")
+            if self.command == "GET":
+                with reg.lock:
+                    status = reg.fail.pop(0) if reg.fail else None
+                if status is not None:
+                    return self._send(status, {"error_code": status * 100 + 1,
+                                               "message": f"failing on purpose with {status}"})
+            split = urlsplit(self.path)
+            parts = [unquote(p) for p in split.path.strip("/").split("/")]
+            query = parse_qs(split.query)
+            try:
+                with reg.lock:
+                    found = route(parts, query, raw)
+            except _Answer as ans:
+                return self._send(ans.status, {"error_code": ans.error_code, "message": ans.message})
+            if found is None:
+                return self._send(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
+            self._send(200, found)
+
+        def do_GET(self) -> None:
+            self._serve(_get)
 
         def do_POST(self) -> None:
-            with reg.lock:
-                reg.requests.append(("POST", self.path))
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
-            if not self._authorized():
-                return
-            parts = [unquote(p) for p in self.path.strip("/").split("/")]
-            if len(parts) != 3 or parts[0] != "subjects" or parts[2] != "versions":
-                return self._error(404, 404, "HTTP 404 Not Found")
-            try:
-                body = json.loads(raw)
-                entry = {"schema": body["schema"], "schemaType": body.get("schemaType", "AVRO"),
-                         "references": body.get("references") or []}
-                if entry["schemaType"] == "AVRO":
-                    json.loads(entry["schema"])
-            except (ValueError, KeyError, TypeError):
-                return self._error(422, 42201, "Invalid schema")
-            with reg.lock:
-                # Ids are global: the same schema under any subject keeps its id.
-                key = _canonical(entry)
-                sid = next((i + 1 for i, e in enumerate(reg.schemas) if _canonical(e) == key), None)
-                if sid is None:
-                    reg.schemas.append(entry)
-                    sid = len(reg.schemas)
-                versions = reg.subjects.setdefault(parts[1], [])
-                if sid not in versions:
-                    versions.append(sid)
-            self._send(200, {"id": sid})
+            self._serve(_post)
+
+        def do_DELETE(self) -> None:
+            self._serve(_delete)
+
+    def _get(parts: list, query: dict, _raw: bytes):
+        deleted = _flag(query, "deleted")
+        if parts == ["schemas", "types"]:
+            return ["AVRO", "JSON", "PROTOBUF"]
+        if len(parts) in (3, 4) and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
+            sid = int(parts[2])
+            if not 1 <= sid <= len(reg.schemas):
+                raise _Answer(404, 40403, f"Schema {sid} not found")
+            if len(parts) == 3:
+                return _public(reg.schemas[sid - 1])
+            uses = [(s, v["version"]) for s, vs in sorted(reg.subjects.items()) for v in vs
+                    if v["id"] == sid and (deleted or not v["deleted"])]
+            if parts[3] == "subjects":
+                return sorted({s for s, _ in uses})
+            if parts[3] == "versions":
+                return [{"subject": s, "version": n} for s, n in uses]
+            return None
+        if parts == ["subjects"]:
+            prefix = query.get("subjectPrefix", [""])[-1]
+            return sorted(s for s, vs in reg.subjects.items() if s.startswith(prefix)
+                          and any(deleted or not v["deleted"] for v in vs))
+        if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
+            return [v["version"] for v in reg._versions(parts[1], deleted)]
+        if len(parts) == 4 and parts[0] == "subjects" and parts[2] == "versions":
+            return reg._described(parts[1], reg._version(parts[1], parts[3], deleted))
+        return None
+
+    def _post(parts: list, query: dict, raw: bytes):
+        if len(parts) not in (2, 3) or parts[0] != "subjects" or parts[2:] not in ([], ["versions"]):
+            return None
+        entry = _schema_entry(raw, _flag(query, "normalize"))
+        if len(parts) == 3:
+            return {"id": reg._register(parts[1], entry)}
+        return reg._lookup(parts[1], entry, _flag(query, "deleted"))
+
+    def _delete(parts: list, query: dict, _raw: bytes):
+        permanent = _flag(query, "permanent")
+        if len(parts) == 2 and parts[0] == "subjects":
+            return reg._delete(parts[1], None, permanent)
+        if len(parts) == 4 and parts[0] == "subjects" and parts[2] == "versions":
+            return reg._delete(parts[1], parts[3], permanent)
+        return None
 
     return Handler
 

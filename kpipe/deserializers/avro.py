@@ -26,6 +26,8 @@ from typing import Any, Mapping
 from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError, RetryableError
 from kpipe.validation import read_json_file
 
+from .avro_names import fullname, standalone
+
 __all__ = ["AvroDeserializer", "RegistryClient", "avro_plugin", "CONFIG_SCHEMA", "load_avsc"]
 
 log = logging.getLogger("kpipe.avro")
@@ -119,7 +121,8 @@ class AvroDeserializer(Deserializer):
             self._reader_json = load_avsc(config["reader_schema"], spec_file, "reader_schema")
             self._reader = parse_schema(self._reader_json)
         self.registry: RegistryClient | None = None
-        self._by_id: dict[int, tuple] = {}  # schema id -> (writer, reader or None, writer JSON)
+        # schema id -> (writer, reader or None, writer JSON with its references' types in it)
+        self._by_id: dict[int, tuple] = {}
         self._missing: dict[int, tuple[float, str]] = {}  # schema id -> (until, message)
         self._latest_json = None
         if config.get("schema"):
@@ -227,7 +230,7 @@ class AvroDeserializer(Deserializer):
         if missing is not None and missing[0] > time.monotonic():
             raise BadRecordError(missing[1], index=index)
         try:
-            writer_json, named = self.registry.avro_schema(sid)
+            writer_json, named, whole = self.registry.avro_schema(sid)
         except _NotFound as exc:
             self._missing[sid] = (time.monotonic() + _MISSING_TTL, str(exc))
             raise BadRecordError(str(exc), index=index) from None
@@ -237,7 +240,7 @@ class AvroDeserializer(Deserializer):
             msg = f"schema id {sid} from {self.registry.display_url} is not a valid Avro schema: {exc}"
             self._missing[sid] = (time.monotonic() + _MISSING_TTL, msg)
             raise BadRecordError(msg, index=index) from None
-        entry = self._by_id[sid] = (writer, reader, writer_json)
+        entry = self._by_id[sid] = (writer, reader, whole)
         log.info("avro: schema id %d from %s cached", sid, self.registry.display_url)
         return entry
 
@@ -334,8 +337,9 @@ class RegistryClient:
         return FatalError(f"schema registry {self.display_url}: GET {path} failed with HTTP {code}"
                           f"{': ' + detail if detail else ''}; is registry.url the registry's base URL?")
 
-    def avro_schema(self, sid: int) -> tuple[Any, dict]:
-        """(the writer schema's JSON, fastavro named schemas of its references) for ``sid``.
+    def avro_schema(self, sid: int) -> tuple[Any, dict, Any]:
+        """(the writer schema's JSON, fastavro named schemas of its references, the writer
+        schema with the referenced types defined in it so that it parses alone) for ``sid``.
 
         Raises ``_NotFound`` for an unknown id, or for a schema that is not Avro.
         """
@@ -344,12 +348,14 @@ class RegistryClient:
         except _NotFound as exc:
             raise _NotFound(f"schema id {sid} is not in the schema registry {self.display_url} ({exc})") from None
         named: dict = {}
-        self._load_references(doc.get("references") or [], named, set())
-        return self._schema_json(doc, f"schema id {sid}"), named
+        defs: dict = {}
+        self._load_references(doc.get("references") or [], named, set(), defs)
+        writer_json = self._schema_json(doc, f"schema id {sid}")
+        return writer_json, named, standalone(writer_json, defs)
 
-    def _load_references(self, refs: list, named: dict, seen: set) -> None:
+    def _load_references(self, refs: list, named: dict, seen: set, defs: dict) -> None:
         """Parse every referenced schema (depth first) into ``named``, so that the schema that
-        references them parses."""
+        references them parses; ``defs`` gets each one's JSON by full name."""
         from fastavro import parse_schema
 
         for ref in refs:
@@ -359,8 +365,12 @@ class RegistryClient:
             seen.add(key)
             subject = urllib.parse.quote(str(ref.get("subject")), safe="")
             doc = self.get(f"/subjects/{subject}/versions/{ref.get('version')}")
-            self._load_references(doc.get("references") or [], named, seen)
-            parse_schema(self._schema_json(doc, f"reference {ref.get('name')!r}"), named)
+            self._load_references(doc.get("references") or [], named, seen, defs)
+            ref_json = self._schema_json(doc, f"reference {ref.get('name')!r}")
+            parse_schema(ref_json, named)
+            name = fullname(ref_json)
+            if name is not None:
+                defs[name] = standalone(ref_json, defs)
 
     def _schema_json(self, doc: Any, what: str) -> Any:
         kind = doc.get("schemaType", "AVRO") if isinstance(doc, dict) else None
