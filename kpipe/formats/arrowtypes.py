@@ -239,7 +239,8 @@ def _nested(pa, col: list, t):
     if "struct" in t:
         fields = t["struct"]
         objs = [v for v in col if type(v) is dict]
-        if len(objs) + col.count(None) < len(col) or not fields.keys() >= dict.fromkeys(chain.from_iterable(objs)).keys():
+        keys = dict.fromkeys(chain.from_iterable(objs)).keys()
+        if len(objs) + col.count(None) < len(col) or not fields.keys() >= keys:
             _report_struct(col, fields)
         if not fields:
             if any(v is not None for v in col):

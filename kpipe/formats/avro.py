@@ -27,7 +27,8 @@ from kpipe.api import FatalError
 from .arrowtypes import Unfit
 from .base import EncodeError, Writer, as_row, json_default
 
-__all__ = ["AvroWriter", "infer_schema", "dataset_schema", "remember_schema", "load_schema", "sync_marker", "require_zstd_codec", "CODECS"]
+__all__ = ["AvroWriter", "infer_schema", "dataset_schema", "remember_schema", "load_schema", "sync_marker",
+           "require_zstd_codec", "CODECS"]
 
 CODECS = {"none": "null", "gzip": "deflate", "zstd": "zstandard"}
 """kpipe's ``compression`` -> the Avro codec. gzip and Avro's deflate are the same algorithm;

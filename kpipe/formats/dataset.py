@@ -118,7 +118,8 @@ def parse_columns(columns) -> dict:
             except ValueError:
                 raise ValueError(f"columns: {name}: bad numeric type {t!r}; write numeric(precision,scale)") from None
             if not (1 <= p <= 76 and 0 <= s <= p):
-                raise ValueError(f"columns: {name}: numeric({p},{s}) needs 1 <= precision <= 76, 0 <= scale <= precision")
+                raise ValueError(f"columns: {name}: numeric({p},{s}) needs 1 <= precision <= 76 and "
+                                 f"0 <= scale <= precision")
             t = f"numeric({p},{s})"
         elif t not in _SIMPLE:
             raise ValueError(f"columns: {name}: unknown type {t!r}; use one of "
@@ -191,9 +192,9 @@ def _join(have, new):
     that brought ``new`` is then a bad record). None stands for a value no type holds.
 
     Scalars of different kinds meet at ``text`` (strings as they are, other values as exact JSON
-    text; a reader casts the files that hold the old scalar type to text); numbers meet at the wider number, decimals at the larger
-    scale. A struct or list never changes into anything else: files hold it, and no reader casts
-    it to text."""
+    text; a reader casts the files that hold the old scalar type to text); numbers meet at the
+    wider number, decimals at the larger scale. A struct or list meets anything else only in a
+    new column (as text); once files hold it, ``widen`` keeps it: no reader casts it to text."""
     if new is None or new == "null" or have == new:
         return have
     if have == "null" or have is None:

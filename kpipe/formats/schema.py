@@ -42,7 +42,8 @@ FORMAT_PROPERTIES = {
             "anyOf": [COLUMN_TYPE,
                       {"type": "object", "properties": {"type": COLUMN_TYPE},
                        "required": ["type"], "additionalProperties": False}]},
-        "description": "format parquet, avro or csv: declared column types, name: type (the SQL sinks' names: "
+        "description": "format parquet or avro (csv: only the column order): declared column types, name: type "
+                       "(the SQL sinks' names: "
                        "bigint, integer, smallint, double, real, numeric(p,s), boolean, text, varchar(n), json, "
                        "timestamp, timestamptz, date, bytes, uuid). Every file of the dataset carries them; a value "
                        "that does not fit is a bad record. The deserializer's Avro schema and the spec's JSON Schema "

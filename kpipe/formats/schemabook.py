@@ -40,10 +40,11 @@ class SchemaBook:
     sink: a stale copy only costs one more round to the store."""
 
     def __init__(self, store: SchemaStore, columns: dict, value_schema=None, publish=None, log=None,
-                 remember=None):
+                 remember=None, typed: bool = True):
         """``remember(old, values, declared)``: a format's own part of the document (Avro's
         inferred writer schema, ``"avro"``), widened to hold ``values``; None to keep none."""
         self.remember = remember or (lambda old, values, fixed: old)
+        self.typed = typed  # the files carry the types (csv keeps only the order: no warnings)
         self.store = store
         self.columns = columns
         self.value_schema = value_schema or (lambda: None)
@@ -85,7 +86,7 @@ class SchemaBook:
             return new
 
         doc = self.store.update(change, self.publish, force=self.doc is None)
-        for w in widened:
+        for w in widened if self.typed else ():
             self.log.warning("dataset schema: column %s widened from %s to %s (version %d); readers that fixed the "
                              "old type must read it as %s", w["column"], w["from"], w["to"], w["version"], w["to"])
         self.doc = doc

@@ -66,7 +66,7 @@ class FilesSink(Sink):
             from .schema import FilesSchemaStore
             self.schemas = SchemaBook(FilesSchemaStore(self.root, self._atomic), self.format.columns,
                                       context.value_schema, publish=self.format.reader_files, log=context.log,
-                                      remember=self.format.remember)
+                                      remember=self.format.remember, typed=self.format.name != "csv")
         self._dirs: dict[tuple, str] = {}
         # Per partition, (first, head): this instance published [first, head), one batch after
         # the other, in calls that then failed (a bad record in a later batch). The runner

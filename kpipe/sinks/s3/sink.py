@@ -83,7 +83,7 @@ class S3Sink(Sink):
             from .schema import S3SchemaStore
             self.schemas = SchemaBook(S3SchemaStore(lambda: self.store, self.prefix), self.format.columns,
                                       context.value_schema, publish=self.format.reader_files, log=self.log,
-                                      remember=self.format.remember)
+                                      remember=self.format.remember, typed=self.format.name != "csv")
 
     # -- the Sink contract ------------------------------------------------------------------
 
