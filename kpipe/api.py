@@ -318,8 +318,14 @@ class Metadata:
         return self._messages[i].key() if self._keys is None else self._keys[i]
 
     def headers(self, i: int) -> dict[str, bytes]:
-        """Headers as a dict (the last value wins for a repeated name)."""
+        """Headers as a dict: the last value wins for a repeated name (Kafka Connect's
+        ``lastWithName``). ``header_list`` has them all."""
         return dict(self._messages[i].headers() or ())
+
+    def header_list(self, i: int) -> list[tuple[str, bytes | None]]:
+        """Every header as a ``(name, value)`` pair, in the record's order, a repeated name as
+        many times as it was sent (Kafka allows that; Kafka Connect's ``Headers``)."""
+        return list(self._messages[i].headers() or ())
 
     def timestamp(self, i: int) -> int | None:
         """Kafka timestamp in milliseconds since the epoch, or None."""

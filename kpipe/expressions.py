@@ -11,8 +11,9 @@ An expression is compiled once (``compile``: a syntax error is an ``ExpressionSy
 - each field of the record (when it is an object) as a top-level name: ``amount > 100``;
 - ``_value``: the whole value (an object, a string, bytes...): ``has(_value.amount)``,
   ``_value["field-with-dashes"]``, ``_value.startsWith("ERROR")``;
-- ``_meta``: ``key``, ``headers`` (a map of string to bytes), ``timestamp`` (ms since the epoch,
-  or null), ``topic``, ``partition``, ``offset``.
+- ``_meta``: ``key``, ``headers`` (a map of string to bytes; the last value of a repeated name),
+  ``header_list`` (every header as a ``[name, value]`` pair, in order, repeated names included),
+  ``timestamp`` (ms since the epoch, or null), ``topic``, ``partition``, ``offset``.
 
 Only what an expression mentions is put into its context, and ``_meta`` is built only when it
 is used: passing the whole record costs far more than evaluating a comparison.
@@ -29,7 +30,7 @@ __all__ = ["Expression", "ExpressionError", "ExpressionSyntaxError", "compile",
            "META_FIELDS", "RESERVED", "SPEC_URL"]
 
 SPEC_URL = "https://github.com/google/cel-spec/blob/master/doc/langdef.md"
-META_FIELDS = ("key", "headers", "timestamp", "topic", "partition", "offset")
+META_FIELDS = ("key", "headers", "header_list", "timestamp", "topic", "partition", "offset")
 VALUE, META = "_value", "_meta"
 RESERVED = (VALUE, META)
 
@@ -64,7 +65,7 @@ class ExpressionError(Exception):
 
 
 _SIMPLE_FIELD = re.compile(r"\s*([A-Za-z_]\w*)\s*")
-_SIMPLE_META = re.compile(r"\s*_meta\.([a-z]+)\s*")
+_SIMPLE_META = re.compile(r"\s*_meta\.([a-z_]+)\s*")
 _KEYWORDS = frozenset({"true", "false", "null", "in", "as", "break", "const", "continue", "else",
                        "for", "function", "if", "import", "let", "loop", "package", "namespace",
                        "return", "var", "void", "while"})
@@ -239,6 +240,7 @@ def _direct(source: str):
 _META_GET = {
     "key": lambda meta, i: meta.key(i),
     "headers": lambda meta, i: meta.headers(i),
+    "header_list": lambda meta, i: meta.header_list(i),
     "timestamp": lambda meta, i: meta.timestamp(i),
     "topic": lambda meta, i: meta.topic,
     "partition": lambda meta, i: meta.partition,

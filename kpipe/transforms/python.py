@@ -27,8 +27,9 @@ __all__ = ["PythonTransform", "RecordMeta", "load_function"]
 
 class RecordMeta:
     """The Kafka side of one record, read on first access: ``key``, ``headers`` (a dict of
-    str to bytes), ``timestamp`` (ms since the epoch, or None), ``topic``, ``partition``,
-    ``offset``."""
+    str to bytes, the last value of a repeated name), ``header_list`` (every header as a
+    ``(name, value)`` pair, in order), ``timestamp`` (ms since the epoch, or None), ``topic``,
+    ``partition``, ``offset``."""
 
     __slots__ = ("_meta", "_i")
 
@@ -43,6 +44,10 @@ class RecordMeta:
     @property
     def headers(self) -> dict:
         return self._meta.headers(self._i)
+
+    @property
+    def header_list(self) -> list:
+        return self._meta.header_list(self._i)
 
     @property
     def timestamp(self) -> int | None:
