@@ -438,3 +438,15 @@ def test_avro_files_share_one_remembered_schema_that_only_widens(tmp_path):
         with open(f, "rb") as fo:
             names = [x["name"] for x in fastavro.reader(fo).writer_schema["fields"]]
         assert names == [x["name"] for x in newest["fields"]][:len(names)]
+
+
+def test_avro_times_and_a_record_that_contains_itself(tmp_path):
+    node = {"type": "record", "name": "Node", "fields": [
+        {"name": "v", "type": "long"}, {"name": "at", "type": {"type": "int", "logicalType": "time-millis"}},
+        {"name": "next", "type": ["null", "Node"], "default": None}]}
+    s = files_sink(tmp_path, context=SinkContext("p", "g", value_schema=lambda: node))
+    s.write([make_batch([{"v": 1, "at": dt.time(10, 0, 1), "next": {"v": 2, "at": dt.time(1), "next": None}}], 0,
+                        topic="t")])
+    (row,) = read_dataset(tmp_path)
+    assert row["at"] == dt.time(10, 0, 1)
+    assert json.loads(row["next"]) == {"v": 2, "at": "01:00:00", "next": None}

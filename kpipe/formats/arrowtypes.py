@@ -51,7 +51,7 @@ def arrow_type(pa, t):
     return {
         "null": pa.null(), "boolean": pa.bool_(), "bigint": pa.int64(), "integer": pa.int32(),
         "smallint": pa.int16(), "double": pa.float64(), "real": pa.float32(), "text": pa.string(),
-        "json": pa.string(), "uuid": pa.string(), "bytes": pa.binary(), "date": pa.date32(),
+        "json": pa.string(), "uuid": pa.string(), "bytes": pa.binary(), "date": pa.date32(), "time": pa.time64("us"),
         "timestamptz": pa.timestamp("us", tz="UTC"), "timestamp": pa.timestamp("us"),
     }[t]
 
@@ -220,8 +220,16 @@ def _decimal_converter(t: str):
     return convert
 
 
+def _time(v):
+    if type(v) is str:
+        v = dt.time.fromisoformat(v)
+    if type(v) is not dt.time or v.tzinfo is not None:
+        raise TypeError("not a time of day without a zone")
+    return v
+
+
 _CONVERTERS = {"json": _json, "uuid": _uuid, "timestamptz": _timestamp(True), "timestamp": _timestamp(False),
-               "date": _date}
+               "date": _date, "time": _time}
 
 
 def _report_struct(col: list, fields: dict) -> None:

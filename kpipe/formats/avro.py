@@ -440,6 +440,7 @@ _FROM_DATASET = {"bigint": "long", "integer": "int", "smallint": "int", "double"
                  "boolean": "boolean", "text": "string", "json": "string", "bytes": "bytes",
                  "uuid": {"type": "string", "logicalType": "uuid"},
                  "date": {"type": "int", "logicalType": "date"},
+                 "time": {"type": "long", "logicalType": "time-micros"},
                  "timestamptz": {"type": "long", "logicalType": "timestamp-micros"},
                  "timestamp": {"type": "long", "logicalType": "local-timestamp-micros"}}
 

@@ -32,7 +32,7 @@ NUMERIC_ORDER = {"smallint": 0, "integer": 1, "bigint": 2, "real": 2, "double": 
 meet at ``double``)."""
 
 _SIMPLE = {"bigint", "integer", "smallint", "double", "real", "boolean", "text", "json", "timestamp",
-           "timestamptz", "date", "bytes", "uuid"}
+           "timestamptz", "date", "time", "bytes", "uuid"}
 
 
 _MIXED = "mixed"  # values that agree on no type; stored as text (never kept in a schema)
@@ -47,7 +47,8 @@ class SchemaConflict(ValueError):
 _AVRO = {"long": "bigint", "int": "integer", "double": "double", "float": "real", "boolean": "boolean",
          "string": "text", "bytes": "bytes", "enum": "text", "fixed": "bytes"}
 _AVRO_LOGICAL = {"timestamp-millis": "timestamptz", "timestamp-micros": "timestamptz", "date": "date",
-                 "uuid": "uuid", "local-timestamp-millis": "timestamp", "local-timestamp-micros": "timestamp"}
+                 "uuid": "uuid", "local-timestamp-millis": "timestamp", "local-timestamp-micros": "timestamp",
+                 "time-millis": "time", "time-micros": "time"}
 _JSON = {"integer": "bigint", "number": "double", "boolean": "boolean", "string": "text"}
 _JSON_FORMATS = {"date-time": "timestamptz", "date": "date", "uuid": "uuid"}
 
@@ -76,11 +77,11 @@ def _avro_type(t, named: dict):
         return _AVRO_LOGICAL[logical]
     kind = t.get("type")
     if kind == "record":
-        fields = {}
-        named[t.get("name", "")] = {"struct": fields}  # a recursive record refers to itself by name
-        for f in t.get("fields") or ():
-            fields[f["name"]] = _avro_type(f.get("type"), named)
-        return {"struct": fields}
+        name = t.get("name", "")
+        named[name] = "json"  # a record that contains itself: no column type is infinite, JSON text
+        fields = {f["name"]: _avro_type(f.get("type"), named) for f in t.get("fields") or ()}
+        named[name] = {"struct": fields}
+        return named[name]
     if kind == "array":
         return {"list": _avro_type(t.get("items"), named)}
     if kind == "map":
@@ -179,6 +180,8 @@ def kind_of(value):
         return "timestamp" if value.tzinfo is None else "timestamptz"
     if t is dt.date:
         return "date"
+    if t is dt.time:
+        return "time"
     if t is decimal.Decimal:
         exp = value.as_tuple().exponent
         return f"numeric(38,{max(0, -exp)})" if isinstance(exp, int) and -exp <= 38 else None
@@ -295,7 +298,7 @@ def _widen_value(out: dict, k, x) -> None:
 
 
 _SCALAR_KINDS = {bool: "boolean", float: "double", str: "text", bytes: "bytes", bytearray: "bytes",
-                 dt.date: "date", uuid.UUID: "uuid"}
+                 dt.date: "date", dt.time: "time", uuid.UUID: "uuid"}
 
 
 def _column_kind(col: list):

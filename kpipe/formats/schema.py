@@ -11,10 +11,10 @@ PARQUET_COMPRESSIONS = ["none", "snappy", "gzip", "zstd"]
 
 COLUMN_TYPE = {
     "type": "string",
-    "pattern": r"^(bigint|integer|smallint|double|real|boolean|text|json|timestamp|timestamptz|date|bytes|uuid"
+    "pattern": r"^(bigint|integer|smallint|double|real|boolean|text|json|timestamp|timestamptz|date|time|bytes|uuid"
                r"|varchar\(\d+\)|numeric(\(\d+(,\s*\d+)?\))?)$",
     "x-expected": "a column type: bigint, integer, smallint, double, real, numeric(p,s), boolean, text, "
-                  "varchar(n), json, timestamp, timestamptz, date, bytes or uuid",
+                  "varchar(n), json, timestamp, timestamptz, date, time, bytes or uuid",
 }
 
 FORMAT_PROPERTIES = {
@@ -45,7 +45,7 @@ FORMAT_PROPERTIES = {
         "description": "format parquet or avro (csv: only the column order): declared column types, name: type "
                        "(the SQL sinks' names: "
                        "bigint, integer, smallint, double, real, numeric(p,s), boolean, text, varchar(n), json, "
-                       "timestamp, timestamptz, date, bytes, uuid). Every file of the dataset carries them; a value "
+                       "timestamp, timestamptz, date, time, bytes, uuid). Every file of the dataset carries them; a value "
                        "that does not fit is a bad record. The deserializer's Avro schema and the spec's JSON Schema "
                        "(validate) come first; columns declares the fields they leave out. Other fields are inferred "
                        "and remembered (see One schema per dataset).",
