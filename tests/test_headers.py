@@ -90,7 +90,7 @@ def test_repeated_headers_reach_transforms_and_dead_letters(brokers, topic, tmp_
     dlq = f"{topic}.dlq"
     create_topic(brokers, dlq, 1)
     items = [(i % 4, orjson.dumps({"id": i}), GOOD + [("n", str(i).encode())]) for i in range(40)]
-    poison = (1, b'{"id": ', [("hop", b"a"), ("hop", b"b"), ("kpipe.error.stage", b"older")])
+    poison = (1, b'{"id": ', [("hop", b"a"), ("none", None), ("hop", b"b"), ("kpipe.error.stage", b"older")])
     items.insert(21, poison)
     produce(brokers, topic, items)
     # the bundled broker's end offset needs a one-record batch last (kit.seal)
@@ -120,8 +120,8 @@ def test_repeated_headers_reach_transforms_and_dead_letters(brokers, topic, tmp_
     assert letter.value() == poison[1]
     got = letter.headers()
     # the record's own headers first, all of them in order, then kpipe's
-    assert got[:3] == poison[2], got
-    assert [k for k, _ in got[3:]] == ["kpipe.error.stage", "kpipe.error.class", "kpipe.error.message",
+    assert got[:4] == poison[2], got
+    assert [k for k, _ in got[4:]] == ["kpipe.error.stage", "kpipe.error.class", "kpipe.error.message",
                                        "kpipe.error.topic", "kpipe.error.partition", "kpipe.error.offset",
                                        "kpipe.error.pipeline"]
     assert [v for k, v in got if k == "kpipe.error.stage"] == [b"older", b"deserialize"]
