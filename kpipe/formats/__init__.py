@@ -3,8 +3,11 @@
 Kept apart from *where* the bytes go (a local directory, an S3 object), so every destination
 shares one implementation of each format. A writer streams into any binary target with
 ``write(bytes)``: a local temp file, or the part buffer of an S3 multipart upload. Output depends
-only on the records and the object's Kafka coordinates, never on the clock or the process, so
-replaying the same offsets produces byte-identical output.
+only on the records, the object's Kafka coordinates and the dataset's schema, never on the
+clock or the process, so replaying the same offsets produces byte-identical output.
+
+csv, avro and parquet files of one sink's output share one schema (``dataset``, kept by the sink
+through ``schemabook``): ``FileFormat.open(..., dataset=doc)`` writes with it.
 
     w = open_writer("jsonl", target, "gzip")
     w.write(values)   # a list of records; raises EncodeError(index) for one that cannot be written
