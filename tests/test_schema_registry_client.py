@@ -9,6 +9,7 @@ with orjson and pyarrow.
 """
 from __future__ import annotations
 
+import io
 import json
 
 import orjson
@@ -317,8 +318,6 @@ def test_the_schema_sinks_get_stands_alone_with_nested_references(schema_registr
     assert d.deserialize(raw) == values
     alone = parse_schema(d.schema())  # no named types given: the schema holds them all
     for v, r in zip(values, raw):
-        import io
-
         buf = io.BytesIO()
         schemaless_writer(buf, alone, v)
         assert buf.getvalue() == r[5:]  # the same binary encoding: the same schema
