@@ -53,9 +53,10 @@ FORMAT_PROPERTIES = {
     "avro_schema": {
         "anyOf": [{"type": "string", "minLength": 1}, {"type": "object"}],
         "description": "format avro only: the writer schema, inline or as the path of an .avsc file (relative "
-                       "to the spec file). Without it: the value deserializer's Avro schema when every record of "
-                       "the file fits it, else one inferred per file (a record with one nullable field per "
-                       "top-level key).",
+                       "to the spec file). Without it: the value deserializer's Avro schema (a record that does not "
+                       "fit it is a bad record), else one derived from the declared columns, else one inferred and "
+                       "remembered for the whole output (a record with one nullable field per top-level key), "
+                       "only ever widened.",
     },
 }
 
