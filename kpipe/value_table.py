@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 __all__ = ["BAD", "MISSING", "Cell", "Row", "ValueTable", "Case", "TABLES", "load", "render",
-           "splice", "stale", "main"]
+           "splice", "stale", "main", "json_form"]
 
 #: The modules that hold a ``TABLE``, one per sink (or format family).
 TABLES = ("kpipe.sinks.sql.value_table",)
@@ -110,14 +110,11 @@ class Case:
     value: Any
     expect: Any
 
-    @property
-    def id(self) -> str:
-        label = re.sub(r"[^a-z0-9]+", "_", self.row.label.lower()).strip("_")[:40]
-        return f"{self.dialect}-{self.column}-{label}-{self.row.values.index(self.value) if len(self.row.values) > 1 else 0}"
-
 
 @dataclass(frozen=True)
 class ValueTable:
+    """A sink's table: checked when built (a cell per column, one expectation per value, overrides
+    only for known targets), so a mistake in the data fails at import, not in a test's output."""
     name: str          # the marker's name in the doc page
     doc: str           # the page, relative to the repository
     columns: tuple     # column types or formats, in the order shown
@@ -139,6 +136,7 @@ class ValueTable:
                     raise ValueError(f"{row.label} / {col}: overrides for unknown targets {unknown}")
 
     def cases(self) -> Iterator[Case]:
+        """Every (row value, column, target) with its expectation, in table order."""
         for row in self.rows:
             for col in self.columns:
                 cell = row.cells[col]
@@ -147,6 +145,23 @@ class ValueTable:
                     each = (exp,) * len(row.values) if exp is BAD else exp if len(row.values) > 1 else (exp,)
                     for value, e in zip(row.values, each):
                         yield Case(row, col, dialect, value, e)
+
+
+def json_form(v):
+    """A JSON value made comparable, for a test that reads JSON back: numbers by exact decimal
+    value and the sign of zero (JSON has one number type: ``2`` and ``2.0`` are equal, and
+    PostgreSQL's JSONB writes ``1e300`` out as its digits), booleans apart from numbers. Parse
+    what was read with ``json.loads(text, parse_float=Decimal, parse_int=Decimal)``."""
+    if type(v) is bool or v is None or type(v) is str:
+        return v
+    if isinstance(v, (int, float, Decimal)):
+        d = Decimal(repr(v)) if type(v) is float else Decimal(v)
+        return ("number", d, d.is_signed())
+    if isinstance(v, dict):
+        return {k: json_form(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [json_form(x) for x in v]
+    raise TypeError(f"not a JSON value: {v!r}")
 
 
 def load(module: str) -> ValueTable:

@@ -13,23 +13,8 @@ from decimal import Decimal
 import pytest
 
 from kpipe.sinks.sql.value_table import TABLE
-from kpipe.value_table import BAD, MISSING
+from kpipe.value_table import BAD, MISSING, json_form
 from sqlkit import dbs, fake_batch, sink_on, write_like_runner  # noqa: F401
-
-
-def _json_form(v):
-    """A JSON value made comparable: numbers by exact decimal value and sign of zero (JSON has
-    one number type; PostgreSQL's JSONB writes 1e300 out as its digits), booleans apart."""
-    if type(v) is bool or v is None or type(v) is str:
-        return v
-    if isinstance(v, (int, float, Decimal)):
-        d = Decimal(repr(v)) if type(v) is float else Decimal(v)
-        return ("number", d, d.is_signed())
-    if isinstance(v, dict):
-        return {k: _json_form(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_json_form(x) for x in v]
-    raise TypeError(f"not a JSON value: {v!r}")
 
 
 def matches(kind: str, typ: str, raw, want) -> bool:
@@ -45,7 +30,7 @@ def matches(kind: str, typ: str, raw, want) -> bool:
     if typ == "text":
         return type(raw) is str and raw == want
     if typ == "json":  # the stored text, parsed; a number stored as a number (affinity) fails
-        return type(raw) is str and _json_form(json.loads(raw, parse_float=Decimal, parse_int=Decimal)) == _json_form(want)
+        return type(raw) is str and json_form(json.loads(raw, parse_float=Decimal, parse_int=Decimal)) == json_form(want)
     if typ == "timestamptz":  # SQLite: text; SQLite and MariaDB's DATETIME(6): the UTC wall clock
         when = dt.datetime.fromisoformat(raw) if type(raw) is str else raw
         return type(when) is dt.datetime and (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)) == want
