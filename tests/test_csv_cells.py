@@ -50,7 +50,7 @@ def duck(path: Path, **options) -> tuple[list[str], list[tuple]]:
 
 def arrow(path: Path) -> list[dict]:
     """pyarrow's CSV reader, told that only an unquoted empty cell is null."""
-    convert = pa_csv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False,
+    convert = pa_csv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False, null_values=[""],
                                     column_types=_all_strings(path))
     parse = pa_csv.ParseOptions(ignore_empty_lines=False, newlines_in_values=True)
     return pa_csv.read_csv(path, parse_options=parse, convert_options=convert).to_pylist()
@@ -80,6 +80,7 @@ PLAIN = {  # value: the cell's text
     "time_zone": (dt.time(10, 0, 1, tzinfo=UTC), "10:00:01+00:00"),
     "id": (UID, "12345678-1234-5678-1234-567812345678"),
     "raw": (b"\x00\xff,\"", "AP8sIg=="),
+    "raw_empty": (b"", ""),  # quoted: an empty value, not null
     "duration": (dt.timedelta(seconds=90), "PT90S"),
     "long_duration": (dt.timedelta(days=-1, seconds=5), "-PT86395S"),
     "decimal": (Decimal("12.340"), "12.340"),
@@ -155,15 +156,16 @@ def test_decimals_are_exact_plain_text(tmp_path):
 
 
 def test_null_and_the_empty_string_are_told_apart(tmp_path):
-    values = [{"id": 1, "s": None}, {"id": 2, "s": ""}, {"id": 3, "s": "x"}, {"id": 4}, {"id": 5, "s": " "}]
+    values = [{"id": 1, "s": None}, {"id": 2, "s": ""}, {"id": 3, "s": "x"}, {"id": 4}, {"id": 5, "s": " "},
+              {"id": 6, "s": "null"}, {"id": 7, "s": "NaN"}]
     _, path = write(tmp_path, values)
-    assert path.read_bytes() == b'id,s\r\n1,\r\n2,""\r\n3,x\r\n4,\r\n5, \r\n'
-    want = [None, "", "x", None, " "]
+    assert path.read_bytes() == b'id,s\r\n1,\r\n2,""\r\n3,x\r\n4,\r\n5, \r\n6,null\r\n7,NaN\r\n'
+    want = [None, "", "x", None, " ", "null", "NaN"]
     columns, rows = duck(path)
     assert [r[1] for r in rows] == want
     assert [r["s"] for r in arrow(path)] == want
     # Python's csv (3.11) reads both as "": a reader that needs null must look at the quotes
-    assert [r["s"] for r in dict_rows(path)] == ["", "", "x", "", " "]
+    assert [r["s"] for r in dict_rows(path)] == ["", "", "x", "", " ", "null", "NaN"]
 
 
 def test_a_one_column_null_is_an_empty_line(tmp_path):
@@ -191,7 +193,7 @@ def test_postgres_copy_reads_null_and_the_empty_string_as_written(tmp_path):
 def test_pandas_reads_null_and_the_empty_string_through_pyarrow(tmp_path):
     pytest.importorskip("pandas")
     _, path = write(tmp_path, [{"id": 1, "s": None}, {"id": 2, "s": ""}])
-    convert = pa_csv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
+    convert = pa_csv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False, null_values=[""])
     frame = pa_csv.read_csv(path, convert_options=convert).to_pandas()
     assert frame["s"].isna().tolist() == [True, False] and frame["s"][1] == ""
 
@@ -244,3 +246,20 @@ def test_avro_decimals_and_timestamps_into_csv_end_to_end(brokers, topic, tmp_pa
                      "types={'amount': 'DECIMAL(20,10)', 'id': 'UUID'})")
     got = sorted((dict(zip(rel.columns, r)) for r in rel.fetchall()), key=lambda r: r["id"])
     assert got == sorted(want.values(), key=lambda v: v["id"])
+
+
+# -- times: orjson 3.13 writes 10000..99999 microseconds with five digits ----------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_time_keeps_its_hundredths(tmp_path, fmt):
+    t = dt.time(12, 0, 0, 50000)  # Avro time-millis 12:00:00.050; orjson wrote "12:00:00.50000"
+    _, files = through_sink(tmp_path, fmt, [{"t": t, "nested": {"at": [t, dt.time(0, 0, 0, 10001)]}}])
+    if fmt == "jsonl":
+        row = json.loads(files[0])
+        nested = row["nested"]
+    else:
+        row = next(csv.DictReader(io.StringIO(files[0].decode(), newline="")))
+        nested = json.loads(row["nested"])
+    assert dt.time.fromisoformat(row["t"]) == t
+    assert [dt.time.fromisoformat(x) for x in nested["at"]] == [t, dt.time(0, 0, 0, 10001)]

@@ -28,6 +28,14 @@ def through_sink(tmp_path, fmt: str, values: list) -> tuple[list[int], list[byte
     reported bad and the bytes of the files written."""
     s = FilesSink({"path": str(tmp_path), "format": fmt, "compression": "none", "fsync": False}, CTX)
     s.open()
+    rejected = write_dropping_bad(s, values)
+    files = sorted((tmp_path / "t" / "0").glob("*." + EXT[fmt]))
+    return rejected, [f.read_bytes() for f in files]
+
+
+def write_dropping_bad(s, values: list) -> list[int]:
+    """Write ``values`` (topic t, partition 0, offsets 0..) through the open sink ``s`` as the
+    runner does under ``errors.sink: skip``; returns the offsets reported bad."""
     b = make_batch(values, topic="t")
     rejected = []
     for _ in range(len(values) + 1):
@@ -39,8 +47,7 @@ def through_sink(tmp_path, fmt: str, values: list) -> tuple[list[int], list[byte
             assert exc.offset == b.offset_of(exc.index)
             rejected.append(exc.offset)
             b = b.without(exc.index)
-    files = sorted((tmp_path / "t" / "0").glob("*." + EXT[fmt]))
-    return rejected, [f.read_bytes() for f in files]
+    return rejected
 
 
 def jsonl_rows(data: bytes) -> list:

@@ -16,15 +16,14 @@ from __future__ import annotations
 import base64
 import io
 import re
-from datetime import date, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from uuid import UUID
 
 from orjson import dumps as _orjson_dumps, loads as _orjson_loads
 
-from .base import EncodeError, Writer, as_row, check_columns, json_default
-from .base import encode_in_steps
-from .jsontext import dumps
+from .base import EncodeError, Writer, as_row, check_columns, encode_in_steps, json_default
+from .jsontext import dumps, short_time
 
 __all__ = ["CsvWriter", "encode_csv", "cell_text"]
 
@@ -45,7 +44,24 @@ def _field(value) -> str:
         return repr(value)  # digits, or inf, -inf, nan: never a character that needs quotes
     if t is bool:
         return "true" if value else "false"
+    if t is dict or t is list:
+        return _quote(_json_text(value))
+    plain = _PLAIN.get(t)
+    if plain is not None:
+        return plain(value) or '""'  # b"" is base64 "": an empty value, not null
     return _quote(cell_text(value))
+
+
+def _json_text(value) -> str:
+    """``jsontext.dumps(value)``, its common case inlined (a nested cell is hot): orjson's text
+    is final unless it failed, or holds a null (where Infinity or NaN could hide) or a time."""
+    try:
+        data = _orjson_dumps(value, default=json_default)
+    except TypeError:  # orjson.JSONEncodeError
+        return dumps(value).decode()  # the exact fallback, or NotJson (a ValueError)
+    if data.find(b"null") >= 0 or short_time(data) is not None:  # find, not in: faster on short text
+        data = dumps(value)
+    return data.decode()
 
 
 def _quote(text: str) -> str:
@@ -77,16 +93,8 @@ def cell_text(value) -> str:
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(value).decode("ascii")
-    # jsontext.dumps, with its common case inlined (a cell is hot): orjson's text is final
-    # unless it failed or holds a null, where Infinity or NaN could hide.
-    try:
-        data = _orjson_dumps(value, default=json_default)
-    except TypeError:  # orjson.JSONEncodeError
-        data = dumps(value)  # the exact fallback, or NotJson (a ValueError)
-    else:
-        if data.find(b"null") >= 0:  # find, not in: half the cost on short text
-            data = dumps(value)
+        return _base64(value)
+    data = dumps(value)  # or NotJson (a ValueError)
     if data[:1] == b'"':  # a datetime, a uuid, base64 bytes: the string, not its JSON quotes
         return _orjson_loads(data)
     return data.decode()
@@ -101,6 +109,15 @@ def decimal_text(d: Decimal) -> str:
     _, digits, exponent = d.as_tuple()
     zeros = exponent if exponent > 0 else -exponent - len(digits)
     return format(d, "f") if zeros <= PLAIN_DECIMAL_ZEROS else str(d)
+
+
+def _base64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+# Exact types whose text never needs CSV quotes (ISO 8601, uuid, digits, base64): no _quote.
+_PLAIN = {datetime: datetime.isoformat, date: date.isoformat, time: time.isoformat, UUID: UUID.__str__,
+          Decimal: decimal_text, bytes: _base64}
 
 
 class CsvWriter(Writer):
@@ -126,11 +143,11 @@ class CsvWriter(Writer):
     def _encode(self, rows: list) -> bytes:
         columns = self.columns
         try:
-            return _lines([",".join([_field(row.get(c)) for c in columns]) for row in rows])
+            return _lines([",".join(map(_field, map(row.get, columns))) for row in rows])
         except (TypeError, ValueError):  # a nested value JSON cannot hold, a lone surrogate
             for i, row in enumerate(rows):
                 try:
-                    _lines([",".join([_field(row.get(c)) for c in columns])])
+                    _lines([",".join(map(_field, map(row.get, columns)))])
                 except (TypeError, ValueError) as exc:
                     raise EncodeError(f"cannot write as CSV: {exc}", i) from None
             raise

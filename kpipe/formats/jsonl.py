@@ -12,7 +12,7 @@ import msgspec
 import orjson
 
 from .base import EncodeError, Writer, encode_in_steps, json_default
-from .jsontext import NotJson, _nonfinite, dumps_exact
+from .jsontext import NotJson, _nonfinite, dumps_exact, short_time
 
 __all__ = ["encode_jsonl", "JsonlWriter"]
 
@@ -45,9 +45,24 @@ def encode_jsonl(values: list) -> bytes:
                 # every line written so far ends in exactly one newline (JSON escapes its own)
                 raise EncodeError(str(exc), out.getvalue().count(b"\n")) from None
     data = out.getvalue()
+    if short_time(data) is not None:  # orjson may have written a time wrong: those lines again
+        data = _rewrite_times(values, data)
     if _NULL(data) is not None:  # both encoders write Infinity and NaN as null: look where one could hide
         _check_finite(values, data)
     return data
+
+
+def _rewrite_times(values: list, data: bytes) -> bytes:
+    """``data`` with each line that may hold a time orjson wrote wrong written by msgspec."""
+    lines = data.split(b"\n")[:-1]
+    for i, line in enumerate(lines):
+        if short_time(line) is not None:
+            try:
+                lines[i] = dumps_exact(values[i])
+            except NotJson as exc:
+                raise EncodeError(str(exc), i) from None
+    lines.append(b"")
+    return b"\n".join(lines)
 
 
 _NULL = re.compile(b"null").search  # on a step's text, faster than bytes.find (about 3 GB/s vs 2)

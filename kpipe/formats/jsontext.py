@@ -3,10 +3,9 @@
 
 orjson first (fast; a ``Decimal`` as its exact number through ``base.json_default``); what it
 refuses (integers past 64 bits, nesting past its 255 levels) goes to msgspec, which writes them
-exactly, as JSON numbers (msgspec writes a UTC datetime as ``Z``, orjson as ``+00:00``: the same
-instant). JSON has no Infinity and no
-NaN: both encoders would write ``null`` for them, a silent change, so a value that holds a
-non-finite float anywhere is refused instead. So is a value neither encoder can write (an
+exactly, as JSON numbers, with datetimes in orjson's form (``+00:00``, where msgspec writes
+``Z``). JSON has no Infinity and no NaN: both encoders would write ``null`` for them, a silent
+change, so a value that holds a non-finite float anywhere is refused instead. So is a value neither encoder can write (an
 unknown type, a string with a lone surrogate, nesting past msgspec's recursion limit).
 
     from kpipe.formats.jsontext import dumps, NotJson
@@ -16,18 +15,25 @@ unknown type, a string with a lone surrogate, nesting past msgspec's recursion l
 from __future__ import annotations
 
 import math
+import re
+from datetime import datetime, time
 
 import msgspec
 import orjson
 
 from .base import json_default
 
-__all__ = ["NotJson", "dumps", "dumps_exact", "has_nonfinite"]
+__all__ = ["NotJson", "dumps", "dumps_exact", "has_nonfinite", "short_time"]
 
 
 class NotJson(ValueError):
     """The value cannot be written as JSON text without changing it."""
 
+
+short_time = re.compile(rb'\d\d:\d\d:\d\d\.\d{5}"').search
+"""Where orjson's text may hold a time it wrote wrong: orjson 3.13 writes a ``time`` with 10000 to
+99999 microseconds with five digits (``00:00:00.10000`` for 0.01 s). A match (or a string that
+looks the same) sends the value to msgspec, which writes times right."""
 
 # msgspec writes bytes as base64 (as json_default does), Decimal as a number keeping its scale.
 _EXACT = msgspec.json.Encoder(decimal_format="number")
@@ -61,9 +67,27 @@ def dumps_exact(value) -> bytes:
     """msgspec's exact encoding (the fallback for what orjson refuses); raises ``NotJson``.
     Does not check for non-finite floats: ``dumps`` does."""
     try:
-        return _EXACT.encode(value)
+        data = _EXACT.encode(value)
+        if data.find(b'Z"') >= 0:  # maybe a UTC datetime, which msgspec writes as Z
+            data = _EXACT.encode(_times_as_text(value))
+        return data
     except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
         raise NotJson(f"cannot write as JSON: {type(exc).__name__}: {exc}") from None
+
+
+def _times_as_text(value):
+    """``value`` with every datetime and time replaced by the text the orjson path writes for
+    it (``+00:00``, not msgspec's ``Z``), so a record's text does not depend on the encoder."""
+    t = type(value)
+    if t is dict:
+        return {k: _times_as_text(v) for k, v in value.items()}
+    if t is list or t is tuple or t is set or t is frozenset:
+        return [_times_as_text(v) for v in value]
+    if isinstance(value, datetime):
+        return orjson.loads(orjson.dumps(value))
+    if isinstance(value, time):  # orjson refuses an aware time, and writes some wrong (short_time)
+        return value.isoformat()
+    return value
 
 
 def dumps(value) -> bytes:
@@ -73,6 +97,9 @@ def dumps(value) -> bytes:
         data = orjson.dumps(value, default=json_default)
     except TypeError:  # orjson.JSONEncodeError
         data = dumps_exact(value)
+    else:
+        if short_time(data) is not None:
+            data = dumps_exact(value)
     if data.find(b"null") >= 0 and _nonfinite(value):  # find, not in: half the cost on short text
         raise NotJson("cannot write as JSON: Infinity and NaN have no JSON form")
     return data
