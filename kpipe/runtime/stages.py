@@ -57,14 +57,16 @@ class Stages:
         self.simple = self.keys is None and self.validator is None and not self.transforms
 
     def value_schema(self):
-        """The schema sinks may build on: the validator's JSON Schema, else the deserializer's.
+        """The schema sinks may build on: the deserializer's (Avro), else the validator's JSON Schema.
 
+        The Avro schema comes first: the values are decoded by it, so it is what they are.
         None once transforms may reshape records, since the schema would describe the input."""
         if self.transforms:
             return None
-        if self.validator is not None:
+        found = self.values.schema()
+        if found is None and self.validator is not None:
             return self.validator.schema
-        return self.values.schema()
+        return found
 
     def process(self, topic: str, partition: int, msgs: list, raw: list, decoded: list | None = None) -> Outcome:
         """Run ``msgs`` (their raw values in ``raw``) through every stage.
