@@ -4,9 +4,12 @@ Contract in one paragraph: the runtime owns offsets, sinks own durability. The r
 a sink whole batches of one (topic, partition) each, covering a contiguous range of consumed
 offsets ``[start_offset, next_offset)``; one call may hold several batches of a partition, in
 offset order, and the sink must apply them in that order. When ``Sink.write`` returns, every batch
-it was given is durable; only then does the runner commit ``next_offset``. Every sink method runs
-on one thread of the runner's own, never the consumer's and never two at once, so a write can
-overlap the consuming of the next batches and a driver bound to its connecting thread still works. A sink that
+it was given is durable (or, with a ``WriteOutcome``, every batch of the partitions it names);
+only then does the runner commit ``next_offset``. Every sink method runs on one thread of the
+runner's own, never the consumer's and never two at once, so a write can overlap the consuming
+of the next batches and a driver bound to its connecting thread still works; a sink declaring
+``Capabilities.max_in_flight`` above 1 gets up to that many writes at once, for disjoint
+partitions, on as many threads. A sink that
 declares ``stores_offsets`` keeps that next offset itself, atomically with the data, and
 the runner seeks to it when a partition is assigned; the Kafka commit then only mirrors it.
 """
@@ -37,6 +40,8 @@ __all__ = [
     "FatalError",
     "OffsetConflict",
     "TopicPartition",
+    "PartitionKey",
+    "WriteOutcome",
     "HOUSEKEEP_EVERY",
 ]
 
@@ -50,7 +55,13 @@ MIN_API_VERSION = 1
 """The oldest plugin API version this kpipe still loads. When API 2 comes, kpipe keeps loading
 API 1 plugins for at least one more minor release, warning that they use a deprecated API."""
 
-TopicPartition = tuple  # (topic: str, partition: int); a plain tuple keeps dict lookups cheap
+PartitionKey = tuple
+"""``(topic: str, partition: int)``: how the API names a partition. A plain tuple keeps dict
+lookups cheap; unlike confluent_kafka's ``TopicPartition`` it carries no offset."""
+
+TopicPartition = PartitionKey
+"""Deprecated: the same as ``PartitionKey``, kept for API version 1. It shares its name with
+``confluent_kafka.TopicPartition``, a different thing; use ``PartitionKey``."""
 
 HOUSEKEEP_EVERY = 5.0
 """Seconds between two calls of ``Sink.housekeep`` (Kafka Connect calls its tasks' flush on a
@@ -130,6 +141,10 @@ class Capabilities:
     """Writing the same batch twice leaves one copy."""
     deletes: bool = False
     """A tombstone (a record whose value is None) deletes its key (``tombstones: delete``)."""
+    max_in_flight: int = 1
+    """How many ``write`` calls may run at once, each on its own thread, never two holding the
+    same partition, each partition's writes in order. Above 1 the sink must be thread-safe for
+    ``write``; its other methods still never run beside a write."""
 
     @property
     def exactly_once(self) -> bool:
@@ -183,6 +198,10 @@ class Batch:
     def offset_of(self, index: int) -> int:
         return self._messages[index].offset()
 
+    def message(self, index: int) -> Any:
+        """The consumed Kafka message of record ``index`` (a ``confluent_kafka.Message``)."""
+        return self._messages[index]
+
     @property
     def last_offset(self) -> int:
         """The last offset the batch covers (``next_offset - 1``)."""
@@ -207,6 +226,21 @@ class Batch:
     @property
     def headers(self) -> list[list[tuple[str, bytes]] | None]:
         return [m.headers() for m in self._messages]
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a ``Sink.write`` made durable, when it was not everything it was given.
+
+    ``durable`` names the partitions whose batches in the call are all durable; the others
+    are not (none of their records may be durable in a way a replay would duplicate). The
+    runner commits the named ones and writes the rest again, with the retry budget of a
+    ``RetryableError``. ``None`` (or returning ``None`` from ``write``) means all of them.
+    ``reason`` says why the rest is not durable, for the log.
+    """
+
+    durable: frozenset | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,9 +276,11 @@ class Sink(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def write(self, batches: Sequence[Batch]) -> None:
+    def write(self, batches: Sequence[Batch]) -> WriteOutcome | None:
         """Make every batch durable. Returning means durable; the runner then commits.
 
+        Return a ``WriteOutcome`` naming the partitions made durable when only some were (the
+        runner commits those and writes the others again); ``None`` means all of them.
         Raise ``RetryableError`` if nothing became durable and a retry may help,
         ``OffsetConflict`` for fenced partitions (all others durable), ``BadRecordError``
         for one bad record, ``FatalError`` otherwise. Writing a batch again must be harmless.

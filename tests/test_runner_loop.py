@@ -11,69 +11,12 @@ import threading
 
 import pytest
 
-from kpipe.api import Capabilities, RetryableError, Sink, SinkPlugin, BadRecordError
-from kpipe.plugins import Registry, registry
-from kpipe.runtime.fakes import FakeCluster, FakeDeadLetters
+from kpipe.api import BadRecordError, Capabilities, RetryableError
+from kpipe.runtime.fakes import FakeCluster, FakeDeadLetters, Store, fake_spec, recording_registry
 from kpipe.runtime.retry import Backoff
 from kpipe.runtime.runner import Runner
-from kpipe.spec.model import Spec
 
 FAST = Backoff(attempts=3, base=0.001, cap=0.001, max_elapsed=0.0)
-
-
-class Store:
-    """What a test sink made durable: per partition, the offsets of the records it holds."""
-
-    def __init__(self):
-        self.rows: dict = {}       # (topic, partition) -> [offset, ...] in write order
-        self.durable: dict = {}    # (topic, partition) -> next offset durable
-        self.calls: list = []
-        self.lock = threading.Lock()
-
-
-class RecordingSink(Sink):
-    """Keeps what it is given in a ``Store``; ``config['hook'](sink, batches)`` runs before each
-    write and may raise to fail it."""
-
-    def __init__(self, config, context, store: Store):
-        super().__init__(config, context)
-        self.store = store
-
-    def load_offsets(self, partitions):
-        return {tp: self.store.durable[tp] for tp in partitions if tp in self.store.durable}
-
-    def write(self, batches):
-        hook = self.config.get("hook")
-        if hook is not None:
-            hook(self, batches)
-        with self.store.lock:
-            for b in batches:
-                tp = (b.topic, b.partition)
-                assert b.start_offset == self.store.durable.get(tp, b.start_offset), "a gap or an overlap"
-                self.store.rows.setdefault(tp, []).extend(b.offsets)
-                self.store.durable[tp] = b.next_offset
-            self.store.calls.append([(b.topic, b.partition, b.start_offset, b.next_offset) for b in batches])
-
-
-def plugins(store: Store, caps: Capabilities = Capabilities()) -> Registry:
-    base = registry()
-    sink = SinkPlugin("recording", {}, lambda config, ctx: RecordingSink(config, ctx, store), caps)
-    return Registry({**{k: dict(v) for k, v in base.plugins.items()}, "sink": {"recording": sink}},
-                    base.broken, base.dists)
-
-
-def make_spec(**kw) -> Spec:
-    policy = kw.pop("policy", "fail")
-    sink_config = kw.pop("sink_config", {})
-    fields = dict(file="fake.yaml", name="fake", group="fake-group", brokers="fake:9092", topics=["t"],
-                  start="earliest", options={}, deserializer_type="json", deserializer_config={},
-                  transforms=[], sink_type="recording", sink_config=sink_config, max_records=3,
-                  max_bytes=1 << 20, max_age=60.0, policies={s: policy for s in
-                                                             ("deserialize", "validate", "transform", "sink")})
-    fields.update(kw)
-    if policy == "dlq":
-        fields["dlq"] = {"topic": "dead-letters", "brokers": "fake:9092", "options": {}}
-    return Spec(**fields)
 
 
 def values(n: int, bad: set = frozenset(), sink_bad: set = frozenset()) -> list:
@@ -88,7 +31,7 @@ def values(n: int, bad: set = frozenset(), sink_bad: set = frozenset()) -> list:
 
 def run(spec, cluster, store, caps=Capabilities(), **kw):
     dlq = FakeDeadLetters()
-    runner = Runner(spec, consumer_factory=cluster.factory, plugins=plugins(store, caps),
+    runner = Runner(spec, consumer_factory=cluster.factory, plugins=recording_registry(store, caps),
                     dlq_factory=lambda spec, log: dlq, backoff=kw.pop("backoff", FAST), **kw)
     cluster.stop_with = runner.request_stop
     result = runner.run()
@@ -108,7 +51,7 @@ def test_until_caught_up_writes_each_offset_once_and_commits_the_ends():
     cluster.produce("t", 0, values(10))
     cluster.produce("t", 1, values(4))
     commits_follow_durability(cluster, store)
-    result, _, _ = run(make_spec(), cluster, store, until_caught_up=True)
+    result, _, _ = run(fake_spec(), cluster, store, until_caught_up=True)
     assert result.exit_code == 0, result.reason
     assert store.rows == {("t", 0): list(range(10)), ("t", 1): list(range(4))}
     assert cluster.committed == {("t", 0): 10, ("t", 1): 4} == result.partitions
@@ -120,7 +63,7 @@ def test_until_caught_up_stops_at_the_ends_seen_at_start():
     cluster, store = FakeCluster({"t": 1}), Store()
     cluster.produce("t", 0, values(5))
     cluster.at(2, lambda consumer: cluster.produce("t", 0, values(5)))  # arrives after the start
-    result, _, _ = run(make_spec(max_records=100), cluster, store, until_caught_up=True)
+    result, _, _ = run(fake_spec(max_records=100), cluster, store, until_caught_up=True)
     assert result.exit_code == 0, result.reason
     assert cluster.committed[("t", 0)] >= 5 and store.durable[("t", 0)] == cluster.committed[("t", 0)]
 
@@ -131,7 +74,7 @@ def test_nothing_is_committed_before_the_write_returns_and_a_failed_commit_is_re
     cluster.fail_commits(2)
     cluster.raise_commits(1)
     commits_follow_durability(cluster, store)
-    result, _, _ = run(make_spec(), cluster, store, until_caught_up=True)
+    result, _, _ = run(fake_spec(), cluster, store, until_caught_up=True)
     assert result.exit_code == 0, result.reason
     assert cluster.committed[("t", 0)] == 12
     assert store.rows[("t", 0)] == list(range(12))
@@ -159,7 +102,7 @@ def test_a_revoke_while_a_write_is_in_flight_settles_it_and_drops_the_buffer():
     cluster.at(2, revoke_mid_write)
     cluster.at(3, "assign")
     commits_follow_durability(cluster, store)
-    result, _, _ = run(make_spec(sink_config={"hook": hook}), cluster, store, until_caught_up=True)
+    result, _, _ = run(fake_spec(sink_config={"hook": hook}), cluster, store, until_caught_up=True)
     assert result.exit_code == 0, result.reason
     # The write in flight was committed before the revoke returned.
     (committed, durable), = seen
@@ -176,7 +119,7 @@ def test_a_sink_that_stores_offsets_resumes_from_them_after_a_lost_partition():
     cluster.at(3, "lost")
     cluster.at(4, "assign")
     cluster.fail_commits(8)  # the group lags behind the sink: the sink's offsets decide
-    result, _, _ = run(make_spec(), cluster, store, Capabilities(stores_offsets=True), until_caught_up=True)
+    result, _, _ = run(fake_spec(), cluster, store, Capabilities(stores_offsets=True), until_caught_up=True)
     assert result.exit_code == 0, result.reason
     assert store.rows[("t", 0)] == list(range(9))  # RecordingSink refuses an overlap
     assert cluster.committed[("t", 0)] == 9
@@ -197,7 +140,7 @@ def test_a_bad_record_under_each_policy(stage, policy):
                     raise BadRecordError.in_batch("refused", b, i)
 
     commits_follow_durability(cluster, store)
-    result, _, dlq = run(make_spec(policy=policy, sink_config={"hook": refuse}), cluster, store,
+    result, _, dlq = run(fake_spec(policy=policy, sink_config={"hook": refuse}), cluster, store,
                          until_caught_up=True)
     if policy == "fail":
         assert result.exit_code == 2 and f"@{bad}" in result.reason and f"errors.{stage}: fail" in result.reason
@@ -223,7 +166,7 @@ def test_a_transient_failure_is_retried_then_succeeds():
         if failures:
             raise failures.pop()
 
-    result, _, _ = run(make_spec(sink_config={"hook": flaky}), cluster, store, until_caught_up=True)
+    result, _, _ = run(fake_spec(sink_config={"hook": flaky}), cluster, store, until_caught_up=True)
     assert result.exit_code == 0, result.reason
     assert store.rows[("t", 0)] == list(range(6)) and cluster.committed[("t", 0)] == 6
 
@@ -239,7 +182,7 @@ def test_a_dependency_that_stays_down_fails_closed_with_exit_3_and_commits_nothi
         if len(calls) > 1:
             raise RetryableError("connection refused")
 
-    result, _, _ = run(make_spec(sink_config={"hook": down_after_first}), cluster, store, until_caught_up=True)
+    result, _, _ = run(fake_spec(sink_config={"hook": down_after_first}), cluster, store, until_caught_up=True)
     assert result.exit_code == 3, result.reason
     assert "connection refused" in result.reason
     assert cluster.committed.get(("t", 0), 0) == store.durable[("t", 0)] == 3
@@ -249,7 +192,7 @@ def test_a_stop_writes_and_commits_what_is_buffered():
     cluster, store = FakeCluster({"t": 1}), Store()
     cluster.produce("t", 0, values(5))
     cluster.at(3, "stop")
-    result, runner, _ = run(make_spec(max_records=100), cluster, store)
+    result, runner, _ = run(fake_spec(max_records=100), cluster, store)
     assert result.exit_code == 0, result.reason
     assert store.rows[("t", 0)] == list(range(5)) and cluster.committed[("t", 0)] == 5
     assert runner.stop_requested == 1 and result.phase == "done"
@@ -260,7 +203,7 @@ def test_a_second_stop_drops_what_is_buffered():
     cluster.produce("t", 0, values(5))
     cluster.at(3, "stop")
     cluster.at(3, "stop")
-    result, _, _ = run(make_spec(max_records=100), cluster, store)
+    result, _, _ = run(fake_spec(max_records=100), cluster, store)
     assert result.exit_code == 0, result.reason
     assert ("t", 0) not in store.rows and cluster.committed.get(("t", 0), 0) == 0
 
@@ -270,7 +213,7 @@ def test_sigterm_drains_like_a_stop():
     cluster.produce("t", 0, values(5))
     cluster.at(3, lambda consumer: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
-    result, runner, _ = run(make_spec(max_records=100), cluster, store)
+    result, runner, _ = run(fake_spec(max_records=100), cluster, store)
     assert result.exit_code == 0, result.reason
     assert runner.stop_requested == 1
     assert store.rows[("t", 0)] == list(range(5)) and cluster.committed[("t", 0)] == 5
@@ -281,6 +224,19 @@ def test_a_message_error_is_logged_and_the_run_goes_on():
     cluster, store = FakeCluster({"t": 1}), Store()
     cluster.produce("t", 0, values(4))
     cluster.at(2, "error")
-    result, _, _ = run(make_spec(), cluster, store, until_caught_up=True)
+    result, _, _ = run(fake_spec(), cluster, store, until_caught_up=True)
     assert result.exit_code == 0, result.reason
     assert store.rows[("t", 0)] == list(range(4))
+
+
+def test_the_fake_and_the_real_consumer_have_every_method_the_loop_uses():
+    from confluent_kafka import Consumer
+
+    from kpipe.runtime.consumer import ConsumerLike
+    from kpipe.runtime.fakes import FakeConsumer
+
+    names = [n for n in vars(ConsumerLike) if not n.startswith("_")]
+    assert "consume" in names and "commit" in names
+    for name in names:
+        assert callable(getattr(Consumer, name, None)), name
+        assert callable(getattr(FakeConsumer, name, None)), name

@@ -19,6 +19,7 @@ Messages are real ``confluent_kafka.Message`` objects, so the runner's C-level p
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict, deque
 from types import SimpleNamespace
@@ -27,7 +28,10 @@ from typing import Callable
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTP
 
-__all__ = ["FakeCluster", "FakeConsumer", "FakeDeadLetters"]
+from kpipe.api import Capabilities, Sink, SinkPlugin, WriteOutcome
+
+__all__ = ["FakeCluster", "FakeConsumer", "FakeDeadLetters", "Store", "RecordingSink", "recording_registry",
+           "fake_spec"]
 
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: no committed offset
 
@@ -207,3 +211,69 @@ class FakeDeadLetters:
 
     def close(self) -> None:
         self.closed = True
+
+
+class Store:
+    """What a ``RecordingSink`` made durable: per partition, the offsets it holds, in order."""
+
+    def __init__(self):
+        self.rows: dict = {}       # (topic, partition) -> [offset, ...] in write order
+        self.durable: dict = {}    # (topic, partition) -> next offset durable
+        self.calls: list = []      # per write: [(topic, partition, start, next)]
+        self.lock = threading.Lock()
+
+
+class RecordingSink(Sink):
+    """A sink that keeps what it is given in a ``Store``, refusing a gap or an overlap.
+
+    ``config["hook"](sink, batches)``, when set, runs before each write: it may raise to fail
+    the write, or return a ``WriteOutcome`` to make only the partitions it names durable."""
+
+    def __init__(self, config, context, store: Store):
+        super().__init__(config, context)
+        self.store = store
+
+    def load_offsets(self, partitions):
+        return {tp: self.store.durable[tp] for tp in partitions if tp in self.store.durable}
+
+    def write(self, batches):
+        hook = self.config.get("hook")
+        outcome = hook(self, batches) if hook is not None else None
+        made = outcome.durable if isinstance(outcome, WriteOutcome) and outcome.durable is not None else None
+        with self.store.lock:
+            for b in batches:
+                tp = (b.topic, b.partition)
+                if made is not None and tp not in made:
+                    continue
+                if b.start_offset != self.store.durable.get(tp, b.start_offset):
+                    raise AssertionError(f"{tp}: a write from {b.start_offset}, durable up to {self.store.durable[tp]}")
+                self.store.rows.setdefault(tp, []).extend(b.offsets)
+                self.store.durable[tp] = b.next_offset
+            self.store.calls.append([(b.topic, b.partition, b.start_offset, b.next_offset) for b in batches])
+        return outcome
+
+
+def recording_registry(store: Store, capabilities: Capabilities = Capabilities(), base=None):
+    """The installed plugins (or ``base``), with sink ``recording`` writing to ``store``."""
+    from kpipe.plugins import Registry, registry
+
+    base = base or registry()
+    sink = SinkPlugin("recording", {}, lambda config, ctx: RecordingSink(config, ctx, store), capabilities)
+    return Registry({**{k: dict(v) for k, v in base.plugins.items()}, "sink": {"recording": sink}},
+                    base.broken, base.dists)
+
+
+def fake_spec(policy: str = "fail", **fields):
+    """A spec for topic ``t`` into sink ``recording``, JSON values, three records a batch and
+    no flush by age; ``fields`` override any ``Spec`` field. ``policy`` is every stage's."""
+    from kpipe.spec.model import Spec
+
+    stages = ("deserialize", "validate", "transform", "sink")
+    spec = dict(file="fake.yaml", name="fake", group="fake-group", brokers="fake:9092", topics=["t"],
+                start="earliest", options={}, deserializer_type="json", deserializer_config={}, transforms=[],
+                sink_type="recording", sink_config={}, max_records=3, max_bytes=1 << 20, max_age=60.0,
+                policies={s: policy for s in stages})
+    if policy == "dlq":
+        spec["dlq"] = {"topic": "dead-letters", "brokers": "fake:9092", "options": {}}
+    spec.update(fields)
+    return Spec(**spec)

@@ -1,9 +1,18 @@
-"""The consumer loop: consume in chunks, deserialize, buffer per partition, write, then commit.
+"""The consumer loop: consume in chunks, run the stages, buffer per partition, cut batches.
+
+It has three helpers, each with one job: the ``Writer`` (kpipe.runtime.writer) makes every sink
+call, with retries, bad-record narrowing and the sink stage of the error policy; the
+``OffsetBook`` (kpipe.runtime.offsets) holds every position, and ``GroupCommits``
+(kpipe.runtime.commits) mirrors its durable ones to the group. The consumer comes from an
+injected factory (kpipe.runtime.consumer) and the plugins from a registry passed in, so the loop
+runs in tests on a fake consumer (kpipe.runtime.fakes).
 
 Invariants the rest of kpipe relies on:
-- an offset is committed only after ``Sink.write`` returned for the batch that covers it;
-- every sink call runs on one writer thread, one call at a time; the write of one set of
-  batches overlaps the consuming and decoding of the next, never another sink call;
+- an offset is committed only after ``Sink.write`` returned for the batch that covers it (or
+  named its partition in a ``WriteOutcome``);
+- sink calls run on the Writer's threads, never the consumer's: a write overlaps the consuming
+  and decoding of the next batches; at most ``Capabilities.max_in_flight`` writes (1 unless the
+  sink declares more) run at once, never two for one partition, and no other sink call beside one;
 - a partition's start position comes from the sink's own offset store when it has one, so
   a crash between the sink write and the Kafka commit costs nothing and duplicates nothing;
 - a revoked partition's buffer is dropped, never written after the revoke;
@@ -18,42 +27,31 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections import deque
 import signal
 import threading
 import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from kpipe.api import (HOUSEKEEP_EVERY, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
-                       SinkContext)
+from kpipe.api import HOUSEKEEP_EVERY, BadRecordError, FatalError, RetryableError, Sink, SinkContext
 from kpipe.plugins import Registry, registry
 from kpipe.runtime.buffer import PartitionBuffer
+from kpipe.runtime.commits import GroupCommits
 from kpipe.runtime.consumer import (KAFKA_DEFAULTS, ConsumerFactory, consumer_config, group_offsets, kafka_consumer,
                                     topic_partitions)
 from kpipe.runtime.dlq import DeadLetterQueue
 from kpipe.runtime.offsets import OffsetBook, resume_positions, start_position
 from kpipe.runtime.stages import Stages
 from kpipe.runtime.stats import RunResult
-from kpipe.runtime.retry import Backoff, DependencyUnavailable, retry
-from kpipe.runtime.worker import Worker
+from kpipe.runtime.retry import Backoff, DependencyUnavailable
+from kpipe.runtime.writer import Writer, fail_cut, stoppable_retry
+from kpipe.runtime.writer import locate as _locate  # noqa: F401  (tests import it from here)
 
 __all__ = ["Runner", "RunResult", "consumer_config", "KAFKA_DEFAULTS"]
 
 log = logging.getLogger("kpipe.run")
 
-# librdkafka reports these when a commit races a rebalance: nothing was committed, and the
-# partition's next owner will start from the last durable position. Not a reason to crash.
-_REBALANCE_CODES = {
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError._ASSIGNMENT_LOST,
-    KafkaError._NO_OFFSET,
-    KafkaError._STATE,
-}
 _CHUNK = 10_000  # messages per Consumer.consume call
 _COMMIT_POLL = 0.01  # seconds consume() waits while a commit awaits its answer
 # After a stop signal, how long a sink call may still take before it is given up: the write
@@ -172,19 +170,16 @@ class Runner:
         self._slice = 1           # records per Stages.process call; follows the time per record
         self._stop_deadline: float | None = None  # sink calls are given up after it
         self._stop_at = 0.0                       # when the first stop was requested
-        self._abandoned = False                   # a stuck sink call was given up
         self._unassigned_since: float | None = None  # in the group, waiting for an assignment
         self._unassigned_warned = False
         self._mute_kafka_log = False
         self._callback_error: BaseException | None = None
-        # The sink lives on this thread: a write in progress overlaps the next consume (the
-        # COPY or upload wait was ~25% of a PostgreSQL run), and sinks whose drivers are
-        # bound to the thread that connected (sqlite3) keep working.
-        self._sink_thread: Worker | None = None
+        # Every sink call goes through the Writer, on threads of its own: a write in progress
+        # overlaps the next consume (the COPY or upload wait was ~25% of a PostgreSQL run).
+        self.writer: Writer | None = None
         self._kafka_silent = False  # the brokers did not answer at the end: the consumer is not closed
-        self._commits_inflight: deque = deque()  # (sent at, perf counter) of unanswered commits, in order
-        self._commit_failing_since: float | None = None  # the first of the commits failing in a row
-        self._inflight: Future | None = None
+        # The book's durable positions, mirrored to the group.
+        self.commits = GroupCommits(self.book, self.result, spec.brokers, self.stall_timeout)
         # The Python client cannot report the negotiated protocol; the strategy decides it.
         self.cooperative = "cooperative" in str(spec.options.get("partition.assignment.strategy", ""))
 
@@ -224,17 +219,20 @@ class Runner:
         gc.freeze()
         gc.set_threshold(100_000, 50, 1000)
         try:
-            self._sink_thread = Worker("kpipe-sink")
-            self.sink = self._on_sink_thread(self.sink_plugin.create, spec.sink_config, ctx)
+            self.writer = Writer(self.sink_plugin, spec, self.backoff, self.stall_timeout, result=self.result,
+                                 on_reject=self._reject, dlq=None, stop_level=lambda: self.stop_requested,
+                                 past_grace=self._past_stop_grace, stop_grace=STOP_GRACE)
+            self.writer.start(ctx)
+            self.sink = self.writer.sink
             self._housekeeps = type(self.sink).housekeep is not Sink.housekeep
             self._next_housekeep = time.monotonic() + self.housekeep_every
-            self._on_sink_thread(self._retry, f"opening sink {spec.sink_type}", self.sink.open)
             self.result.sink_ok = True
             log.info("delivery: %s", delivery_statement(spec, self.sink_plugin.capabilities))
             if spec.dlq is not None:
-                self.dlq = self.dlq_factory(spec, kafka_log)
+                self.dlq = self.writer.dlq = self.dlq_factory(spec, kafka_log)
             self.consumer = self.consumer_factory({**consumer_config(spec), "error_cb": self._on_kafka_error,
-                                                   "on_commit": self._on_commit, "logger": kafka_log})
+                                                   "on_commit": self.commits.answered, "logger": kafka_log})
+            self.commits.consumer = self.consumer
             self._snapshot_targets()
             self._unassigned_since = time.monotonic()
             self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
@@ -257,34 +255,14 @@ class Runner:
         return self.result
 
     def _retry(self, what: str, fn):
-        """``retry`` whose waits end early when a stop signal arrives during them: a dependency
-        that is down must not hold a SIGTERM past the orchestrator's grace period."""
-        level = self.stop_requested
-        worker = self._sink_thread if self._sink_thread is not None and self._sink_thread.on_thread() else None
-
-        def sleep(seconds: float) -> None:
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                if self.stop_requested > level or self._past_stop_grace():
-                    raise DependencyUnavailable(f"{what}: stopped while waiting to retry")
-                time.sleep(min(0.1, left))
-
-        def attempt():
-            if worker is not None:
-                worker.busy_since = time.monotonic()  # the stall clock runs per attempt
-            try:
-                return fn()
-            finally:
-                if worker is not None:
-                    worker.busy_since = None
-
-        return retry(what, attempt, self.backoff, log, sleep=sleep)
+        """``retry`` on the loop's thread whose waits end early at a stop signal."""
+        return stoppable_retry(what, fn, self.backoff, lambda: self.stop_requested, self._past_stop_grace)
 
     @property
     def abandoned(self) -> bool:
         """A sink call was given up while stuck (its thread may never return), or the consumer
         was left unclosed because the brokers did not answer."""
-        return self._abandoned or self._kafka_silent
+        return (self.writer is not None and self.writer.abandoned) or self._kafka_silent
 
     def _close_consumer(self) -> None:
         """``consumer.close()`` (leave the group, so it rebalances at once), once a metadata
@@ -298,7 +276,9 @@ class Runner:
             self._kafka_silent = True
             raise _KafkaTimeout() from None
         try:
-            self._await_commits(COMMIT_TIMEOUT)
+            # Records consumed meanwhile are dropped.
+            self.commits.await_answers(lambda: self.consumer.consume(_CHUNK, 0.1), COMMIT_TIMEOUT,
+                                       self._past_stop_grace)
         except Exception as exc:  # closing must never mask the real outcome
             log.warning("waiting for the last commits: %s", exc)
         self.consumer.close()
@@ -311,48 +291,15 @@ class Runner:
         self.result.reason = reason
         log.error("%s", reason)
 
-    def _on_sink_thread(self, fn, *args):
-        """Run ``fn(*args)`` on the sink's thread, after any write in flight, and wait for it."""
-        if self._abandoned:
-            raise DependencyUnavailable(f"sink {self.spec.sink_type} is not answering")
-        return self._wait(self._sink_thread.submit(fn, *args), getattr(fn, "__name__", "call"))
-
-    def _wait(self, fut: Future, what: str):
-        """``fut.result()``, bounded: a call on the sink thread that stays unanswered for
-        ``stall_timeout``, or past the grace period after a stop signal, is given up. The thread
-        stays stuck (a daemon: it does not keep the process alive) and nothing it would have
-        made durable is committed."""
-        while True:
-            try:
-                return fut.result(timeout=0.1)
-            except FutureTimeout:
-                pass
-            self._check_stall(what)
-            if self._past_stop_grace() and not fut.done():
-                self._abandoned = True
-                raise DependencyUnavailable(
-                    f"stopping: sink {self.spec.sink_type} did not answer within {STOP_GRACE:g}s of the stop signal "
-                    f"({what}); gave it up, nothing committed for it")
-
-    def _check_stall(self, what: str) -> None:
-        """Raise ``DependencyUnavailable`` when the call on the sink thread has gone unanswered
-        for ``stall_timeout``: a silent connection the driver's own timeouts did not end."""
-        busy = self._sink_thread.busy_since
-        now = time.monotonic()
-        if busy is not None and now - busy > self.stall_timeout:
-            self._abandoned = True
-            raise DependencyUnavailable(
-                f"sink {self.spec.sink_type}: no answer for {now - busy:.0f}s ({what}); the connection is open "
-                f"but silent (retry.attempt_timeout {self.stall_timeout:g}s): giving up, nothing committed "
-                "for it")
-
     def _shutdown(self) -> None:
         self.result.phase = "stopping"
-        if self._abandoned:
-            self._inflight = None  # stuck: nothing it may have written is committed
-        if self._inflight is not None:
+        writer = self.writer
+        while writer is not None and writer.in_flight:
+            if writer.abandoned:
+                writer.abandon_writes()  # stuck: nothing they may have written is committed
+                break
             try:
-                self._settle()  # what became durable is still worth a commit
+                self._settle_one()  # what became durable is still worth a commit
             except Exception as exc:
                 log.warning("the last write did not complete: %s", exc)
         if self.dlq is not None:
@@ -368,13 +315,8 @@ class Runner:
                 log.warning("closing the consumer: %s", exc)
             finally:
                 kafka_log.disabled = muted
-        if self.sink is not None and not self._abandoned:
-            try:
-                self._on_sink_thread(self.sink.close)
-            except Exception as exc:
-                log.warning("closing the sink: %s", exc)
-        if self._sink_thread is not None:
-            self._sink_thread.shutdown(wait=not self._abandoned)
+        if writer is not None:
+            writer.close()
         self.result.partitions = dict(self.book.committed)
         self.result.phase = "done"
 
@@ -386,18 +328,18 @@ class Runner:
         budget = self.max_messages
         while not self.stop_requested:
             self._tick()
-            if self._inflight is not None and self._inflight.done():
-                self._settle()  # commit promptly, not only when the next batch is ready
+            while self.writer.oldest_done():
+                self._settle_one()  # commit promptly, not only when the next batch is ready
             # A commit's answer is served inside consume() but does not end its wait: while one
             # is in flight, wait briefly, or --until-caught-up would exit up to `timeout` late.
-            wait = _COMMIT_POLL if self._commits_inflight else timeout
+            wait = _COMMIT_POLL if self.commits.inflight else timeout
             msgs = self.consumer.consume(_CHUNK if budget is None else max(1, min(_CHUNK, budget)), wait)
             if self._callback_error is not None:
                 raise self._callback_error
             now = time.monotonic()
             self._check_assignment(now)
-            self._check_commits(now)
-            self._check_stall(f"writing to sink {spec.sink_type}" if self._inflight is not None else "housekeeping")
+            self.commits.check(now)
+            self.writer.check_stall()
             ready: list = []
             bad = None
             if msgs:
@@ -408,7 +350,7 @@ class Runner:
             if ready:
                 self._write(ready)
             if self.book.pending:
-                self._commit(list(self.book.pending))
+                self.commits.commit(list(self.book.pending))
             if bad is not None:
                 self._settle()  # what precedes the bad record is written and committed
                 raise bad
@@ -418,7 +360,7 @@ class Runner:
                 log.info("reached --max-messages %d", self.max_messages)
                 return
             if self.until_caught_up:
-                if self._inflight is not None and self._all_read():
+                if self.writer.in_flight and self._all_read():
                     self._settle()  # nothing left to overlap the last write with
                 if self._caught_up():
                     self._settle()
@@ -438,10 +380,10 @@ class Runner:
         once a second from librdkafka's cache (fetch responses carry them; no request is made)."""
         now = time.monotonic()
         self.result.last_loop_at = now
-        if now >= self._next_housekeep and self._inflight is None and self._housekeeps:
+        if now >= self._next_housekeep and not self.writer.in_flight and self._housekeeps:
             self._next_housekeep = now + self.housekeep_every
             if self._housekeeping is None or self._housekeeping.done():
-                self._housekeeping = self._sink_thread.submit(self._housekeep)
+                self._housekeeping = self.writer.submit_background(self._housekeep)
         if now < self._next_ends and not force:
             return
         self._next_ends = now + 1.0
@@ -572,8 +514,7 @@ class Runner:
             i, stage, exc = failure
             m = lst[i]
             buf.skip_to(m.offset(), now)
-            return BadRecordError(f"bad record at {m.topic()}[{m.partition()}]@{m.offset()}: "
-                                  f"{stage}: {exc} (errors.{stage}: fail)", index=i)
+            return fail_cut(m, stage, stage, exc, i)
         buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
         self.book.read(tp, buf.position)
         buf.cut(spec.max_records, spec.max_bytes, ready)
@@ -602,92 +543,47 @@ class Runner:
             log.warning("bad record at %s (%s): %s; skipped", where, stage, exc)
 
     def _write(self, batches: list) -> None:
-        """Hand ``batches`` to the sink thread, once the previous write is settled."""
-        if self._inflight is not None:
-            rewound = self._settle()
+        """Hand ``batches`` to the Writer once the writes in flight leave room for them: fewer
+        than ``max_in_flight``, and none holding one of their partitions."""
+        writer = self.writer
+        parts = {(b.topic, b.partition) for b in batches}
+        while writer.in_flight and (writer.in_flight >= writer.max_in_flight or writer.holds(parts)):
+            rewound = self._settle_one()
             if rewound:  # cut before the rewind: their offsets will be read again
                 batches = [b for b in batches if (b.topic, b.partition) not in rewound]
                 if not batches:
                     return
+                parts -= rewound
         if self.dlq is not None:
             self.dlq.ensure_delivered()  # the write stores offsets past every dead letter so far
         for b in batches:
             self.book.handed((b.topic, b.partition), b.next_offset)
-        self._inflight = self._sink_thread.submit(self._write_batches, batches)
+        writer.submit(batches)
 
-    def _settle(self) -> set:
-        """Wait for the write in flight and commit what it made durable; raise its failure.
+    def _settle(self) -> None:
+        """Settle every write in flight, oldest first (see ``_settle_one``)."""
+        while self.writer is not None and self.writer.in_flight:
+            self._settle_one()
+
+    def _settle_one(self) -> set:
+        """Wait for the oldest write in flight and commit what it made durable; raise its failure.
 
         Returns the partitions rewound because another writer was ahead on them."""
-        if self._inflight is None:
-            return set()
-        fut, self._inflight = self._inflight, None
-        batches, conflicts, failure = self._wait(fut, f"writing to sink {self.spec.sink_type}")
+        written = self.writer.settle_oldest()
         done = []
-        for b in batches:
+        for b in written.durable:
             tp = (b.topic, b.partition)
-            if tp in conflicts:
-                continue
             self.book.made_durable(tp, b.next_offset)
             self.result.written += len(b.values)
             self.result.batches += 1
             self.result.batch_records.observe(len(b.values))
             done.append(tp)
-        for tp, head in conflicts.items():
+        for tp, head in written.conflicts.items():
             self._rewind(tp, head)
-        self._commit(done)
-        if failure is not None:
-            raise failure
-        return set(conflicts)
-
-    def _write_batches(self, batches: list):
-        """On the sink thread: write with retries; narrow bad records to what precedes them.
-
-        Returns (the batches made durable or conflicting, {partition: head} for conflicts,
-        the BadRecordError that ends the run or None)."""
-        conflicts: dict = {}
-        failure = None
-
-        def attempt():
-            started = time.perf_counter()
-            try:
-                self.sink.write(batches)
-            except OffsetConflict as exc:
-                conflicts.update(exc.partitions)
-            except RetryableError:
-                self.result.sink_ok = False
-                raise
-            self.result.write_seconds.observe(time.perf_counter() - started)
-            self.result.sink_ok = True
-
-        while True:
-            try:
-                self._retry(f"writing to sink {self.spec.sink_type}", attempt)
-                break
-            except BadRecordError as exc:
-                # The sink narrowed a data error to one record and made nothing durable.
-                pos = _locate(batches, exc)
-                bad = batches[pos]
-                tp = (bad.topic, bad.partition)
-                if self.spec.policies["sink"] != "fail":
-                    self._reject(bad._messages[exc.index], "sink", exc)
-                    if self.dlq is not None:
-                        self.dlq.ensure_delivered()
-                    batches = batches[:pos] + [bad.without(exc.index)] + batches[pos + 1:]
-                    continue
-                # fail: write what precedes the record, commit that, and stop.
-                failure = failure or BadRecordError(
-                    f"bad record at {bad.topic}[{bad.partition}]@{bad.offset_of(exc.index)}: "
-                    f"sink {self.spec.sink_type!r}: {exc} (errors.sink: fail)", exc.index, bad.topic, bad.partition,
-                    bad.offset_of(exc.index))
-                head = bad.head(exc.index)
-                # Order matters: a partition's batches must reach the sink in offset order, and
-                # none of that partition's later batches may follow the bad record.
-                batches = (batches[:pos] + ([head] if head.next_offset > head.start_offset else [])
-                           + [b for b in batches[pos + 1:] if (b.topic, b.partition) != tp])
-                if not batches:
-                    break
-        return batches, conflicts, failure
+        self.commits.commit(done)
+        if written.failure is not None:
+            raise written.failure
+        return set(written.conflicts)
 
     def _rewind(self, tp, head: int) -> None:
         """Another writer got ahead on ``tp``: drop what we buffered and resume at its head."""
@@ -700,71 +596,6 @@ class Runner:
                 self.consumer.seek(TopicPartition(tp[0], tp[1], head))
             except KafkaException as exc:
                 log.warning("seek %s[%d]@%d failed (%s); expecting a rebalance", tp[0], tp[1], head, exc)
-
-    def _commit(self, tps) -> None:
-        """Mirror the durable positions of ``tps`` to the group, asynchronously: a synchronous
-        commit to a coordinator that stopped answering blocks the loop (and every other call on
-        the consumer) for minutes. The answer comes to ``_on_commit`` during ``consume``."""
-        offsets = [TopicPartition(t, p, o) for t, p, o in self.book.to_commit(tps)]
-        if not offsets:
-            return
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() in _REBALANCE_CODES:
-                log.info("commit not accepted during a rebalance (%s); the next owner resumes "
-                         "from the sink's durable position", err.name())
-                return
-            log.warning("commit failed: %s; will retry with the next batch", err)
-            self.book.pending.update((o.topic, o.partition) for o in offsets)
-            self._commit_failing_since = self._commit_failing_since or time.monotonic()
-            return
-        self._commits_inflight.append((time.monotonic(), time.perf_counter()))
-
-    def _on_commit(self, err, partitions) -> None:
-        """librdkafka's answer to one ``_commit``, in the order they were sent."""
-        sent, started = self._commits_inflight.popleft() if self._commits_inflight else (time.monotonic(), None)
-        if started is not None:
-            self.result.commit_seconds.observe(time.perf_counter() - started)
-        if err is not None and err.code() in _REBALANCE_CODES:
-            log.info("commit not accepted during a rebalance (%s); the next owner resumes "
-                     "from the sink's durable position", err.name())
-            return
-        if err is not None:
-            log.warning("commit failed: %s; will retry with the next batch", err.str())
-        failed = err is not None
-        for o in partitions or ():
-            tp = (o.topic, o.partition)
-            if err is None and o.error is None:
-                self.book.committed_at(tp, o.offset)
-                continue
-            failed = True
-            if err is None:
-                log.warning("commit %s[%d]@%d failed: %s", o.topic, o.partition, o.offset, o.error)
-            self.book.commit_failed(tp, o.offset)
-        self._commit_failing_since = (self._commit_failing_since or sent) if failed else None
-
-    def _await_commits(self, timeout: float) -> None:
-        """Before closing: let the commits in flight be answered, at most ``timeout`` seconds
-        (less once a stop signal's grace is over). Records consumed meanwhile are dropped."""
-        deadline = time.monotonic() + timeout
-        while self._commits_inflight and time.monotonic() < deadline and not self._past_stop_grace():
-            self.consumer.consume(_CHUNK, 0.1)
-
-    def _check_commits(self, now: float) -> None:
-        """Exit 3 when commits have failed or gone unanswered for ``stall_timeout`` in a row: the
-        group coordinator is unreachable or silent (a fetch from a silent broker just returns
-        nothing, so the commits are what notice it)."""
-        since = self._commit_failing_since
-        if self._commits_inflight:
-            oldest = self._commits_inflight[0][0]
-            since = oldest if since is None else min(since, oldest)
-        if since is not None and now - since > self.stall_timeout:
-            raise DependencyUnavailable(
-                f"Kafka: no commit acknowledged by the brokers at {self.spec.brokers} for {now - since:.0f}s "
-                f"(retry.attempt_timeout {self.stall_timeout:g}s); nothing past the sink's stored position "
-                "is lost: the next run resumes from it")
 
     # -- --until-caught-up -----------------------------------------------------------------
 
@@ -854,7 +685,7 @@ class Runner:
         partitions other members hold: exit 0 means the topic was drained, not our share of
         it. A member that died holding partitions keeps us waiting until the group hands
         them to us, instead of leaving them unwritten behind a success code."""
-        if not self.assigned_once or self.rebalancing or self._commits_inflight:
+        if not self.assigned_once or self.rebalancing or self.commits.inflight:
             return False
         if not all(self.book.settled(tp, self.targets.get(tp, 0)) for tp in self.buffers):
             return False
@@ -883,8 +714,8 @@ class Runner:
         """Where the pipeline stands on ``tps``: the sink's stored offset, else the group's
         committed one; partitions with neither are left out. Kafka errors propagate."""
         def load_sink(tps):
-            return self._on_sink_thread(self._retry, "loading offsets from the sink",
-                                        lambda: self.sink.load_offsets(tps))
+            return self.writer.call(self.writer.retry, "loading offsets from the sink",
+                                    lambda: self.sink.load_offsets(tps))
 
         found = resume_positions(tps, load_sink if self.stores_offsets else None,
                                  lambda tps: group_offsets(self.consumer, tps))
@@ -944,7 +775,7 @@ class Runner:
             tps = [(p.topic, p.partition) for p in partitions]
             # Buffered records are dropped, not written: the next owner reads them again from
             # the last durable position. Mirror that position for lag tools while we still can.
-            self._commit([tp for tp in tps if tp in self.book])
+            self.commits.commit([tp for tp in tps if tp in self.book])
             self._drop(tps)
             self.rebalancing = not self.cooperative
             if not self.cooperative:  # everything is revoked: wait for the next assignment
@@ -969,8 +800,8 @@ class Runner:
             self.buffers.pop(tp, None)
             self.book.drop(tp)
         self.result.assigned = frozenset(self.buffers)
-        if self.sink is not None and not self._abandoned:
-            self._on_sink_thread(self.sink.revoke, tps)
+        if self.sink is not None and not self.writer.abandoned:
+            self.writer.call(self.sink.revoke, tps)
 
     # -- errors from librdkafka ------------------------------------------------------------
 
@@ -1011,16 +842,4 @@ def _runs(msgs: list) -> dict | None:
         out[(topic, p)] = msgs[i:i + run] if i or run != n else msgs
         i += run
     return out
-
-
-def _locate(batches: list, exc: BadRecordError) -> int:
-    """The position in ``batches`` of the batch holding the record a sink reported."""
-    same = [i for i, b in enumerate(batches) if (b.topic, b.partition) == (exc.topic, exc.partition)]
-    if exc.offset is not None:
-        same = [i for i in same if batches[i].start_offset <= exc.offset < batches[i].next_offset]
-    if len(same) != 1:
-        raise FatalError(f"the sink reported a bad record it did not locate: {exc} "
-                         f"({exc.topic}[{exc.partition}]@{exc.offset}); sinks must raise "
-                         "BadRecordError.in_batch(message, batch, index)")
-    return same[0]
 
