@@ -4,6 +4,9 @@ the sink, as the runner does it (``write_like_runner``: reported records are dro
 rest written again), into SQLite, PostgreSQL and MariaDB, for a json column, auto-inferred
 columns, and declared bigint / boolean / double / timestamptz / text columns.
 
+Besides JSON's values, the values a deserializer or a transform hands over: Decimal (Avro's
+decimal), bytes, UTC datetimes (Avro's timestamps) and sets of integers (a python transform).
+
 Invariant: ``write`` raises nothing but ``BadRecordError``; every record either reads back
 (with plain SQL) equal to what the "How values land" rules of docs/sinks/postgres.md give, or
 was reported bad exactly once (and the rules say it is bad).
@@ -12,10 +15,12 @@ More examples locally: ``KPIPE_VALUE_EXAMPLES=500 pytest -n 0 tests/test_sql_val
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
 import os
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +41,9 @@ SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-0.0, 2.0, 1e300, 5e-324]),
     st.integers(-(10**17), 10**17),  # epoch ms, in range or far out of it
     TEXT,
+    # not JSON: what Avro and transforms hand over
+    st.decimals(allow_nan=False, allow_infinity=False), st.binary(max_size=4),
+    st.datetimes(timezones=st.just(UTC)), st.sets(st.integers(-3, 3), max_size=3),
 )
 VALUES = st.recursive(SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=3),
                                                       st.dictionaries(TEXT, kids, max_size=3)),
@@ -51,7 +59,7 @@ def walk(v):
         for k, x in v.items():
             yield k
             yield from walk(x)
-    elif isinstance(v, list):
+    elif isinstance(v, (list, set)):
         for x in v:
             yield from walk(x)
 
@@ -71,7 +79,7 @@ def has_nul(v) -> bool:
 def depth(v) -> int:
     if isinstance(v, dict):
         return 1 + max(map(depth, v.values()), default=0)
-    if isinstance(v, list):
+    if isinstance(v, (list, set)):
         return 1 + max(map(depth, v), default=0)
     return 0
 
@@ -84,17 +92,21 @@ def expect(typ: str, v, kind: str):
     if v is None:
         return None
     if typ == "bigint":
+        if type(v) is Decimal and v == v.to_integral_value():
+            v = int(v)
         if type(v) is int or (type(v) is float and v.is_integer()):
             n = int(v)
             return n if -(2**63) <= n < 2**63 else BAD
         return BAD
     if typ == "double":
-        if type(v) in (int, float) and math.isfinite(float(v)):
+        if type(v) in (int, float, Decimal) and math.isfinite(float(v)):
             return float(v)
         return BAD
     if typ == "boolean":
         return v if type(v) is bool else BAD
     if typ == "timestamptz":
+        if type(v) is dt.datetime:
+            return v
         if type(v) in (int, float):
             try:
                 return dt.datetime.fromtimestamp(v / 1000, tz=UTC)
@@ -106,6 +118,8 @@ def expect(typ: str, v, kind: str):
             return BAD
         if type(v) is str:
             return BAD if kind == "postgres" and "\x00" in v else v
+        if type(v) in (bytes, dt.datetime):  # a JSON string: the string itself, no quotes
+            return as_json(v)
         return ("json", v)  # its JSON text: compared by parsing it
     if typ == "json":
         if has_surrogate(v) or has_nonfinite(v) or (kind == "postgres" and has_nul(v)):
@@ -116,15 +130,32 @@ def expect(typ: str, v, kind: str):
     raise ValueError(typ)
 
 
+def as_json(v):
+    """What the JSON text of a non-JSON value holds: bytes as base64, a datetime as its ISO text
+    (orjson writes UTC as +00:00, msgspec as Z: both parse back to the same instant)."""
+    if type(v) is bytes:
+        return base64.b64encode(v).decode()
+    return v.isoformat()
+
+
+def number(x) -> Decimal:
+    return Decimal(repr(x)) if type(x) is float else Decimal(x)
+
+
 def same(a, b) -> bool:
-    """JSON equality: booleans are not numbers; numbers by value (JSONB keeps them as decimals,
-    so 1e300 comes back as its digits: an int of the same value)."""
+    """JSON equality of what was read (``a``) and what was written (``b``): booleans are not
+    numbers; numbers by exact value (JSONB keeps them as decimals, so 1e300 comes back as its
+    digits); bytes, datetimes and sets as their JSON forms."""
+    if type(b) is set:
+        b = list(b)  # in the order the encoder iterated it
+    if type(b) is bytes:
+        b = as_json(b)
+    if type(b) is dt.datetime:
+        return type(a) is str and dt.datetime.fromisoformat(a.replace("Z", "+00:00")) == b
     if type(a) is bool or type(b) is bool:
         return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        if type(a) is float or type(b) is float:
-            return float(a) == float(b)
-        return a == b
+    if isinstance(a, (int, float, Decimal)) and isinstance(b, (int, float, Decimal)):
+        return number(a) == number(b)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
@@ -139,7 +170,7 @@ def got(kind: str, typ: str, raw, want) -> bool:
     if want is None or raw is None:  # SQL NULL, in a json column too (not the JSON text null)
         return want is None and raw is None
     if isinstance(want, tuple):  # JSON text: stored as text, never as a number (SQLite affinity)
-        return type(raw) is str and same(json.loads(raw), want[1])
+        return type(raw) is str and same(json.loads(raw, parse_float=Decimal), want[1])
     if typ == "boolean":
         return type(want) is bool and bool(raw) is want and raw in (0, 1, True, False)
     if typ == "double":
