@@ -122,14 +122,14 @@ _SUPERVISOR_ONLY = {"specs", "restart", "max_restarts", "progress", "progress_in
 def _child_args(args) -> list[str]:
     """The options of this `kpipe run` as they were given, for each child's command line."""
     out: list[str] = ["--no-progress"]
-    for action in args.run_parser._actions:
+    for action in args.run_options:
         if not action.option_strings or action.dest in _SUPERVISOR_ONLY:
             continue
         value = getattr(args, action.dest, None)
         if value == action.default or value is None:
             continue
         flag = action.option_strings[-1]
-        if isinstance(action, argparse._CountAction):
+        if action.nargs == 0 and type(value) is int:  # a counter: -vv
             out += [flag] * value
         elif action.nargs == 0:  # store_true / store_false / store_const
             out.append(flag)
@@ -308,6 +308,20 @@ def _add_ops_run_options(r) -> None:
                    help="off a terminal: seconds between progress log lines (default: 10)")
 
 
+class _Options:
+    """``add_argument`` that keeps the actions it returns: `kpipe run` hands the options it was
+    given to each child process, and argparse keeps its own list of them private."""
+
+    def __init__(self, parser, kept: list | None = None):
+        self.parser = parser
+        self.kept: list = [] if kept is None else kept
+
+    def add_argument(self, *args, **kw):
+        action = self.parser.add_argument(*args, **kw)
+        self.kept.append(action)
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kpipe import __version__
 
@@ -316,10 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "3 dependency unreachable after retries")
     p.add_argument("--version", action="version", version=f"kpipe {__version__}")
     verbosity = argparse.ArgumentParser(add_help=False)
-    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    verbosity.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KPIPE_LOG_FORMAT", "text"),
-                           help="text (default, or $KPIPE_LOG_FORMAT) or json: one object per line, for journald/ELK")
+    common = _Options(verbosity)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    common.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KPIPE_LOG_FORMAT", "text"),
+                        help="text (default, or $KPIPE_LOG_FORMAT) or json: one object per line, for journald/ELK")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -334,20 +349,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or until caught up, or for N messages. With several specs (or a "
                                    "directory: every *.yaml in it), each runs in a child process under "
                                    "one supervisor; see docs/operations.md.")
-    r.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec file(s), or a directory of them")
-    r.add_argument("--until-caught-up", action="store_true",
-                   help="record the end offsets at start, exit 0 once all of them are written and committed")
-    r.add_argument("--max-messages", type=int, metavar="N", help="stop after consuming N messages")
+    ro = _Options(r, list(common.kept))  # the parents' actions are the run parser's too
+    ro.add_argument("specs", nargs="+", metavar="SPEC", help="pipeline spec file(s), or a directory of them")
+    ro.add_argument("--until-caught-up", action="store_true",
+                    help="record the end offsets at start, exit 0 once all of them are written and committed")
+    ro.add_argument("--max-messages", type=int, metavar="N", help="stop after consuming N messages")
     # -- operations (kpipe/ops, docs/metrics.md) --
-    r.add_argument("--metrics-port", type=int, metavar="PORT",
-                   help="serve Prometheus /metrics, /healthz and /readyz on PORT (0: any free port); "
-                        "with several specs, pipeline i gets PORT+i")
-    r.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address to bind (default 0.0.0.0)")
-    r.add_argument("--health-stall", type=float, metavar="SECONDS",
-                   help="/healthz fails and systemd watchdog pings stop once the loop has not turned for this "
-                        "long (default: 60 s plus the spec's whole retry budget)")
-    _add_ops_run_options(r)
-    r.set_defaults(func=cmd_run, run_parser=r)
+    ro.add_argument("--metrics-port", type=int, metavar="PORT",
+                    help="serve Prometheus /metrics, /healthz and /readyz on PORT (0: any free port); "
+                         "with several specs, pipeline i gets PORT+i")
+    ro.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address to bind (default 0.0.0.0)")
+    ro.add_argument("--health-stall", type=float, metavar="SECONDS",
+                    help="/healthz fails and systemd watchdog pings stop once the loop has not turned for this "
+                         "long (default: 60 s plus the spec's whole retry budget)")
+    _add_ops_run_options(ro)
+    r.set_defaults(func=cmd_run, run_options=ro.kept)
 
     t = sub.add_parser("test", parents=[verbosity], help="run a spec's test cases, without a broker",
                        description="Run each case in the spec's 'tests:' list through its deserializer "

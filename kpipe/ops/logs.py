@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from kpipe.ops.redact import redact
+from kpipe.redact import redact
 
 __all__ = ["setup_logging", "tag_pipeline", "JsonFormatter", "RedactFilter", "TEXT_FORMAT", "FORMATS"]
 

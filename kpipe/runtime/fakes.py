@@ -266,13 +266,12 @@ def recording_registry(store: Store, capabilities: Capabilities = Capabilities()
 def fake_spec(policy: str = "fail", **fields):
     """A spec for topic ``t`` into sink ``recording``, JSON values, three records a batch and
     no flush by age; ``fields`` override any ``Spec`` field. ``policy`` is every stage's."""
-    from kpipe.spec.model import Spec
+    from kpipe.spec.model import STAGES, Spec
 
-    stages = ("deserialize", "validate", "transform", "sink")
     spec = dict(file="fake.yaml", name="fake", group="fake-group", brokers="fake:9092", topics=["t"],
                 start="earliest", options={}, deserializer_type="json", deserializer_config={}, transforms=[],
                 sink_type="recording", sink_config={}, max_records=3, max_bytes=1 << 20, max_age=60.0,
-                policies={s: policy for s in stages})
+                policies={s: policy for s in STAGES})
     if policy == "dlq":
         spec["dlq"] = {"topic": "dead-letters", "brokers": "fake:9092", "options": {}}
     spec.update(fields)

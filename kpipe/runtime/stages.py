@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from kpipe.api import DROP, BadRecordError, FatalError, Metadata
 from kpipe.plugins import registry
+from kpipe.spec.model import STAGES
 from kpipe.validation import Validator
 
 __all__ = ["Stages", "Outcome", "STAGES"]
 
-STAGES = ("deserialize", "validate", "transform", "sink")
 _BAD = object()  # placeholder for a rejected record inside one stage's output
 
 

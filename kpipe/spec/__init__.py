@@ -13,7 +13,7 @@ import dataclasses
 import os
 from typing import Mapping
 
-from kpipe.ops import redact
+from kpipe import redact
 from kpipe.safe_read import UnreadableFile, read_regular_file
 
 from .model import Spec, build_spec, collect_secrets
@@ -33,7 +33,7 @@ def load_spec(path: str, env: Mapping[str, str] | None = None) -> Spec:
     """Read, interpolate and validate the spec at ``path``; raise ``SpecError`` listing every problem.
 
     ``env`` supplies ``${VAR}`` values and defaults to ``os.environ``. The spec's secrets
-    (``Spec.secrets``) are registered with ``kpipe.ops.redact``, so logs never show them.
+    (``Spec.secrets``) are registered with ``kpipe.redact``, so logs never show them.
     """
     file = str(path)
     env = os.environ if env is None else env

@@ -12,7 +12,7 @@ import os
 import re
 from typing import Mapping
 
-from kpipe.ops.redact import secret_name
+from kpipe.redact import secret_name
 from kpipe.safe_read import UnreadableFile, read_regular_file
 
 __all__ = ["expand", "MAX_FILE_BYTES"]
@@ -32,7 +32,7 @@ def expand(text: str, env: Mapping[str, str], *, base_dir: str | None = None,
     so the caller gets a string either way. As in the shell, ``:-`` uses the default when
     the variable is unset or empty. ``base_dir`` anchors relative ``${file:}`` paths (default:
     the working directory). Values that are secrets (from ``${file:}``, or from a variable
-    whose name says so, see ``kpipe.ops.redact``) are added to ``secrets`` when given.
+    whose name says so, see ``kpipe.redact``) are added to ``secrets`` when given.
     """
     out: list[str] = []
     errors: list[tuple[int, str]] = []

@@ -5,13 +5,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kpipe.ops.redact import secret_name, url_password
+from kpipe.redact import secret_name, url_password
 from kpipe.plugins import PluginLoadError, registry
 
 from .schema import schema_default
 from .units import parse_duration, parse_size
 from kpipe.validation import resolve_path
 from .yamlnodes import Document
+
+# The record stages an error policy names (``errors.<stage>``), in the order records pass them.
+STAGES = ("deserialize", "validate", "transform", "sink")
 
 __all__ = ["Spec", "build_spec", "collect_secrets"]
 
@@ -49,7 +52,7 @@ class Spec:
     policies: dict[str, str] = field(default_factory=dict)  # stage -> fail | skip | dlq
     dlq: dict[str, Any] | None = None      # {topic, brokers, options}
     tests: list = field(default_factory=list)
-    secrets: frozenset = frozenset()       # values never to print (kpipe.ops.redact)
+    secrets: frozenset = frozenset()       # values never to print (kpipe.redact)
     warnings: tuple = ()                   # Problem(severity="warning"): printed, never fatal
     _positions: Mapping = field(default_factory=dict, repr=False, compare=False)
 
@@ -114,7 +117,7 @@ def _schema_secrets(schema, value, out: set, key: str = "") -> None:
 
 
 def collect_secrets(doc: Document) -> frozenset:
-    """Every value of the spec that must never be printed (see ``kpipe.ops.redact``)."""
+    """Every value of the spec that must never be printed (see ``kpipe.redact``)."""
     data = doc.data if isinstance(doc.data, Mapping) else {}
     out = set(doc.secrets)
     reg = registry()
@@ -182,7 +185,7 @@ def build_spec(doc: Document) -> Spec:
         transforms=[next(iter(item.items())) for item in data.get("transforms", [])],
         tombstones=data.get("tombstones", schema_default("tombstones")),
         policies={stage: errors.get(stage, default_policy)
-                  for stage in ("deserialize", "validate", "transform", "sink")},
+                  for stage in STAGES},
         dlq=({"brokers": source["brokers"], "options": {}, **errors["dlq"]} if "dlq" in errors else None),
         tests=list(data.get("tests", [])),
         secrets=collect_secrets(doc),
