@@ -62,33 +62,49 @@ def _nullable(t):
     return rest[0] if len(rest) == 1 else None
 
 
-def _avro_type(t, named: dict):
+def _fullname(name: str, namespace: str) -> str:
+    """Avro's fullname: a name with a dot is one already; else the namespace, if any, before it."""
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _avro_type(t, named: dict, namespace: str = ""):
+    """The kpipe type of Avro type ``t``. Named types are kept in ``named`` by fullname, by the
+    spec's rules: a record, enum or fixed takes a dotted name as it is, else its ``namespace``,
+    else the enclosing one's; an unqualified reference means the enclosing namespace (then the
+    null one, as Java's parser allows). fastavro's parsed schemas hold fullnames throughout."""
     if isinstance(t, list):  # anything wider than a nullable type is JSON text
         one = _nullable(t)
-        return "json" if one is None else _avro_type(one, named)
+        return "json" if one is None else _avro_type(one, named, namespace)
     if isinstance(t, str):
-        return _AVRO.get(t) or named.get(t, "json")
+        found = _AVRO.get(t) or named.get(_fullname(t, namespace))
+        return found or named.get(t, "json")
     if not isinstance(t, dict):
         return "json"
+    kind = t.get("type")
+    full = None
+    if kind in ("record", "error", "enum", "fixed") and isinstance(t.get("name"), str):
+        ns = t.get("namespace")
+        full = _fullname(t["name"], ns if isinstance(ns, str) else namespace)
+        namespace = full.rpartition(".")[0]  # what names inside it are relative to
     logical = t.get("logicalType")
     if logical == "decimal":
-        return f"numeric({int(t.get('precision', 38))},{int(t.get('scale', 0))})"
-    if logical in _AVRO_LOGICAL:
-        return _AVRO_LOGICAL[logical]
-    kind = t.get("type")
-    if kind == "record":
-        name = t.get("name", "")
-        named[name] = "json"  # a record that contains itself: no column type is infinite, JSON text
-        fields = {f["name"]: _avro_type(f.get("type"), named) for f in t.get("fields") or ()}
-        named[name] = {"struct": fields}
-        return named[name]
-    if kind == "array":
-        return {"list": _avro_type(t.get("items"), named)}
-    if kind == "map":
-        return "json"
-    if kind in ("enum", "fixed"):
-        named[t.get("name", "")] = _AVRO[kind]
-    return _avro_type(kind, named)
+        found = f"numeric({int(t.get('precision', 38))},{int(t.get('scale', 0))})"
+    elif logical in _AVRO_LOGICAL:
+        found = _AVRO_LOGICAL[logical]
+    elif kind in ("record", "error"):
+        if full is not None:
+            named[full] = "json"  # a record that contains itself: no column type is infinite, JSON text
+        found = {"struct": {f["name"]: _avro_type(f.get("type"), named, namespace) for f in t.get("fields") or ()}}
+    elif kind == "array":
+        found = {"list": _avro_type(t.get("items"), named, namespace)}
+    elif kind == "map":
+        found = "json"
+    else:
+        found = _AVRO.get(kind) if isinstance(kind, str) else None
+        found = found or _avro_type(kind, named, namespace)
+    if full is not None:
+        named[full] = found
+    return found
 
 
 def _json_type(prop):
