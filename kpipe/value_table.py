@@ -39,7 +39,7 @@ __all__ = ["BAD", "MISSING", "Cell", "Row", "ValueTable", "Case", "TABLES", "loa
            "splice", "stale", "main", "json_form"]
 
 #: The modules that hold a ``TABLE``, one per sink (or format family).
-TABLES = ("kpipe.sinks.sql.value_table",)
+TABLES = ("kpipe.sinks.sql.value_table", "kpipe.formats.value_table")
 
 ROOT = Path(__file__).resolve().parent.parent
 
