@@ -25,7 +25,7 @@ from itertools import chain
 
 from .jsontext import dumps
 
-__all__ = ["arrow_type", "arrow_schema", "to_array", "fit_value", "Unfit", "has_empty_struct"]
+__all__ = ["arrow_type", "arrow_schema", "to_array", "fit_value", "Unfit", "has_empty_struct", "direct"]
 
 _NONE = type(None)
 _INT_RANGE = {"bigint": 63, "integer": 31, "smallint": 15}
@@ -67,6 +67,28 @@ def has_empty_struct(t) -> bool:
             return not t["struct"] or any(map(has_empty_struct, t["struct"].values()))
         return has_empty_struct(t["list"])
     return False
+
+
+_DIRECT = {"bigint", "double", "boolean", "text", "bytes", "timestamptz", "timestamp", "date"}
+
+
+def direct(kind, t) -> bool:
+    """pyarrow's own conversion of values of ``dataset`` kind ``kind`` to type ``t`` changes
+    none of them: the kinds match leaf for leaf, a struct's values have no field it lacks, and
+    the leaf is one pyarrow converts as these rules do (an integer a double would round raises
+    in pyarrow too). Kinds come from exact Python types, so a boolean among floats or text among
+    bytes (which pyarrow would coerce) never matches."""
+    if kind == "null":
+        return True
+    if isinstance(t, dict):
+        if not isinstance(kind, dict):
+            return False
+        if "struct" in t:
+            fields = t["struct"]
+            return "struct" in kind and bool(fields) and all(
+                k in fields and direct(v, fields[k]) for k, v in kind["struct"].items())
+        return "list" in kind and direct(kind["list"], t["list"])
+    return kind == t and t in _DIRECT
 
 
 def to_array(pa, col: list, t):

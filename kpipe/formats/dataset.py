@@ -18,10 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
-from itertools import chain
+from itertools import chain, repeat
+
+from .batchcols import share, take
 
 __all__ = ["declared", "parse_columns", "widen", "merge_declared", "kind_of", "is_untyped", "type_depth",
-           "NUMERIC_ORDER", "SchemaConflict", "MAX_DEPTH"]
+           "NUMERIC_ORDER", "SchemaConflict", "MAX_DEPTH", "column_kind"]
 
 MAX_DEPTH = 99
 """Deepest type (struct one level, list two) a column may take: Parquet readers refuse schemas
@@ -261,17 +263,16 @@ def widen(schema: dict, values: list, fixed=frozenset()) -> tuple[dict, list]:
     the widenings of an existing type as ``[(column path, from, to)]``. Columns in ``fixed`` (the
     declared ones) never change."""
     out = dict(schema)
-    rows = values if all(type(v) is dict for v in values) else [v if type(v) is dict else {"value": v}
-                                                                   for v in values]
-    for k in dict.fromkeys(chain.from_iterable(rows)):
+    cols = take(values)  # an earlier widen of this batch may have worked its columns out
+    for k in cols.names:
         if k in fixed:
             continue
         have = out.get(k)
         if have is None and not _storable(k):
             continue  # the writer reports the record: no file can name such a column
-        col = [r.get(k) for r in rows]
+        col = cols.col(k)
         try:  # the whole column at once (type sets, in C); value by value only when it needs to
-            new = _column_kind(col)
+            new = cols.kind(k)
             if new is not None:
                 joined = _join(have if have is not None else "null", new)
                 if type_depth(joined) > MAX_DEPTH:
@@ -283,6 +284,7 @@ def widen(schema: dict, values: list, fixed=frozenset()) -> tuple[dict, list]:
             continue
         for x in col:  # some value has no type: leave it out, so the writer reports that record
             _widen_value(out, k, x)
+    share(cols)  # for the writer of this batch
     for k, t in out.items():
         if k not in schema or schema[k] == "null":
             t = out[k] = _settle(t)
@@ -317,28 +319,30 @@ _SCALAR_KINDS = {bool: "boolean", float: "double", str: "text", bytes: "bytes", 
                  dt.date: "date", dt.time: "time", uuid.UUID: "uuid"}
 
 
-def _column_kind(col: list):
+def column_kind(col: list):
     """``kind_of`` every value of ``col``, joined, from the set of their types; None when some
     value has no type (the caller then goes value by value)."""
     kind = "null"
-    for t in sorted(set(map(type, col)) - {type(None)}, key=lambda t: t.__name__):
+    types = set(map(type, col))
+    types.discard(_NONE)
+    for t in sorted(types, key=lambda t: t.__name__):
         k = _SCALAR_KINDS.get(t)
         if k is not None:
             pass
         elif t is int:
-            ints = [v for v in col if type(v) is int]
-            k = "bigint" if -(1 << 63) <= min(ints) and max(ints) < (1 << 63) else _MIXED
+            ints = _only(col, t, types)
+            k = "bigint" if not ints or (-(1 << 63) <= min(ints) and max(ints) < (1 << 63)) else _MIXED
         elif t is dict:
-            objs = [v for v in col if type(v) is dict]
+            objs = _only(col, t, types)
             names = dict.fromkeys(chain.from_iterable(objs))
             if not all(map(_storable, names)):
                 return None
-            fields = {n: _column_kind([o.get(n) for o in objs]) for n in names}
+            fields = {n: column_kind(list(map(dict.get, objs, repeat(n)))) for n in names}
             if None in fields.values():
                 return None
             k = {"struct": fields}
         elif t is list or t is tuple:
-            k = {"list": _column_kind([x for v in col if type(v) is t for x in v])}
+            k = {"list": column_kind(list(chain.from_iterable(_only(col, t, types))))}
             if k["list"] is None:
                 return None
         else:  # datetimes (a zone or not), decimals (their scale), anything else: one by one
@@ -351,6 +355,18 @@ def _column_kind(col: list):
             continue
         kind = _join(kind, k)
     return kind
+
+
+_NONE = type(None)
+
+
+def _only(col: list, t, types: set) -> list:
+    """The values of ``col`` of type ``t``, for a min/max, field names or items: where ``t`` is
+    its only type, ``filter`` (in C) drops the nulls, and the falsy values it drops too (0, {},
+    []) change none of those."""
+    if len(types) == 1:
+        return list(filter(None, col))
+    return [v for v in col if type(v) is t]
 
 
 def _castable(old, new) -> bool:

@@ -18,8 +18,6 @@ Columns with no type yet (only nulls so far) are left out.
 """
 from __future__ import annotations
 
-from itertools import chain
-
 from kpipe.api import FatalError
 
 from .base import EncodeError, Writer, as_row, check_columns
@@ -126,13 +124,20 @@ class ParquetWriter(Writer):
 
 
 def _typed_table(pa, schema: dict, values: list):
-    """The records as a table of exactly ``schema``'s types (``arrowtypes``)."""
-    from .arrowtypes import Unfit, has_empty_struct, to_array
+    """The records as a table of exactly ``schema``'s types (``arrowtypes``).
 
-    rows = values if all(type(v) is dict for v in values) else [as_row(v) for v in values]
+    A column whose values' kinds (worked out from their type sets, shared with ``widen``) map
+    onto its type exactly is built by pyarrow from the Python values in one call; any other
+    column, or one pyarrow refuses, is fitted value by value, which names the record that does
+    not fit."""
+    from .arrowtypes import Unfit, arrow_type, direct, has_empty_struct, to_array
+    from .batchcols import take
+
+    cols = take(values)
+    rows = cols.rows
     names = [k for k, t in schema.items() if not has_empty_struct(t)]
     check_columns(schema, rows, "Parquet")
-    if not schema.keys() >= dict.fromkeys(chain.from_iterable(rows)).keys():
+    if not schema.keys() >= cols.names.keys():
         for i, row in enumerate(rows):
             if not schema.keys() >= row.keys():
                 extra = next(k for k in row if k not in schema)
@@ -141,10 +146,21 @@ def _typed_table(pa, schema: dict, values: list):
         raise EncodeError("cannot write as Parquet: an object with no fields, and no record beside it has one", 0)
     arrays = []
     for c in schema:  # a column with no type yet is written as Arrow's null type: only nulls fit
+        t, col, arr = schema[c], cols.col(c), None
         try:
-            arr = to_array(pa, [row.get(c) for row in rows], schema[c])
-        except Unfit as exc:
-            raise EncodeError(f"cannot write as Parquet: field {c!r}: {exc}", exc.index) from None
+            kind = cols.kind(c)
+        except RecursionError:
+            kind = None
+        if direct(kind, t):
+            try:
+                arr = pa.array(col, arrow_type(pa, t))
+            except (pa.ArrowException, TypeError, ValueError, OverflowError, RecursionError):
+                arr = None  # e.g. an integer a double would round: the checks below name it
+        if arr is None:
+            try:
+                arr = to_array(pa, col, t)
+            except Unfit as exc:
+                raise EncodeError(f"cannot write as Parquet: field {c!r}: {exc}", exc.index) from None
         if c in names:
             arrays.append(arr)
     return pa.Table.from_arrays(arrays, names=names)
