@@ -156,14 +156,21 @@ ROWS = (
     Row("nesting 3000 lists deep", [deep(3000)],
         jsonl=Cell(BAD, "bad record (past Python's recursion limit)"), csv=BAD, parquet=BAD,
         avro=Cell(BAD, "bad record; today the record is written without the field, a known bug")),
+    Row("`Decimal`: `12.340`, `-0.500` (one scale)", [Decimal("12.340"), Decimal("-0.500")],
+        jsonl=Cell((Decimal("12.340"), Decimal("-0.500")), "exact JSON numbers"),
+        csv=Cell(("12.340", "-0.500"), "exact: `12.340`, `-0.500`"),
+        avro=Cell(BAD, "bad record unless a schema declares a decimal"),
+        parquet=Cell((Arrow("decimal128(38, 3)", Decimal("12.340")), Arrow("decimal128(38, 3)", Decimal("-0.500"))),
+                     "`decimal128(38, 3)`, exact")),
     Row("`Decimal`: `12.340`, `0E-10`, `1E+2`", [Decimal("12.340"), Decimal("0E-10"), Decimal("1E+2")],
         jsonl=Cell((Decimal("12.340"), Decimal("0E-10"), Decimal("100")), "exact JSON number (`12.340`)"),
         csv=Cell(("12.340", "0.0000000000", "100"), "exact, plain notation: `12.340`, `0.0000000000`, `100`"),
         avro=Cell(BAD, "bad record unless a schema (the deserializer's, `avro_schema`, `columns:`) "
                        "declares a decimal"),
         parquet=Cell(tuple(Arrow("decimal256(48, 10)", Decimal(d)) for d in ("12.3400000000", "0E-10", "100.0000000000")),
-                     "a decimal at the largest scale seen (`decimal256(48, 10)` here); a declared scale rejects "
-                     "a value that needs rounding")),
+                     "exact at the largest scale seen, but mixed scales widen past 38 digits: "
+                     "`decimal256(48, 10)` here, which DuckDB reads as double; a declared scale rejects a value "
+                     "that needs rounding")),
     Row("`Decimal`: `Infinity`, `-Infinity`, `NaN`", [Decimal("Infinity"), Decimal("-Infinity"), Decimal("NaN")],
         jsonl=Cell(BAD, "bad record (JSON has none)"),
         csv=Cell(("Infinity", "-Infinity", "NaN"), "`Infinity`, `-Infinity`, `NaN`"),
