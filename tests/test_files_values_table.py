@@ -2,7 +2,7 @@
 of docs/sinks/files.md), checked cell by cell: each row's values go as the field ``v`` of one
 record each through the real files sink, and the real S3 sink (moto), into a new dataset of each
 format, and are read back with independent readers (json, csv and pyarrow's CSV reader,
-fastavro, pyarrow.parquet), not through kpipe. Each value reads back as its cell says, or was
+fastavro, pyarrow.parquet, and pyarrow.dataset over the files sink's directory), not through kpipe. Each value reads back as its cell says, or was
 reported a bad record exactly once at its own offset."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from decimal import Decimal
 import fastavro
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -61,8 +62,11 @@ def read_avro(data: bytes) -> dict:
     return {r.get("i"): r.get("v") for r in fastavro.reader(io.BytesIO(data))}  # no "i": the record lost it
 
 
-def read_parquet(data: bytes) -> dict:
-    t = pq.read_table(io.BytesIO(data))
+def read_parquet(data) -> dict:
+    return _arrow_rows(pq.read_table(io.BytesIO(data)))
+
+
+def _arrow_rows(t) -> dict:
     typ = str(t.schema.field("v").type)
     return {r["i"]: Arrow(typ, r["v"]) for r in t.to_pylist()}
 
@@ -169,6 +173,11 @@ def test_files_sink_values_land_as_the_table_says(tmp_path, cases):
     fmt = cases[0].column
     rejected, files = write_local(tmp_path, fmt, _records(cases))
     check(fmt, cases[0].row, cases, rejected, files)
+    if fmt == "parquet" and files:  # the directory opens as one dataset, with the files' types
+        whole = _arrow_rows(ds.dataset(str(tmp_path), format="parquet").to_table())
+        each = {i: a for data in files for i, a in read_parquet(data).items()}
+        assert whole.keys() == each.keys() and all(
+            whole[i].type == each[i].type and same(whole[i].value, each[i].value) for i in whole)
 
 
 @pytest.mark.parametrize("cases", _cases("s3", S3_FORMATS))
