@@ -2,8 +2,9 @@
 of docs/sinks/files.md), checked cell by cell: each row's values go as the field ``v`` of one
 record each through the real files sink, and the real S3 sink (moto), into a new dataset of each
 format, and are read back with independent readers (json, csv and pyarrow's CSV reader,
-fastavro, pyarrow.parquet, and pyarrow.dataset over the files sink's directory), not through kpipe. Each value reads back as its cell says, or was
-reported a bad record exactly once at its own offset."""
+fastavro, pyarrow.parquet, and pyarrow.dataset over the files sink's directory), not through
+kpipe. Each value reads back as its cell says, or was reported a bad record exactly once at its
+own offset."""
 from __future__ import annotations
 
 import csv
@@ -159,8 +160,9 @@ def _cases(target: str, formats=TABLE.columns):
         if c.dialect == target and c.column in formats:
             out.setdefault((c.row.label, c.column), []).append(c)
     rows = {row.label: n for n, row in enumerate(TABLE.rows)}
-    return [pytest.param(cases, id=f"row{rows[label]}-{col}",
-                         marks=[pytest.mark.xfail(strict=True, reason=KNOWN[label, col])] if (label, col) in KNOWN else [])
+    def marks(key):
+        return [pytest.mark.xfail(strict=True, reason=KNOWN[key])] if key in KNOWN else []
+    return [pytest.param(cases, id=f"row{rows[label]}-{col}", marks=marks((label, col)))
             for (label, col), cases in out.items()]
 
 

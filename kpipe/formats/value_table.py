@@ -167,7 +167,8 @@ ROWS = (
         csv=Cell(("12.340", "0.0000000000", "100"), "exact, plain notation: `12.340`, `0.0000000000`, `100`"),
         avro=Cell(BAD, "bad record unless a schema (the deserializer's, `avro_schema`, `columns:`) "
                        "declares a decimal"),
-        parquet=Cell(tuple(Arrow("decimal256(48, 10)", Decimal(d)) for d in ("12.3400000000", "0E-10", "100.0000000000")),
+        parquet=Cell(tuple(Arrow("decimal256(48, 10)", Decimal(d))
+                           for d in ("12.3400000000", "0E-10", "100.0000000000")),
                      "exact at the largest scale seen, but mixed scales widen past 38 digits: "
                      "`decimal256(48, 10)` here, which DuckDB reads as double; a declared scale rejects a value "
                      "that needs rounding")),
