@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from kpipe.api import SinkContext
 from kpipe.sinks.s3.sink import S3Sink
 from s3kit import bucket, make_batch, moto_server, objects, s3  # noqa: F401  (fixtures)
-from test_dataset_schema import at_once, by_id, read_duckdb
+from test_dataset_schema import at_once, by_id, duckdb, read_duckdb
 
 CTX = SinkContext(pipeline="p", group="g", log=logging.getLogger("test.s3.schema"))
 
@@ -67,3 +67,36 @@ def test_concurrent_s3_writers_lose_no_column(moto_server, s3, bucket, tmp_path)
     assert pq.read_schema(tmp_path / "lake" / "+schema.parquet").names == list(state["columns"])
     rows = by_id(ds.dataset(str(tmp_path / "lake"), format="parquet").to_table().to_pylist())
     assert all(rows[p * 10 + k][f"f{p}_{k}"] == k for p in range(3) for k in range(3))
+
+
+def s3_table(moto_server, path: str):
+    """pyarrow.dataset over exactly ``bucket/prefix`` on the S3 server, as a reader does it."""
+    from pyarrow import fs
+
+    from kpipe.sinks.s3.testing import CREDENTIALS
+    s3fs = fs.S3FileSystem(endpoint_override=moto_server.url.split("://", 1)[1], scheme="http",
+                           access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                           region="us-east-1")
+    return ds.dataset(path, filesystem=s3fs, format="parquet").to_table()
+
+
+def test_kafka_connect_layout_a_table_per_topic_directory(moto_server, s3, bucket, tmp_path):
+    # Connect's layout makes each topics/<topic>/ a table of its own: its schema and reader
+    # files are the topic's, in that directory, where a table defined over it sees them.
+    s = sink(moto_server, bucket, layout="kafka-connect")
+    s.write([make_batch([{"id": 0, "v": 1}], 0, partition=0)])
+    s.write([make_batch([{"id": 1, "v": 7.25, "note": "x"}], 0, partition=1)])  # widens v, after partition 0's file
+    s.write([make_batch([{"pid": "p-1"}], 0, topic="payments", partition=0)])
+    orders = s3_table(moto_server, f"{bucket}/lake/topics/orders")
+    assert orders.schema.field("v").type == pa.float64()
+    assert by_id(orders.to_pylist()) == {0: {"id": 0, "v": 1.0, "note": None}, 1: {"id": 1, "v": 7.25, "note": "x"}}
+    assert s3_table(moto_server, f"{bucket}/lake/topics/payments").to_pylist() == [{"pid": "p-1"}]
+    state = objects(s3, bucket, "lake/_kpipe/schema/", state=True)
+    assert json.loads(state["lake/_kpipe/schema/orders.json"])["columns"] == {"id": "bigint", "v": "double",
+                                                                              "note": "text"}
+    download(s3, bucket, "lake", tmp_path)
+    assert pq.read_schema(tmp_path / "lake/topics/orders/_common_metadata").names == ["id", "v", "note"]
+    if duckdb is not None:
+        got = duckdb.sql(f"select id, v, note from read_parquet('{tmp_path}/lake/topics/orders/**/*.parquet', "
+                         "union_by_name = true) order by id").fetchall()
+        assert got == [(0, 1.0, None), (1, 7.25, "x")]

@@ -77,13 +77,24 @@ class S3Sink(Sink):
         self.states: dict[tuple, PartitionState] = {}  # what we last read or wrote, per partition
         self.ours_from: dict[tuple, int] = {}          # first offset we committed since that read
         self.last_sweep: dict[tuple, float] = {}
-        # One schema for every object under the prefix (csv: the header order), in _kpipe/.
-        self.schemas = None
-        if self.format.has_schema:
+        # One schema for every object of a dataset (csv: the header order), in _kpipe/.
+        self.schema_books: dict = {}
+
+    def _schemas(self, topic: str) -> SchemaBook:
+        """The schema of the dataset ``topic``'s objects belong to: every object under the
+        prefix, or with the ``kafka-connect`` layout the topic's own, since there each
+        ``<topics_dir>/<topic>/`` is a table of its own (as Connect's Hive integration makes it),
+        and its reader files go in that directory."""
+        key = topic if self.layout.style == "kafka-connect" else None
+        book = self.schema_books.get(key)
+        if book is None:
             from .schema import S3SchemaStore
-            self.schemas = SchemaBook(S3SchemaStore(lambda: self.store, self.prefix), self.format.columns,
-                                      context.value_schema, publish=self.format.reader_files, log=self.log,
-                                      remember=self.format.remember, typed=self.format.name != "csv")
+            root = None if key is None else "/".join(p for p in (self.layout.base, topic) if p)
+            store = S3SchemaStore(lambda: self.store, self.prefix, topic=key, root=root)
+            book = self.schema_books.setdefault(key, SchemaBook(
+                store, self.format.columns, self.context.value_schema, publish=self.format.reader_files,
+                log=self.log, remember=self.format.remember, typed=self.format.name != "csv"))
+        return book
 
     # -- the Sink contract ------------------------------------------------------------------
 
@@ -237,7 +248,8 @@ class S3Sink(Sink):
         uploads, published = [], []
         try:
             # The dataset's schema is stored (widened) before an object that needs it is sent.
-            schema = self.schemas.schema_for(b.values) if self.schemas is not None and plan else None
+            book = self._schemas(b.topic) if self.format.has_schema and plan else None
+            schema = book.schema_for(b.values) if book is not None else None
             for key, idxs, first, last in plan:
                 upload = ObjectUpload(self.store, key, self.part_size, self.content_type, before_send=fenced)
                 uploads.append(upload)
