@@ -4,8 +4,9 @@ The sinks widen the dataset schema over a batch (``dataset.widen``) and then han
 of values to the Parquet writer, which needs the same columns and kinds to choose pyarrow's own
 conversion (in C) over checking value by value. ``widen`` leaves its ``Columns`` here
 (``share``); the writer takes them (``take``), or works them out again for a list it was not
-shared for. Taking removes the entry, so a list changed after ``widen`` is never read stale by a
-later write; entries hold their list, so its id is not reused while they wait.
+shared for. Taking removes the entry, so a second write of the list works them out afresh;
+entries hold their list, so its id is not reused while they wait. The contract: nothing changes
+the list between ``widen`` and the write (the sinks pass their batch's values list untouched).
 """
 from __future__ import annotations
 
