@@ -3,10 +3,11 @@
 The sinks widen the dataset schema over a batch (``dataset.widen``) and then hand the same list
 of values to the Parquet writer, which needs the same columns and kinds to choose pyarrow's own
 conversion (in C) over checking value by value. ``widen`` leaves its ``Columns`` here
-(``share``); the writer takes them (``take``), or works them out again for a list it was not
-shared for. Taking removes the entry, so a second write of the list works them out afresh;
-entries hold their list, so its id is not reused while they wait. The contract: nothing changes
-the list between ``widen`` and the write (the sinks pass their batch's values list untouched).
+(``share``: one slot per thread, as the sinks widen and write a batch on one thread, so a format
+that never takes them holds one batch at most); the writer takes them (``take``), or works them
+out again for a list it was not shared for. Taking empties the slot, so a second write of the
+list works them out afresh. The contract: nothing changes the list between ``widen`` and the
+write (the sinks pass their batch's values list untouched).
 """
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ from .base import as_row
 __all__ = ["Columns", "share", "take"]
 
 _UNSET = object()
-_KEEP = 16  # batches written in parallel (S3 partitions) wait here at once; older ones are dropped
-_shared: dict = {}
-_lock = threading.Lock()
+_slot = threading.local()  # one batch per thread: the sinks widen and write a batch on one thread
 
 
 class Columns:
@@ -50,13 +49,12 @@ class Columns:
 
 
 def share(cols: Columns) -> None:
-    with _lock:
-        _shared[id(cols.values)] = cols
-        while len(_shared) > _KEEP:
-            del _shared[next(iter(_shared))]
+    _slot.cols = cols  # replaces the last one: a format that never takes holds one batch at most
 
 
 def take(values: list) -> Columns:
-    with _lock:
-        found = _shared.pop(id(values), None)
-    return found if found is not None and found.values is values else Columns(values)
+    found = getattr(_slot, "cols", None)
+    if found is not None and found.values is values:
+        _slot.cols = None
+        return found
+    return Columns(values)
