@@ -8,7 +8,11 @@ atomic rename after fsync, so publishing the file and committing its offsets are
 A batch whose records were all filtered out publishes no file; its end goes to ``.next`` in the
 partition's directory instead (same rename and fsync), so the stored offset still moves past
 it. Names starting with ``.`` (the lock file, ``.next``, temp files of a crashed writer) are
-never data.
+never data. ``head.py`` finds the head: by listing the directory on assignment, and from a hint
+kept in the lock file on each write, so a write costs the same at any number of files.
+
+Writes of different partitions may run at once (``Capabilities.max_in_flight``): each partition
+has its own directory, lock and hint, and what the instance keeps is per partition.
 """
 from __future__ import annotations
 
@@ -17,23 +21,15 @@ import os
 from contextlib import contextmanager
 from typing import Sequence
 
-from kpipe.api import Batch, BadRecordError, FatalError, OffsetConflict, Sink, SinkContext
+from kpipe.api import Batch, BadRecordError, FatalError, OffsetConflict, Sink, SinkContext, WriteOutcome
 from kpipe.formats import EncodeError, FileFormat, SchemaBook
 from kpipe.paths import object_name as file_name
 from kpipe.paths import parse_object_name as parse_name
 
+from . import head as heads
+from .head import NEXT as _NEXT
+
 __all__ = ["FilesSink", "file_name", "parse_name"]
-
-
-_NEXT = ".next"  # the next offset after a batch that published no file
-
-
-def _read_next(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):  # vanished, or not ours to read: the files still tell the head
-        return None
 
 
 def _fatal(exc: OSError, doing: str, path: str) -> FatalError:
@@ -73,6 +69,10 @@ class FilesSink(Sink):
         # writes such a call again without that record; its batches in that range are already
         # durable, ours, not a stale writer's. Forgotten once a call returns.
         self._ours: dict[tuple, tuple[int, int]] = {}
+        # Partitions whose directory a write of this instance has listed since it was assigned:
+        # the first write lists it once more (leftovers of a crashed writer go then), the
+        # others trust the hint.
+        self._listed: set = set()
 
     def open(self) -> None:
         try:
@@ -113,38 +113,43 @@ class FilesSink(Sink):
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as exc:
                 raise _fatal(exc, "lock", lock) from None
-            yield
+            yield fd
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _head(self, d: str) -> int | None:
-        """The next offset after the newest file, or None. Caller holds the lock.
+    def _truth(self, d: str, tp, lock: int) -> heads.Head:
+        """The head the file names give (a listing of ``d``), and the hint rewritten to it.
+        Temp files found here belong to a crashed writer (a live one would hold the lock), so
+        they are removed. Caller holds the lock."""
+        def remove(path):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                raise _fatal(exc, "remove the leftover temp file", path) from None
 
-        Temp files found here belong to a crashed writer (a live one would hold the lock),
-        so they are removed.
-        """
-        head = None
         try:
-            with os.scandir(d) as entries:
-                for e in entries:
-                    name = e.name
-                    if name.startswith("."):
-                        if name.endswith(".tmp"):
-                            try:
-                                os.unlink(e.path)
-                            except OSError as exc:
-                                raise _fatal(exc, "remove the leftover temp file", e.path) from None
-                        elif name == _NEXT:
-                            marked = _read_next(e.path)
-                            if marked is not None and (head is None or marked > head):
-                                head = marked
-                        continue
-                    parsed = parse_name(name)
-                    if parsed is not None and (head is None or parsed[3] + 1 > head):
-                        head = parsed[3] + 1
+            head = heads.truth(d, tp, lock, remove)
+            heads.write_hint(lock, head.witness)
         except OSError as exc:
             raise _fatal(exc, "read the partition directory", d) from None
         return head
+
+    def _current(self, d: str, tp, lock: int) -> heads.Head:
+        """The head for a write: from the hint (no listing), or the truth when there is no
+        usable hint. Caller holds the lock."""
+        try:
+            head = heads.fast(d, tp, lock)
+        except OSError as exc:
+            raise _fatal(exc, "read the partition directory", d) from None
+        return head if head is not None else self._truth(d, tp, lock)
+
+    def _announce(self, d: str, lock: int, head: heads.Head, pending: str) -> None:
+        """Name ``pending`` in the hint before publishing it: a writer killed after its rename
+        is then still seen by the next one. Caller holds the lock."""
+        try:
+            heads.write_hint(lock, head.witness, pending)
+        except OSError as exc:
+            raise _fatal(exc, "write the head hint to", os.path.join(d, ".lock")) from None
 
     # -- the Sink contract ---------------------------------------------------------------
 
@@ -152,43 +157,74 @@ class FilesSink(Sink):
         found = {}
         for tp in partitions:
             self._ours.pop(tp, None)
+            self._listed.discard(tp)
             d = self._dir(tp)
-            with self._locked(d):
-                head = self._head(d)
+            with self._locked(d) as lock:
+                head = self._truth(d, tp, lock).offset
             if head is not None:
                 found[tp] = head
         return found
 
-    def write(self, batches: Sequence[Batch]) -> None:
-        conflicts = {}
+    def write(self, batches: Sequence[Batch]) -> WriteOutcome | None:
+        """Each partition on its own: one that fails with an OS error (its directory read-only,
+        the disk full) stops only its own batches, and the others are reported durable."""
+        conflicts: dict = {}
+        failed: dict = {}
         for b in batches:
-            if b.next_offset <= b.start_offset:
-                continue  # covers no offset at all
             tp = (b.topic, b.partition)
-            d = self._dir(tp)
-            name = file_name(b.topic, b.partition, b.start_offset, b.last_offset, self.ext)
-            with self._locked(d):
-                head = self._head(d)
-                if head is not None and b.start_offset < head:
-                    ours = self._ours.get(tp)
-                    if ours is not None and ours[1] == head and ours[0] <= b.start_offset and b.next_offset <= head:
-                        continue  # published by our failed call, and nobody has published since
-                    # Someone already published past our start: writing would duplicate.
-                    conflicts[tp] = head
-                    continue
-                if b.values:
-                    self._publish(d, name, b)
-                else:  # all filtered: no file, but the stored offset must still move past them
-                    self._mark_next(d, b.next_offset)
-                ours = self._ours.get(tp)
-                self._ours[tp] = (ours[0] if ours is not None and ours[1] == b.start_offset else b.start_offset,
-                                  b.next_offset)
-        self._ours.clear()  # the call is done: a replay of it from now on is refused as usual
+            if b.next_offset <= b.start_offset or tp in failed or tp in conflicts:
+                continue  # covers no offset at all, or an earlier batch of its partition did not land
+            try:
+                conflict = self._write_batch(tp, b)
+            except FatalError as exc:
+                failed[tp] = exc
+                continue
+            if conflict is not None:
+                conflicts[tp] = conflict
+        parts = {(b.topic, b.partition) for b in batches}
+        durable = parts - set(failed) - set(conflicts)
+        for tp in durable:
+            self._ours.pop(tp, None)  # done: a replay of it from now on is refused as usual
+        if failed:
+            if not durable:
+                raise next(iter(failed.values()))
+            # A conflicted partition is left to the retry, which reports it again.
+            return WriteOutcome(frozenset(durable), "; ".join(str(e) for e in failed.values()))
         if conflicts:
             raise OffsetConflict(conflicts)
+        return None
+
+    def _write_batch(self, tp, b: Batch) -> int | None:
+        """Publish ``b`` (or skip it: ours already); the head another writer is ahead at, if so."""
+        d = self._dir(tp)
+        name = file_name(b.topic, b.partition, b.start_offset, b.last_offset, self.ext)
+        with self._locked(d) as lock:
+            if tp in self._listed:
+                head = self._current(d, tp, lock)
+            else:
+                head = self._truth(d, tp, lock)
+                self._listed.add(tp)
+            if head.offset is not None and b.start_offset < head.offset:
+                ours = self._ours.get(tp)
+                if ours is not None and ours[1] == head.offset and ours[0] <= b.start_offset \
+                        and b.next_offset <= head.offset:
+                    return None  # published by our failed call, and nobody has published since
+                head = self._truth(d, tp, lock)  # the hint never fences on its own: the names decide
+                if head.offset is not None and b.start_offset < head.offset:
+                    return head.offset  # someone already published past our start: writing would duplicate
+            if b.values:
+                self._announce(d, lock, head, name)
+                self._publish(d, name, b)
+            else:  # all filtered: no file, but the stored offset must still move past them
+                self._announce(d, lock, head, _NEXT)
+                self._mark_next(d, b.next_offset)
+            ours = self._ours.get(tp)
+            self._ours[tp] = (ours[0] if ours is not None and ours[1] == b.start_offset else b.start_offset,
+                              b.next_offset)
+        return None
 
     def _publish(self, d: str, name: str, b: Batch) -> None:
-        """Stream the batch into a temp file, fsync, rename. Caller holds the lock (``_head``
+        """Stream the batch into a temp file, fsync, rename. Caller holds the lock (``_truth``
         removes temp files it finds, taking them for a crashed writer's)."""
         # The dataset's schema is stored (widened) before a file that needs it exists.
         schema = self.schemas.schema_for(b.values) if self.schemas is not None else None
@@ -234,7 +270,9 @@ class FilesSink(Sink):
         for tp in partitions:
             self._dirs.pop(tp, None)
             self._ours.pop(tp, None)
+            self._listed.discard(tp)
 
     def close(self) -> None:
         self._dirs.clear()
         self._ours.clear()
+        self._listed.clear()
