@@ -76,7 +76,7 @@ def cmd_run(args) -> int:
     specs = None if paths is None else _load(paths)
     if specs is None:
         return EXIT_USAGE
-    if len(specs) > 1:
+    if len(specs) > 1 or (args.replicas > 1 and args.replica is None):  # a member never supervises
         return _supervise(args, specs)
     from kpipe.ops.progress import attach
     from kpipe.runtime import Runner
@@ -84,6 +84,10 @@ def cmd_run(args) -> int:
     from kpipe.api import KpipeError
 
     spec = specs[0]
+    if args.replica is not None:  # one member of `--replicas N`, started by the supervisor
+        from kpipe.ops.replicas import as_replica
+
+        spec = as_replica(spec, args.replica)
     try:
         runner = Runner(spec, until_caught_up=args.until_caught_up, max_messages=args.max_messages)
     except KpipeError as exc:  # a plugin the spec names cannot start (say, an unreadable schema file)
@@ -116,7 +120,7 @@ def cmd_run(args) -> int:
 
 # `kpipe run` options that only the supervisor acts on; every other option is passed to each child.
 _SUPERVISOR_ONLY = {"specs", "restart", "max_restarts", "progress", "progress_interval", "help", "version",
-                    "metrics_port"}
+                    "metrics_port", "replicas", "replica"}
 
 
 def _child_args(args) -> list[str]:
@@ -151,13 +155,18 @@ def _supervise(args, specs) -> int:
                   "each pipeline under one supervisor needs a name of its own", file=sys.stderr)
             return EXIT_USAGE
         names[spec.name] = spec.file
+    from kpipe.ops.replicas import plan, warn_idle
+
+    # Each child its own metrics port, PORT+k; replicas of one spec each their own client.id.
+    children = plan(specs, args.replicas, args.metrics_port)
+    if args.metrics_port and args.metrics_port + len(children) - 1 > 65535:
+        print(f"kpipe run: --metrics-port {args.metrics_port}: {len(children)} processes need ports up to "
+              f"{args.metrics_port + len(children) - 1}, past 65535", file=sys.stderr)
+        return EXIT_USAGE
     display = make_display(sys.stderr, args.progress_interval) if args.progress else None
-    port = args.metrics_port
-
-    def own(i: int) -> tuple:  # each pipeline its own metrics port: PORT+i (0: each a free one)
-        return () if port is None else ("--metrics-port", str(port + i if port else 0))
-
-    sup = Supervisor([(s.name, s.file, own(i)) for i, s in enumerate(specs)], _child_args(args), restart=args.restart,
+    if args.replicas > 1:
+        warn_idle(specs, args.replicas)
+    sup = Supervisor(children, _child_args(args), restart=args.restart,
                      max_restarts=args.max_restarts, bounded=bool(args.until_caught_up or args.max_messages),
                      display=display)
     from kpipe.ops.progress import route_logs, unroute_logs
@@ -174,7 +183,8 @@ def cmd_lag(args) -> int:
     if specs is None:
         return EXIT_USAGE
     from kpipe.api import KpipeError
-    from kpipe.ops.lag import format_table, gather, to_json
+    from kpipe.ops.lag import format_table, gather, to_json, with_members
+    from kpipe.ops.members import read_members
     from kpipe.runtime.retry import DependencyUnavailable
 
     spec = specs[0]
@@ -186,7 +196,9 @@ def cmd_lag(args) -> int:
     except KpipeError as exc:
         print(f"kpipe lag: {spec.file}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    print(to_json(spec, rows) if args.json else format_table(spec, rows))
+    members = read_members(spec)  # who holds each partition, where the broker says
+    with_members(rows, members)
+    print(to_json(spec, rows, members) if args.json else format_table(spec, rows, members))
     return EXIT_OK
 
 
@@ -295,12 +307,29 @@ def cmd_docs(args) -> int:
     return EXIT_OK
 
 
+MAX_REPLICAS = 256  # processes on one machine; a typo must not fork thousands
+
+
+def _replica_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: a whole number from 1 to {MAX_REPLICAS}")
+    return n
+
+
 def _add_ops_run_options(r) -> None:
     """`kpipe run` options for progress and for the supervisor of many pipelines."""
+    r.add_argument("--replicas", type=_replica_count, default=1, metavar="N",
+                   help="run N members of each spec's consumer group, each its own process under the "
+                        "supervisor (useful up to the topics' partition count); see docs/operations.md")
+    r.add_argument("--replica", type=int, help=argparse.SUPPRESS)  # set by the supervisor on each member
     r.add_argument("--restart", choices=["no", "on-failure", "always"], default="on-failure",
-                   help="several specs: restart a pipeline whose process dies (default: on-failure)")
+                   help="several specs or replicas: restart a pipeline whose process dies (default: on-failure)")
     r.add_argument("--max-restarts", type=int, default=5, metavar="N",
-                   help="several specs: give a pipeline up after N restarts in a row (default: 5)")
+                   help="several specs or replicas: give a pipeline up after N restarts in a row (default: 5)")
     r.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress display (a live line per pipeline on a terminal, else a log line "
                         "every --progress-interval)")
@@ -357,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -- operations (kpipe/ops, docs/metrics.md) --
     ro.add_argument("--metrics-port", type=int, metavar="PORT",
                     help="serve Prometheus /metrics, /healthz and /readyz on PORT (0: any free port); "
-                         "with several specs, pipeline i gets PORT+i")
+                         "with several specs or --replicas, process i gets PORT+i")
     ro.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST", help="address to bind (default 0.0.0.0)")
     ro.add_argument("--health-stall", type=float, metavar="SECONDS",
                     help="/healthz fails and systemd watchdog pings stop once the loop has not turned for this "

@@ -4,7 +4,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-__all__ = ["create_topic", "describe_group", "produce"]
+__all__ = ["create_topic", "describe", "describe_group", "produce"]
 
 # librdkafka settings an AdminClient shares with the consumer it reports on: how to reach and
 # authenticate to the brokers. Consumer-only settings would only draw warnings.
@@ -21,15 +21,21 @@ def create_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 3
             raise
 
 
+def describe(bootstrap: str, group: str, options=None, timeout: float = 5.0):
+    """The coordinator's DescribeGroups answer for ``group`` (confluent_kafka's
+    ``ConsumerGroupDescription``); raises ``KafkaException`` when it cannot be had."""
+    conf = {"bootstrap.servers": bootstrap,
+            **{k: v for k, v in (options or {}).items() if str(k).startswith(_CONNECTION_PREFIXES)}}
+    admin = AdminClient(conf)
+    return admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout + 1)
+
+
 def describe_group(bootstrap: str, group: str, options=None, timeout: float = 5.0) -> str:
     """What the group's coordinator reports about ``group`` (DescribeGroups), as one phrase:
     ``state PreparingRebalance, 2 members: id1 (client, host), ...``. Never raises: a failure
     to describe is reported in the phrase. The protocol does not report the group's leader."""
-    conf = {"bootstrap.servers": bootstrap,
-            **{k: v for k, v in (options or {}).items() if str(k).startswith(_CONNECTION_PREFIXES)}}
     try:
-        admin = AdminClient(conf)
-        desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout + 1)
+        desc = describe(bootstrap, group, options, timeout)
     except Exception as exc:  # a diagnosis must not hide the failure it explains
         return f"describing the group failed: {exc}"
     state = getattr(desc.state, "name", desc.state)

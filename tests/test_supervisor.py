@@ -157,9 +157,24 @@ def _free_port_pair() -> int:
     raise AssertionError("no two consecutive free ports")
 
 
-def test_each_pipeline_serves_its_own_metrics_on_port_plus_its_index(brokers, topic, tmp_path):
+def scrape(port: int) -> str:
+    """The text of ``/metrics`` on 127.0.0.1:``port``; empty while nothing answers there."""
     import urllib.request
 
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return resp.read().decode()
+    except OSError:
+        return ""
+
+
+def figure(text: str, metric: str, pipeline: str) -> float:
+    """The value of ``metric`` for ``pipeline`` in a scrape; -1 when it is not there."""
+    m = re.search(rf'{metric}\{{pipeline="{re.escape(pipeline)}"\}} (\S+)', text)
+    return float(m[1]) if m else -1
+
+
+def test_each_pipeline_serves_its_own_metrics_on_port_plus_its_index(brokers, topic, tmp_path):
     topic2 = topic + "-m"
     create_topic(brokers, topic2, 4)
     a, b = unique("met-a"), unique("met-b")
@@ -171,16 +186,8 @@ def test_each_pipeline_serves_its_own_metrics_on_port_plus_its_index(brokers, to
     sup = Proc(tmp_path / "logs", "sup", "run", str(spec_a), str(spec_b), "--no-progress",
                "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
 
-    def scrape(p: int) -> str:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=2) as resp:
-                return resp.read().decode()
-        except OSError:
-            return ""
-
     def written(text: str, name: str) -> float:
-        m = re.search(rf'kpipe_messages_written_total\{{pipeline="{re.escape(name)}"\}} (\S+)', text)
-        return float(m[1]) if m else -1
+        return figure(text, "kpipe_messages_written_total", name)
 
     try:
         wait_for(lambda: written(scrape(port), a) == 300 and written(scrape(port + 1), b) == 200, 60,

@@ -20,7 +20,8 @@ from kpipe.runtime.retry import Backoff, retry
 from kpipe.runtime.consumer import consumer_config, group_offsets, topic_partitions
 from kpipe.runtime.offsets import resume_positions, start_position
 
-__all__ = ["PartitionLag", "gather", "format_table", "to_json", "short_backoff", "probe_consumer", "kafka_call"]
+__all__ = ["PartitionLag", "gather", "with_members", "format_table", "to_json", "short_backoff", "probe_consumer",
+           "kafka_call"]
 
 log = logging.getLogger("kpipe.lag")
 
@@ -80,6 +81,7 @@ class PartitionLag:
     end: int                # high watermark
     lag: int
     source: str             # where `committed` comes from: sink | group | none
+    member: str | None = None  # ``client@host`` of the group member holding it, when the broker says
 
 
 def _metadata(consumer, spec) -> list[tuple[str, int]]:
@@ -144,22 +146,51 @@ def totals(rows: list[PartitionLag]) -> dict:
             "lag": sum(r.lag for r in rows)}
 
 
-def format_table(spec, rows: list[PartitionLag]) -> str:
-    head = ("topic", "partition", "committed", "end", "lag", "from")
+def with_members(rows: list[PartitionLag], members) -> list[PartitionLag]:
+    """``rows`` with each partition's holder from ``members`` (``kpipe.ops.members.Members``)."""
+    owners = members.owners() if members is not None else {}
+    for r in rows:
+        m = owners.get((r.topic, r.partition))
+        r.member = m.label if m is not None else None
+    return rows
+
+
+def _group_line(members) -> str:
+    if members is None:
+        return ""
+    if not members.known:
+        return f"; members unknown: {members.note}"
+    if not members.members:
+        return "; no members running"
+    return f"; {len(members.members)} member{'s' if len(members.members) != 1 else ''}"
+
+
+def format_table(spec, rows: list[PartitionLag], members=None) -> str:
+    """The report as text; a ``member`` column when the broker named the partitions' holders."""
+    show = any(r.member for r in rows)
+    head = ("topic", "partition", "committed", "end", "lag", "from") + (("member",) if show else ())
     body = [(r.topic, str(r.partition), "-" if r.committed is None else str(r.committed), str(r.end),
-             str(r.lag), r.source) for r in rows]
+             str(r.lag), r.source) + ((r.member or "-",) if show else ()) for r in rows]
     t = totals(rows)
-    body.append(("total", "", str(t["committed"]), str(t["end"]), str(t["lag"]), ""))
+    body.append(("total", "", str(t["committed"]), str(t["end"]), str(t["lag"]), "") + (("",) if show else ()))
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w)
+        return "  ".join(c.ljust(w) if i in (0, 5, 6) else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    return "\n".join([f"{spec.name} (group {spec.group}, sink {spec.sink_type})", line(head),
-                      *(line(b) for b in body)])
+    title = f"{spec.name} (group {spec.group}, sink {spec.sink_type}{_group_line(members)})"
+    return "\n".join([title, line(head), *(line(b) for b in body)])
 
 
-def to_json(spec, rows: list[PartitionLag]) -> str:
-    return json.dumps({"pipeline": spec.name, "group": spec.group, "sink": spec.sink_type,
-                       "partitions": [asdict(r) for r in rows], "total": totals(rows)}, indent=2)
+def to_json(spec, rows: list[PartitionLag], members=None) -> str:
+    doc = {"pipeline": spec.name, "group": spec.group, "sink": spec.sink_type,
+           "partitions": [asdict(r) for r in rows], "total": totals(rows)}
+    if members is not None:
+        doc["group_state"] = members.state
+        # null: the broker did not say who the members are (see members_note)
+        doc["members"] = [{**asdict(m), "partitions": [list(tp) for tp in m.partitions]}
+                          for m in members.members] if members.known else None
+        if members.note:
+            doc["members_note"] = members.note
+    return json.dumps(doc, indent=2)

@@ -1,6 +1,9 @@
 """Many pipelines in one command: each in a child process (``python -m kpipe run SPEC ...``)
 under one supervisor.
 
+- Replicas (``--replicas N``, ``kpipe.ops.replicas``): N children per spec, members of its
+  consumer group named ``NAME/0`` ... ``NAME/N-1``; each is a pipeline to every rule below.
+
 - Children run in sessions of their own, so a Ctrl-C at the terminal reaches only the
   supervisor, which forwards exactly one SIGTERM to each (two would skip their drain).
 - Restart policy (``--restart``): ``no``; ``on-failure`` (default) restarts a child that
