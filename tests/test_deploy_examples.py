@@ -4,6 +4,7 @@ by kpipe's own argparse parser), and that the specs in the ConfigMap validate.""
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 
 import pytest
@@ -70,6 +71,8 @@ def test_deployment_scales_out_in_one_group_with_probes_on_the_metrics_port():
     (c,) = spec["containers"]
     args = c["args"]
     assert "--until-caught-up" not in args
+    # One process per pod: the Deployment's replicas are the members, and the probes watch one port.
+    assert parse_cli(args).replicas == 1
     port = int(args[args.index("--metrics-port") + 1])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports[c["livenessProbe"]["httpGet"]["port"]] == port == ports[c["readinessProbe"]["httpGet"]["port"]]
@@ -113,10 +116,24 @@ def unit(name: str) -> configparser.ConfigParser:
     return cp
 
 
-def exec_start(cp) -> list[str]:
-    argv = shlex.split(cp["Service"]["ExecStart"].replace("%i", "orders"))
+def exec_start(cp, env: dict | None = None) -> list[str]:
+    """The unit's command for instance ``orders``, with ``env`` as its environment: an unquoted
+    ``$NAME`` word is split at whitespace into zero or more words, as systemd does."""
+    argv = []
+    for word in shlex.split(cp["Service"]["ExecStart"].replace("%i", "orders")):
+        if re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", word):
+            argv += (env or {}).get(word[1:], "").split()
+        else:
+            argv.append(word)
     assert argv[0].endswith("/kpipe")
     return argv[1:]
+
+
+def env_file(name: str) -> dict:
+    """``KEY=VALUE`` lines of an ``EnvironmentFile=`` (comments and blank lines skipped)."""
+    pairs = (line.split("=", 1) for line in (SYSTEMD / name).read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def test_long_running_unit():
@@ -127,7 +144,17 @@ def test_long_running_unit():
     assert svc["KillSignal"] == "SIGTERM" and svc["KillMode"] == "mixed" and int(svc["TimeoutStopSec"]) > 0
     args = parse_cli(exec_start(cp))
     assert args.command == "run" and args.specs == ["/etc/kpipe/orders.yaml"] and not args.until_caught_up
+    assert args.replicas == 1
     assert cp["Install"]["WantedBy"] == "multi-user.target"
+    assert svc["EnvironmentFile"].lstrip("-") == "/etc/kpipe/%i.env"
+
+
+def test_long_running_unit_scales_out_with_replicas_from_its_environment_file():
+    env = env_file("orders.env")
+    args = parse_cli(exec_start(unit("kpipe@.service"), env))
+    assert args.specs == ["/etc/kpipe/orders.yaml"] and args.replicas > 1
+    assert args.metrics_port  # member i serves PORT+i
+    assert "KAFKA_BROKERS" in env  # the spec's ${VAR} values live in the same file
 
 
 def test_once_unit_and_timer():
