@@ -132,20 +132,7 @@ def check(fmt: str, row, cases: list, rejected: list[int], files: list[bytes]) -
 
 # Cells where kpipe breaks its promise today (the dataset schema's code, not this table's to fix):
 # strict, so the test says so once they are fixed and the mark can go.
-KNOWN = {
-    ("nesting 300 lists deep", "avro"):
-        ("a crash: the remembered Avro schema nests past orjson's 255 levels, and writing the dataset "
-         "state (orjson.dumps in the sink's schema store) raises TypeError 'Recursion limit reached'"),
-    ('lone surrogate in a field name (`{"\\udc00": 1}`)', "avro"):
-        ("a silent loss: avro.remember_schema leaves a record with such a key out of the schema, and "
-         "fastavro drops the fields a schema lacks: the record is written as {}"),
-    ("nesting 3000 lists deep", "avro"):
-        ("a silent loss: avro.remember_schema leaves a record deeper than it infers out of the schema, "
-         "and fastavro drops the fields a schema lacks: the record is written as {}"),
-    ('map with integer keys (`{1: "a"}`, from a transform)', "avro"):
-        ("a crash: avro.remember_schema -> infer_schema takes every key for a str and raises TypeError "
-         "'expected string or bytes-like object, got int' (formats/avro.py _names)"),
-}
+KNOWN: dict = {}
 
 
 # The S3 sink shares every writer; its own part is the dataset state in _kpipe/ (the remembered

@@ -242,6 +242,7 @@ class AvroWriter(Writer):
         self.writer = None
         self.convert = None
         self.check_ints = False
+        self.fields = None  # a remembered schema's top-level keys: fastavro drops any other field
 
     def _open(self, values: list) -> None:
         from fastavro import parse_schema
@@ -251,6 +252,7 @@ class AvroWriter(Writer):
             schema = self.given
             if self.remembered:
                 self.convert = _key_converter(schema)
+                self.fields = {_field_key(f) for f in schema["fields"]}
         elif self.preferred is not None and (self.dataset is not None or _fits(self.preferred, values)):
             schema = self.preferred  # one declared schema for the dataset: a record that does not fit is bad
         elif self.dataset is not None:
@@ -271,6 +273,8 @@ class AvroWriter(Writer):
             except RecursionError:  # inferring a schema for nesting deeper than Python's stack
                 raise EncodeError("cannot write as Avro: nested too deep to infer a schema",
                                   max(range(len(values)), key=lambda i: _depth(values[i]))) from None
+        if self.fields is not None:
+            _check_keys(values, self.fields)
         write, convert = self.writer.write, self.convert
         check_ints = self.check_ints
         if check_ints:
@@ -296,6 +300,26 @@ class AvroWriter(Writer):
             self.writer.flush()
 
 
+def _check_keys(values: list, fields: set) -> None:
+    """``EncodeError`` at the first record the remembered schema has left out (``remember_schema``):
+    a top-level key it lacks, or a key anywhere that is not UTF-8 text (orjson refuses those in
+    one C pass; only then is each record looked at). A deeper record left out has a field whose
+    type is shallower than its value, which fastavro refuses."""
+    for i, v in enumerate(values):
+        if type(v) is dict and not v.keys() <= fields:
+            extra = next(k for k in v if k not in fields)
+            raise EncodeError(f"cannot write as Avro: the dataset's schema has no field for {extra!r} "
+                              "(a key that is not UTF-8 text, or nesting too deep to infer)", i)
+    try:
+        orjson.dumps(values, default=json_default)
+        return
+    except TypeError:  # orjson.JSONEncodeError: a bad key, too deep, or only a value orjson lacks
+        pass
+    for i, v in enumerate(values):
+        if not _keys_ok(v):
+            raise EncodeError("cannot write as Avro: a key that is not UTF-8 text", i)
+
+
 # -- a dataset's remembered writer schema --------------------------------------------------------
 
 _PRIMITIVES = ("null", "boolean", "long", "double", "string", "bytes")
@@ -305,21 +329,36 @@ _INFER_DEPTH = 150  # deeper records stay out of an inferred schema: the writer 
 def remember_schema(old: dict | None, values: list) -> dict:
     """The dataset's inferred writer schema ``old`` widened to hold ``values``: fields appended,
     union branches added, never removed, so Avro's schema resolution reads every earlier file
-    with the newest schema (a new field's default is null)."""
+    with the newest schema (a new field's default is null). A record no stored schema can hold
+    (a key that is not UTF-8 text, nesting past what inference or the state's JSON takes) stays
+    out: the writer reports it as a bad record (``AvroWriter`` refuses a key the schema lacks)."""
     try:
-        new, _ = infer_schema(values)
-    except RecursionError:
-        values = [v for v in values if _depth(v) <= _INFER_DEPTH]
-        new, _ = infer_schema(values)
-    try:
-        orjson.dumps(new)
-    except TypeError:  # a key that is not UTF-8 (a lone surrogate): the state cannot hold it
-        new, _ = infer_schema([v for v in values if _keys_ok(v)])
+        new = _storable_schema(values)
+    except (RecursionError, TypeError, ValueError):
+        new = _storable_schema([v for v in values if _inferable(v)])
     if old is None:
         return new
     merged = _merge_record(old, new)
     _unique_names(merged, set())
     return merged
+
+
+def _storable_schema(values: list) -> dict:
+    """``infer_schema``'s schema of ``values``, checked to fit the state document (orjson: valid
+    UTF-8 keys, at most 255 levels with the document's own); raises otherwise."""
+    new, _ = infer_schema(values)
+    orjson.dumps({"avro": new})
+    return new
+
+
+def _inferable(value) -> bool:
+    if _depth(value) > _INFER_DEPTH or not _keys_ok(value):
+        return False
+    try:
+        _storable_schema([value])
+    except (RecursionError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _keys_ok(value) -> bool:
@@ -329,7 +368,9 @@ def _keys_ok(value) -> bool:
         v = stack.pop()
         if type(v) is dict:
             for k in v:
-                if type(k) is str and not k.isascii():
+                if type(k) is not str:
+                    return False
+                if not k.isascii():
                     try:
                         k.encode()
                     except UnicodeEncodeError:
