@@ -86,3 +86,12 @@ def test_a_value_pyarrow_would_coerce_is_a_bad_record(value, column):
     schema = widen({}, [records[0]])[0]
     got = encode(schema, records, share=True)
     assert isinstance(got, tuple) and got[0] == 1, got
+
+
+def test_integers_a_double_holds_exactly_land_in_a_double_column_and_others_are_bad():
+    schema = {"c": "double"}
+    assert encode(schema, [{"c": -(2**63)}, {"c": 2**60}, {"c": 1.5}], share=True) == [
+        {"c": -9.223372036854776e18}, {"c": 1.152921504606847e18}, {"c": 1.5}]  # pyarrow refuses past 2**53
+    for big in (2**53 + 1, 10**400):  # rounded, or past a double's range: a bad record, never a crash
+        got = encode(schema, [{"c": 1.5}, {"c": big}], share=True)
+        assert isinstance(got, tuple) and got[0] == 1, got

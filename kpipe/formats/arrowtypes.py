@@ -128,9 +128,18 @@ def _values(pa, col: list, t) -> list:
             i = _first(col, lambda v: type(v) in (int, float))
             raise Unfit(f"{_what(col[i])} in a {t} column", i)
         if int in kinds:
+            big = False
             for i, v in enumerate(col):
-                if type(v) is int and not -_FLOAT_EXACT <= v <= _FLOAT_EXACT and float(v) != v:
-                    raise Unfit(f"the integer {v} in a {t} column: a double would round it", i)
+                if type(v) is int and not -_FLOAT_EXACT <= v <= _FLOAT_EXACT:
+                    try:
+                        exact = float(v) == v
+                    except OverflowError:  # past a double's range
+                        exact = False
+                    if not exact:
+                        raise Unfit(f"the integer {v} in a {t} column: a double would round it", i)
+                    big = True
+            if big:  # pyarrow refuses an integer past 2**53 even where a double holds it exactly
+                col = [float(v) if type(v) is int else v for v in col]
         return col
     if t == "text" and kinds != {str}:  # text holds any value: strings as they are, others as JSON text
         try:
