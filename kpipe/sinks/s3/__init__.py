@@ -3,7 +3,11 @@ from kpipe.api import Capabilities, SinkPlugin
 from kpipe.formats.schema import FORMAT_PROPERTIES, FORMAT_RULES
 from kpipe.spec.units import SIZE_PATTERN
 
-__all__ = ["plugin", "CONFIG_SCHEMA", "PATH_PATTERN"]
+__all__ = ["plugin", "CONFIG_SCHEMA", "PATH_PATTERN", "MAX_IN_FLIGHT"]
+
+# Writes at once, each for other partitions: an upload waits on the network, not the CPU, so
+# the next batches go up while one write waits (Redpanda Connect's aws_s3 max_in_flight is 64).
+MAX_IN_FLIGHT = 4
 
 # What kpipe.paths.PathTemplate accepts, roughly, so `kpipe validate` catches typos; the
 # template compiler has the last word (and the exact message) when the sink starts.
@@ -62,7 +66,7 @@ plugin = SinkPlugin(
     name="s3",
     config_schema=CONFIG_SCHEMA,
     factory="kpipe.sinks.s3.sink:S3Sink",
-    capabilities=Capabilities(stores_offsets=True, idempotent_writes=True),
+    capabilities=Capabilities(stores_offsets=True, idempotent_writes=True, max_in_flight=MAX_IN_FLIGHT),
     description=CONFIG_SCHEMA["description"],
     extra="s3",
 )

@@ -24,16 +24,18 @@ partition is swept as well (see docs/sinks/s3.md, "Limits").
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from kpipe.api import (Batch, BadRecordError, FatalError, KpipeError, OffsetConflict, RetryableError, Sink,
-                       SinkContext)
+                       SinkContext, WriteOutcome)
 from kpipe.formats import EncodeError, FileFormat, SchemaBook
 from kpipe.paths import Layout, TemplateError
 from kpipe.spec.units import parse_size
 
+from . import MAX_IN_FLIGHT
 from .state import PartitionState, state_key
 from .store import Precondition, Store, UploadGone
 from .upload import ObjectUpload
@@ -72,6 +74,10 @@ class S3Sink(Sink):
         self.region = config.get("region") or None
         self.addressing_style = config.get("addressing_style", "auto")
         self.store: Store | None = None
+        # Several writes may run at once (Capabilities.max_in_flight), never two for one
+        # partition: the per-partition dicts below are only touched for a write's own
+        # partitions, and the shared pools are created under this lock.
+        self._pools_lock = threading.Lock()
         self.pool: ThreadPoolExecutor | None = None      # partitions of one write, in parallel
         self.io_pool: ThreadPoolExecutor | None = None   # requests of one batch, in parallel
         self.states: dict[tuple, PartitionState] = {}  # what we last read or wrote, per partition
@@ -101,7 +107,8 @@ class S3Sink(Sink):
     def open(self) -> None:
         if self.store is None:
             self.store = Store(self.bucket, endpoint_url=self.endpoint_url, region=self.region,
-                               addressing_style=self.addressing_style, max_connections=max(10, 2 * self.concurrency),
+                               addressing_style=self.addressing_style,
+                               max_connections=max(10, 2 * self.concurrency + MAX_IN_FLIGHT),
                                prefix=self.prefix)
         self.store.check()
 
@@ -116,7 +123,10 @@ class S3Sink(Sink):
             states = [self._read(tp) for tp in partitions]
         return {tp: st.next_offset for tp, st in zip(partitions, states) if st.next_offset is not None}
 
-    def write(self, batches: Sequence[Batch]) -> None:
+    def write(self, batches: Sequence[Batch]) -> WriteOutcome | None:
+        """Each partition on its own; when some failed and others committed, a ``WriteOutcome``
+        names the committed ones, and the runner writes only the rest again (a bad record or a
+        fenced partition alone is still raised: the runner's narrowing and rewind need them)."""
         by_tp: dict[tuple, list] = {}
         for b in batches:
             by_tp.setdefault((b.topic, b.partition), []).append(b)
@@ -124,7 +134,14 @@ class S3Sink(Sink):
             outcomes = [self._outcome(tp, bs) for tp, bs in by_tp.items()]
         else:
             outcomes = list(self._pool().map(lambda item: self._outcome(*item), by_tp.items()))
+        failed = {tp: exc for tp, exc in zip(by_tp, outcomes) if exc is not None}
+        durable = frozenset(by_tp) - set(failed)
+        errors = [exc for exc in failed.values() if not isinstance(exc, OffsetConflict)]
+        if durable and errors and not any(isinstance(exc, BadRecordError) for exc in errors):
+            # A fenced partition among them is left to the retry, which reports it again.
+            return WriteOutcome(durable, "; ".join(str(exc) for exc in errors))
         _raise_most_severe(outcomes)  # a retried call skips what this one committed
+        return None
 
     def revoke(self, partitions) -> None:
         for tp in partitions:
@@ -221,12 +238,16 @@ class S3Sink(Sink):
 
     def _pool(self) -> ThreadPoolExecutor:
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3")
+            with self._pools_lock:
+                if self.pool is None:
+                    self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3")
         return self.pool
 
     def _io(self) -> ThreadPoolExecutor:
         if self.io_pool is None:
-            self.io_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3-io")
+            with self._pools_lock:
+                if self.io_pool is None:
+                    self.io_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kpipe-s3-io")
         return self.io_pool
 
     def _write_objects(self, tp, b: Batch, plan: list, fence) -> PartitionState:
