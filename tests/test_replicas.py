@@ -21,9 +21,9 @@ from kpipe.ops.members import from_description
 from kpipe.ops.replicas import as_replica, plan
 
 
-def assigned(proc: Proc, member: str) -> bool:
-    return f"[{member}] " in proc.stderr() and re.search(rf"\[{re.escape(member)}\] .*kpipe\.run: assigned",
-                                                        proc.stderr()) is not None
+def assignments(proc: Proc, member: str) -> list[str]:
+    """What each ``assigned`` line of ``member`` (``NAME/i``) lists, in order."""
+    return re.findall(rf"\[{re.escape(member)}\] .*kpipe\.run: assigned (.*)", proc.stderr())
 
 
 # -- no broker -----------------------------------------------------------------------------
@@ -106,22 +106,21 @@ def test_kill_9_of_one_replica_under_load_lands_every_record_once(brokers, topic
     producer.start()
     sup = Proc(tmp_path / "logs", "sup", "run", str(spec), "--replicas", "2", "--no-progress")
     try:
-        wait_for(lambda: assigned(sup, f"{group}/0") and assigned(sup, f"{group}/1"), 30,
+        wait_for(lambda: assignments(sup, f"{group}/0") and assignments(sup, f"{group}/1"), 30,
                  "both members to be assigned partitions", [sup], interval=0.1)
         victim = f"{group}/1"
         # The victim's partitions have rows: the kill lands after writes, with more on the way.
-        line = re.findall(rf"\[{re.escape(victim)}\] .*kpipe\.run: assigned (.*)", sup.stderr())[-1]
-        owned = {int(p) for p in re.findall(r"\[(\d+)\]", line)}
+        owned = {int(p) for p in re.findall(r"\[(\d+)\]", assignments(sup, victim)[-1])}
         wait_for(lambda: all(db.offsets(group).get((topic, p), 0) > 0 for p in owned), 30,
                  f"{victim} to write its partitions {sorted(owned)}", [sup], interval=0.1)
         (pid,) = pids(sup, victim)
         os.kill(pid, signal.SIGKILL)
+        before = len(assignments(sup, victim))
         wait_for(lambda: len(pids(sup, victim)) == 2, 30, f"{victim} to be started again", [sup])
         assert "killed by SIGKILL; restart 1/5 in 1s" in sup.stderr()
         assert len(pids(sup, f"{group}/0")) == 1  # the other member ran on
-        wait_for(lambda: sup.stderr().count(f"[{victim}] ") > 0 and len(re.findall(
-            rf"\[{re.escape(victim)}\] .*kpipe\.run: assigned", sup.stderr())) >= 2, 40,
-            f"the new {victim} to join and be assigned", [sup], interval=0.1)
+        wait_for(lambda: len(assignments(sup, victim)) > before, 40, f"the new {victim} to join and be assigned",
+                 [sup], interval=0.1)
         produced = producer.stop()
         wait_for(lambda: db.count(table) >= produced, 40, f"all {produced} rows", [sup], interval=0.2)
         stop_cleanly(sup, timeout=30)
