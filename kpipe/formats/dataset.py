@@ -241,7 +241,12 @@ def _join(have, new):
     if have.startswith("numeric(") and new.startswith("numeric("):
         (p1, s1), (p2, s2) = (map(int, t[len("numeric("):-1].split(",")) for t in (have, new))
         s = max(s1, s2)
-        return f"numeric({min(76, max(p1 - s1, p2 - s2) + s)},{s})"
+        p = min(76, max(p1 - s1, p2 - s2) + s)
+        if p > 38 >= max(p1, p2):
+            # Stay a decimal128: DuckDB reads a wider decimal as a double and Spark not at all.
+            # A value with more integer digits than 38 - s leaves is then a bad record.
+            p = 38
+        return f"numeric({p},{s})"
     return _MIXED
 
 

@@ -167,11 +167,11 @@ ROWS = (
         csv=Cell(("12.340", "0.0000000000", "100"), "exact, plain notation: `12.340`, `0.0000000000`, `100`"),
         avro=Cell(BAD, "bad record unless a schema (the deserializer's, `avro_schema`, `columns:`) "
                        "declares a decimal"),
-        parquet=Cell(tuple(Arrow("decimal256(48, 10)", Decimal(d))
+        parquet=Cell(tuple(Arrow("decimal128(38, 10)", Decimal(d))
                            for d in ("12.3400000000", "0E-10", "100.0000000000")),
-                     "exact at the largest scale seen, but mixed scales widen past 38 digits: "
-                     "`decimal256(48, 10)` here, which DuckDB reads as double; a declared scale rejects a value "
-                     "that needs rounding")),
+                     "exact at the largest scale seen, `decimal128(38, 10)` here (mixed scales stay within 38 "
+                     "digits, which DuckDB and Spark read: a value with more integer digits than are left is a "
+                     "bad record); a declared scale rejects a value that needs rounding")),
     Row("`Decimal`: `Infinity`, `-Infinity`, `NaN`", [Decimal("Infinity"), Decimal("-Infinity"), Decimal("NaN")],
         jsonl=Cell(BAD, "bad record (JSON has none)"),
         csv=Cell(("Infinity", "-Infinity", "NaN"), "`Infinity`, `-Infinity`, `NaN`"),
