@@ -9,6 +9,7 @@ differs. The runs of the different settings are interleaved (``--repeat``) and t
 
     .venv/bin/python benchmarks/in_flight.py                                    # s3-jsonl-gzip, 1 vs 4
     .venv/bin/python benchmarks/in_flight.py --variants json,s3-jsonl --in-flight 1,2,4 --messages 500000
+    .venv/bin/python benchmarks/in_flight.py --s3-latency-ms 20                 # S3's latency, modelled
 """
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def with_in_flight(sink_type: str, n: int) -> None:
     object.__setattr__(plugin, "capabilities", dataclasses.replace(plugin.capabilities, max_in_flight=n))
 
 
+def with_s3_latency(ms: float) -> None:
+    """Add ``ms`` to every S3 request the sink makes (this process only): moto on loopback
+    answers in about a millisecond, AWS S3 in 20-50 ms, and latency is what writes in flight
+    are for."""
+    import time
+
+    from kpipe.sinks.s3.store import Store
+
+    for name in ("call", "get", "etag"):
+        real = getattr(Store, name)
+
+        def slow(self, *args, _real=real, **kwargs):
+            time.sleep(ms / 1000)
+            return _real(self, *args, **kwargs)
+
+        setattr(Store, name, slow)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="s3-jsonl-gzip", help="bench.py pipeline variants (comma-separated)")
@@ -40,7 +59,11 @@ def main(argv=None) -> int:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--max-records", type=int, default=5000, help="batch.max_records (default 5000)")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--s3-latency-ms", type=float, default=0.0,
+                    help="added to every S3 request of the sink, to model a real endpoint (default 0)")
     args = ap.parse_args(argv)
+    if args.s3_latency_ms:
+        with_s3_latency(args.s3_latency_ms)
     bench.BATCH.update(max_records=args.max_records)
     kinds = [k.strip() for k in args.variants.split(",") if k.strip()]
     levels = [int(x) for x in args.in_flight.split(",")]
