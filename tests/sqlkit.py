@@ -369,3 +369,9 @@ def write_like_runner(sink, batches: list, max_rejects: int = 100) -> list[tuple
             rejected.append((bad.topic, bad.partition, exc.offset))
             batches = batches[:pos] + [bad.without(exc.index)] + batches[pos + 1:]
     raise AssertionError(f"more than {max_rejects} records rejected: {rejected[:10]}")
+
+
+@pytest.fixture(params=["postgres", "mariadb", "sqlite"])
+def db_url(request, tmp_path) -> str:
+    """The URL of each database under test, in turn (SQLite: a file in ``tmp_path``)."""
+    return {"postgres": PG_URL, "mariadb": MARIADB_URL}.get(request.param) or f"sqlite:///{tmp_path / 'sink.db'}"

@@ -9,11 +9,7 @@ import sqlalchemy as sa
 
 from kpipe.api import Batch, OffsetConflict, SinkContext
 from kpipe.sinks.sql.sink import SqlSink
-
-URLS = {
-    "postgres": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
-}
+from sqlkit import db_url  # noqa: F401 (a fixture)
 
 
 def batch(start: int, n: int, partition: int = 0) -> Batch:
@@ -21,12 +17,8 @@ def batch(start: int, n: int, partition: int = 0) -> Batch:
                  [{"id": start + k, "p": partition} for k in range(n)], [])
 
 
-@pytest.fixture(params=["postgres", "mariadb", "sqlite"])
-def url(request, tmp_path):
-    return URLS.get(request.param) or f"sqlite:///{tmp_path / 'fence.db'}"
-
-
-def test_a_zombie_cannot_write_behind_the_owner(url):
+def test_a_zombie_cannot_write_behind_the_owner(db_url):
+    url = db_url
     table, group = f"fence_{uuid.uuid4().hex[:8]}", f"fence-{uuid.uuid4().hex[:8]}"
     ctx = SinkContext(pipeline="fence", group=group)
     config = {"url": url, "table": table, "mode": "insert"}

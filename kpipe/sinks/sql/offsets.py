@@ -3,6 +3,11 @@
 The update is a compare-and-set on the offset the batch starts at. An instance that lost a
 partition but is still writing (a zombie) finds the offset moved on, matches no row, and its
 transaction writes nothing for that partition.
+
+``advance_all`` moves every partition of a write in one statement, the compare-and-set checked
+per row: it succeeds only when the rows it updated are exactly the partitions it was given.
+Otherwise the caller rolls the transaction back and takes ``compare_and_set`` partition by
+partition, which finds the conflicts (or inserts a partition's first row).
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-__all__ = ["offsets_table", "load", "compare_and_set"]
+__all__ = ["offsets_table", "load", "compare_and_set", "advance_all"]
 
 
 def offsets_table(name: str, metadata: sa.MetaData) -> sa.Table:
@@ -79,3 +84,41 @@ def compare_and_set(conn, table: sa.Table, group: str, topic: str, partition: in
         return None
     except sa.exc.IntegrityError:
         return conn.execute(st.select, args).scalar()
+
+
+# PostgreSQL: one statement whatever the number of partitions (arrays, not one VALUES row each),
+# so the server parses and plans the same text every time.
+_PG_ADVANCE = (
+    "UPDATE {table} AS o SET next_offset = v.new, updated_at = :now "
+    "FROM unnest(CAST(:t AS text[]), CAST(:p AS integer[]), CAST(:e AS bigint[]), CAST(:n AS bigint[])) "
+    "AS v(topic, kafka_partition, expected, new) "
+    "WHERE o.group_id = :g AND o.topic = v.topic AND o.kafka_partition = v.kafka_partition "
+    "AND o.next_offset = v.expected")
+
+_pg_statements: dict = {}
+
+
+def advance_all(conn, table: sa.Table, group: str, moves: list[tuple[str, int, int, int]]) -> bool:
+    """Move every (topic, partition, expected, new) in one statement; True when each row
+    matched its expected offset. On False some rows may have moved: roll back, then use
+    ``compare_and_set``. Each (topic, partition) must appear once in ``moves``."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if conn.dialect.name == "postgresql":
+        stmt = _pg_statements.get(id(table))
+        if stmt is None or stmt[0] is not table:
+            name = conn.dialect.identifier_preparer.format_table(table)
+            stmt = _pg_statements[id(table)] = (table, sa.text(_PG_ADVANCE.format(table=name)).bindparams(
+                sa.bindparam("now", type_=sa.DateTime(timezone=True))))
+        t, p, e, n = (list(col) for col in zip(*moves))
+        return conn.execute(stmt[1], {"g": group, "now": now, "t": t, "p": p, "e": e, "n": n}).rowcount == len(moves)
+    # MariaDB, SQLite, ...: a CASE picks each row's new offset; the WHERE is the compare-and-set
+    # of every row (MySQL's rowcount counts matched rows: SQLAlchemy sets CLIENT_FOUND_ROWS).
+    c = table.c
+    matches = [(c.topic == t) & (c.kafka_partition == p) for t, p, _, _ in moves]
+    stmt = (table.update()
+            .where(c.group_id == group,
+                   sa.or_(*[m & (c.next_offset == e) for m, (_, _, e, _) in zip(matches, moves)]))
+            .values(next_offset=sa.case(*[(m, new) for m, (_, _, _, new) in zip(matches, moves)],
+                                        else_=c.next_offset),
+                    updated_at=now))
+    return conn.execute(stmt).rowcount == len(moves)

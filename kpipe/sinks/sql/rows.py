@@ -16,7 +16,7 @@ from kpipe.formats.jsontext import NotJson, dumps
 
 from .columns import Column, field_getter, parse_timestamp
 
-__all__ = ["coerce_key", "copy_text", "copy_text_lines", "param_rows", "metadata_values", "JsonText",
+__all__ = ["coerce_key", "copy_text", "copy_chunks", "copy_text_lines", "param_rows", "metadata_values", "JsonText",
            "json_serializer"]
 
 _UTC = dt.timezone.utc
@@ -403,13 +403,23 @@ def _convert_column(conv, vals: list) -> list:
     return list(map(conv, vals))
 
 
+CHUNK_CHARS = 1 << 20  # COPY text is built, and sent, in pieces of about this many characters
+
+
 def copy_text(batch: Batch, columns: list[Column], seq: bool = False) -> str:
+    """``copy_chunks`` as one string."""
+    return "".join(copy_chunks(batch, columns, seq))
+
+
+def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False) -> list[str]:
     """The batch as COPY text: one line per record, columns in the given order, each line
     ending in a newline; with ``seq``, one more column numbering the records from 0.
 
-    One string for the batch: the rows are joined once, instead of a string per line that
-    is then joined again. COPY text never holds a bare newline inside a line (``_esc``), so
-    ``copy_text_lines`` can split it back when a bad record must be narrowed down.
+    The text comes as pieces of whole lines of about ``CHUNK_CHARS`` each, so that the sink
+    sends it a piece at a time: never the whole text and a second, encoded copy of it. Each
+    piece is joined once, from the columns, which are let go as it goes. COPY text never holds
+    a bare newline inside a line (``_esc``), so ``copy_text_lines`` can split the pieces back
+    when a bad record must be narrowed down.
 
     A value that does not fit its column (see ``_Unfit``) raises ``BadRecordError`` at its
     record's index: the whole batch is tried a column at a time first, and only when that
@@ -417,30 +427,49 @@ def copy_text(batch: Batch, columns: list[Column], seq: bool = False) -> str:
     """
     _require_objects(batch)
     n = len(batch.values)
+    if not n:
+        return []
     try:
         cols = _text_columns(batch, columns)
         if seq:
             cols.append(list(map(str, range(n))))
-        if not n:
-            return ""
         if not cols:
-            return "\n" * n
-        if len(cols) == 1:
-            text = "\n".join(cols[0]) + "\n"
-        else:
-            text = "\n".join(map("\t".join, zip(*cols))) + "\n"
-        if not text.isascii():
-            text.encode()  # a lone surrogate cannot go over the wire: find its record below
-        return text
+            return ["\n" * n]
+        return _join_in_steps(cols, n)
     except Exception:
         lines = _copy_lines_by_record(batch, columns)
         if seq:
             lines = [f"{line[:-1]}\t{i}\n" for i, line in enumerate(lines)]
-        return "".join(lines)
+        return ["".join(lines)]
 
 
-def copy_text_lines(text: str) -> list[str]:
-    """The lines of ``copy_text``'s output, each with its newline."""
+def _join_in_steps(cols: list[list[str]], n: int) -> list[str]:
+    """The lines of ``cols`` (one list of texts per column) in pieces of about ``CHUNK_CHARS``;
+    the columns are emptied as the pieces are made, so the text is held about once."""
+    chunks, done = [], 0
+    size = sum(map(len, (c[0] for c in cols))) + len(cols)  # the first line: a guess of a line
+    step = max(1, min(n, CHUNK_CHARS // size))
+    while done < n:
+        take = min(step, n - done)
+        if len(cols) == 1:
+            text = "\n".join(cols[0][:take]) + "\n"
+        else:
+            text = "\n".join(map("\t".join, zip(*(c[:take] for c in cols)))) + "\n"
+        if not text.isascii():
+            text.encode()  # a lone surrogate cannot go over the wire: find its record by record
+        chunks.append(text)
+        done += take
+        if done < n:
+            for c in cols:
+                del c[:take]
+            step = max(1, CHUNK_CHARS * take // len(text))
+    return chunks
+
+
+def copy_text_lines(text) -> list[str]:
+    """The lines of ``copy_text``'s output (or of ``copy_chunks``' pieces), each with its newline."""
+    if not isinstance(text, str):
+        text = "".join(text)
     return [line + "\n" for line in text.split("\n")[:-1]]
 
 

@@ -22,7 +22,7 @@ from .columns import SQLITE_JSON, METADATA_TYPES, Column, infer_columns, json_ty
 from .errors import is_data_error, is_database_error, is_retryable, is_schema_error
 from .guard import delete_where, refuse_unbounded_writes
 from .names import describe_limit, namer
-from .rows import JsonText, coerce_key, copy_text, copy_text_lines, json_serializer, param_rows
+from .rows import JsonText, coerce_key, copy_chunks, copy_text_lines, json_serializer, param_rows
 
 __all__ = ["SqlSink", "normalize_url"]
 
@@ -79,6 +79,11 @@ def _ping_when_idle(engine: sa.Engine, sink: "SqlSink") -> None:
 class _Redo(Exception):
     """A row the database rejected in a write without savepoints: roll back, write again
     with one around each insert, so the bad record can be narrowed inside the transaction."""
+
+
+class _Unbatched(Exception):
+    """The one offsets statement of a write did not move every partition (a zombie's write, or
+    a partition's first): roll back, write again with a compare-and-set per partition."""
 
 
 def _kpipe_type(sa_type) -> str:
@@ -356,12 +361,20 @@ class SqlSink(Sink):
             for p in parts:
                 with _in(b, p.base):
                     prepared[id(p)] = self._prepare_rows(p.batch) if p.rows else self._delete_params(p.batch)
-        try:
-            # Savepoints cost two round trips per insert; they are only needed to narrow a
-            # data error down, so the first try goes without them.
-            conflicts = self._transaction(plans, prepared, careful=False)
-        except _Redo:
-            conflicts = self._transaction(plans, prepared, careful=True)
+        # Savepoints cost two round trips per insert; they are only needed to narrow a data
+        # error down, so the first try goes without them. One offsets statement for all the
+        # partitions, unless it finds one that did not move as expected. Each retry turns one
+        # of the two off, so there are three tries at most.
+        careful = False
+        batched = len({(b.topic, b.partition) for b in batches}) == len(batches)
+        while True:
+            try:
+                conflicts = self._transaction(plans, prepared, careful, batched)
+                break
+            except _Redo:
+                careful = True
+            except _Unbatched:
+                batched = False
         if conflicts:
             raise OffsetConflict(conflicts)
 
@@ -392,33 +405,72 @@ class SqlSink(Sink):
             return _split_tombstones(b)
         return [_Part(b, 0, True)]
 
-    def _transaction(self, plans, prepared: dict, careful: bool) -> dict:
+    def _transaction(self, plans, prepared: dict, careful: bool, batched: bool) -> dict:
         """Move the offsets and apply the parts, in one transaction; returns the conflicts.
 
-        Not ``careful``: a data error rolls everything back and raises ``_Redo``."""
+        ``batched``: one offsets statement, or ``_Unbatched``. Not ``careful``: consecutive parts
+        with the same columns go in one insert (one COPY), and a data error rolls everything
+        back and raises ``_Redo``."""
         conflicts = {}
         group = self.context.group
         with self.engine.begin() as conn:
-            for b, parts in plans:
-                found = offsets.compare_and_set(conn, self.offsets, group, b.topic, b.partition,
-                                                b.start_offset, b.next_offset)
-                if found is not None:
-                    conflicts[(b.topic, b.partition)] = found
+            if batched:
+                moves = [(b.topic, b.partition, b.start_offset, b.next_offset) for b, _ in plans]
+                if not offsets.advance_all(conn, self.offsets, group, moves):
+                    raise _Unbatched()
+                live = plans
+            else:
+                live = []
+                for b, parts in plans:
+                    found = offsets.compare_and_set(conn, self.offsets, group, b.topic, b.partition,
+                                                    b.start_offset, b.next_offset)
+                    if found is not None:
+                        conflicts[(b.topic, b.partition)] = found
+                    else:
+                        live.append((b, parts))
+            if careful:
+                for b, parts in live:
+                    for p in parts:
+                        with _in(b, p.base):
+                            if p.rows:
+                                self._insert_checked(conn, p.batch, *prepared[id(p)])
+                            else:
+                                self._delete(conn, prepared[id(p)])
+                return conflicts
+            for rows, cols, payload in self._runs(live, prepared):
+                if not rows:
+                    self._delete(conn, payload)
                     continue
-                for p in parts:
-                    with _in(b, p.base):
-                        if not p.rows:
-                            self._delete(conn, prepared[id(p)])
-                        elif careful:
-                            self._insert_checked(conn, p.batch, *prepared[id(p)])
-                        else:
-                            try:
-                                self._insert(conn, *prepared[id(p)])
-                            except Exception as exc:  # SQLAlchemy's, or psycopg's from the raw COPY
-                                if is_data_error(exc):
-                                    raise _Redo() from exc
-                                raise
+                try:
+                    self._insert(conn, cols, payload)
+                except Exception as exc:  # SQLAlchemy's, or psycopg's from the raw COPY
+                    if is_data_error(exc):
+                        raise _Redo() from exc
+                    raise
         return conflicts
+
+    def _runs(self, plans, prepared: dict):
+        """The parts in offset order as (rows?, columns, payload): consecutive parts of rows with
+        the same columns joined into one insert in insert mode (an upsert keeps a statement per
+        part: its last-write-wins is within a part)."""
+        run = None
+        for _b, parts in plans:
+            for p in parts:
+                if not p.rows:
+                    if run:
+                        yield run
+                    run = None
+                    yield False, None, prepared[id(p)]
+                    continue
+                cols, payload = prepared[id(p)]
+                if run and self.mode == "insert" and run[1] == cols:
+                    run[2].extend(payload)  # COPY pieces, or parameter rows
+                else:
+                    if run:
+                        yield run
+                    run = (True, cols, list(payload))
+        if run:
+            yield run
 
     def _delete_params(self, part: Batch) -> list[dict]:
         """The DELETE's parameters for a part of tombstones: one per tombstone, its whole key."""
@@ -555,7 +607,7 @@ class SqlSink(Sink):
         if not b.values:
             return None
         if self.fast:  # the COPY text; upserts number the rows, so the last of a key wins
-            return copy_text(b, cols, seq=self.mode == "upsert")
+            return copy_chunks(b, cols, seq=self.mode == "upsert")
         return param_rows(b, cols)
 
     # -- writing rows, and narrowing a data error to its record -------------------------------
@@ -582,7 +634,7 @@ class SqlSink(Sink):
             mid = (ok + bad) // 2
             try:
                 with conn.begin_nested() as sp:
-                    self._insert(conn, cols, "".join(rows[:mid]) if self.fast else rows[:mid])
+                    self._insert(conn, cols, ["".join(rows[:mid])] if self.fast else rows[:mid])
                     sp.rollback()  # only testing
                 ok = mid
             except Exception as exc:
@@ -599,7 +651,7 @@ class SqlSink(Sink):
         else:
             conn.execute(self.table.insert(), payload)
 
-    def _copy(self, conn, cols, text: str) -> None:
+    def _copy(self, conn, cols, chunks: list[str]) -> None:
         from psycopg import sql
 
         raw = conn.connection.driver_connection
@@ -608,14 +660,14 @@ class SqlSink(Sink):
         with raw.cursor() as cur:
             if self.mode != "upsert":
                 with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, names)) as cp:
-                    cp.write(text.encode())
+                    _send(cp, chunks)
                 return
             stage = sql.Identifier(f"kpipe_stage_{next(self._stage)}")
             cur.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
                         .format(stage, names, target))
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN kpipe_seq bigint").format(stage))
             with cur.copy(sql.SQL("COPY {} ({}, kpipe_seq) FROM STDIN").format(stage, names)) as cp:
-                cp.write(text.encode())  # its last column numbers the rows
+                _send(cp, chunks)  # its last column numbers the rows
             keys = sql.SQL(", ").join(sql.Identifier(k) for k in self.key_columns)
             updates = [sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c.name), sql.Identifier(c.name))
                        for c in cols if c.name not in self.key_columns]
@@ -655,6 +707,12 @@ class SqlSink(Sink):
         if self.engine is not None:
             self.engine.dispose()
             self.engine = None
+
+
+def _send(cp, chunks: list[str]) -> None:
+    """COPY's data a piece at a time: one piece's bytes in memory at once, not the whole text's."""
+    for chunk in chunks:
+        cp.write(chunk.encode())
 
 
 class _Part(NamedTuple):
