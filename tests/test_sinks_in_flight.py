@@ -19,7 +19,7 @@ from kpipe.plugins import registry
 from kpipe.sinks.files.sink import FilesSink
 from kpipe.sinks.s3.sink import S3Sink
 from s3kit import bucket, moto_server, objects, s3  # noqa: F401
-from test_partial_durability import run_with
+from test_partial_durability import _ctx, run_with
 
 PARTS = 4
 N = 6
@@ -114,3 +114,44 @@ def test_s3_writes_in_flight_widen_one_schema_and_land_once(moto_server, s3, buc
     schema = pq.read_schema(io.BytesIO(s3.get_object(Bucket=bucket, Key="_common_metadata")["Body"].read()))
     import pyarrow as pa
     check_table(pa.concat_tables([pq.read_table(io.BytesIO(v), schema=schema) for v in got.values()]))
+
+
+def widen_from_threads(schemas, n: int = 8) -> None:
+    """``n`` threads of one sink widen its dataset schema at once, each with a column of its own."""
+    barrier = threading.Barrier(n)
+    errors: list = []
+
+    def widen(i):
+        try:
+            barrier.wait(10)
+            for k in range(3):  # several rounds: each thread's stale copy meets the others' widenings
+                schemas.schema_for([{f"t{i}_{k}": i * 1.5}])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=widen, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+
+
+def test_files_threads_of_one_sink_lose_no_widening(tmp_path):
+    s = FilesSink({"path": str(tmp_path), "format": "parquet"}, _ctx())
+    s.open()
+    widen_from_threads(s.schemas)
+    doc = json.loads((tmp_path / ".kpipe" / "schema.json").read_text())
+    assert set(doc["columns"]) == {f"t{i}_{k}" for i in range(8) for k in range(3)}
+    assert set(pq.read_schema(tmp_path / "_common_metadata").names) == set(doc["columns"])
+
+
+def test_s3_threads_of_one_sink_lose_no_widening(moto_server, s3, bucket):
+    s = S3Sink({"bucket": bucket, "endpoint_url": moto_server.url, "region": "us-east-1", "format": "parquet"},
+               _ctx())
+    s.open()
+    widen_from_threads(s._schemas("t"))
+    doc = json.loads(s3.get_object(Bucket=bucket, Key="_kpipe/schema.json")["Body"].read())
+    assert set(doc["columns"]) == {f"t{i}_{k}" for i in range(8) for k in range(3)}
+    schema = pq.read_schema(io.BytesIO(s3.get_object(Bucket=bucket, Key="_common_metadata")["Body"].read()))
+    assert set(schema.names) == set(doc["columns"])
