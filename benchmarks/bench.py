@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -137,8 +138,35 @@ class PostgresCPU:
         return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
+VALUE_BYTES = 0  # --value-bytes: 0 = the ~100 B record below
+VALUE_SHAPE = "items"  # --value-shape
+
+
 def make_value(i: int) -> bytes:
-    # ~100 bytes of realistic-looking JSON, a little varied so nothing is trivially repetitive.
+    """~100 bytes of realistic-looking JSON, a little varied so nothing is trivially repetitive.
+
+    With ``--value-bytes`` the same order padded to that size: by an ``items`` list of small
+    objects (shape ``items``: the decoded value costs about 10 times its bytes, as nested records
+    do), or by one long ``note`` string (shape ``text``: about its bytes)."""
+    if VALUE_BYTES > 120 and VALUE_SHAPE == "text":
+        head = _small_value(i)
+        note = (b"%08d " % i) * ((VALUE_BYTES - len(head) - 10) // 9)
+        return head[:-1] + b',"note":"' + note + b'"}'
+    if VALUE_BYTES > 120:
+        head = _small_value(i)
+        item = b'{"sku":"s%06d","qty":%d,"price":%d.%02d}'
+        items = []
+        size = len(head) + 12
+        k = 0
+        while size < VALUE_BYTES:
+            items.append(item % (i + k, k % 9 + 1, k % 300, k % 100))
+            size += len(items[-1]) + 1
+            k += 1
+        return head[:-1] + b',"items":[' + b",".join(items) + b"]}"
+    return _small_value(i)
+
+
+def _small_value(i: int) -> bytes:
     return (b'{"order_id":%d,"customer":"c%03d","country":"%s","amount":%d.%02d,'
             b'"created_at":"2026-11-%02dT%02d:%02d:00Z"}'
             % (i, i % 200, (b"DE", b"FR", b"NL", b"PL", b"SE", b"US")[i % 6], i % 500, i % 100,
@@ -176,13 +204,19 @@ def produce_all(bootstrap: str, topic: str, n: int, partitions: int, compression
     return elapsed
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set so far (ru_maxrss: KiB on Linux). Every measurement runs
+    in a fresh interpreter that produced nothing, so it is the consumer's or pipeline's peak."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def result_row(what: str, n: int, join: float, wall: float, cpu: float, close: float,
                broker_cpu: float | None, pg_cpu: float | None = None, s3_cpu: float | None = None,
                **extra) -> dict:
     row = {"what": what, "key": extra.pop("key"), "messages": n, "join_s": round(join, 3), "wall_s": round(wall, 3),
            "msg_per_s": round(n / wall) if wall > 0 else None,
            "cpu_s": round(cpu, 3), "cpu_us_per_msg": round(cpu / n * 1e6, 3),
-           "close_s": round(close, 3)}
+           "close_s": round(close, 3), "peak_rss_mib": peak_rss_mib()}
     if broker_cpu is not None:
         row["broker_cpu_us_per_msg"] = round(broker_cpu / n * 1e6, 3)
     if pg_cpu is not None:
@@ -506,9 +540,10 @@ def table(rows: list[dict]) -> str:
     s3 = any("s3_cpu_us_per_msg" in r for r in rows)
     lines = ["| what | msg/s | CPU µs/msg | ratio to raw: msg/s | ratio to raw: CPU/msg |"
              + (" msg/s ratio to raw at librdkafka's defaults |" if plain else "")
-             + (" PostgreSQL CPU µs/msg |" if pg else "") + (" S3 server CPU µs/msg |" if s3 else ""),
+             + (" PostgreSQL CPU µs/msg |" if pg else "") + (" S3 server CPU µs/msg |" if s3 else "")
+             + " peak RSS MiB |",
              "|---|---:|---:|---:|---:|" + ("---:|" if plain else "") + ("---:|" if pg else "")
-             + ("---:|" if s3 else "")]
+             + ("---:|" if s3 else "") + "---:|"]
     for r in rows:
         if raw:
             rate = f"{r['msg_per_s'] / raw['msg_per_s']:.2f}"
@@ -526,6 +561,9 @@ def table(rows: list[dict]) -> str:
             line += f" {r['pg_cpu_us_per_msg']:.2f} |" if "pg_cpu_us_per_msg" in r else " - |"
         if s3:
             line += f" {r['s3_cpu_us_per_msg']:.2f} |" if "s3_cpu_us_per_msg" in r else " - |"
+        rss = r.get("runs_peak_rss_mib", [r.get("peak_rss_mib", 0)])
+        spread = f" ({min(rss):,.0f}–{max(rss):,.0f})" if len(rss) > 1 else ""
+        line += f" {max(rss):,.0f}{spread} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -563,7 +601,8 @@ def measure_isolated(kind: str, args, bootstrap: str, topic: str, tmp: Path, bro
             [str(Path(args.baseline).resolve())] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     cmd = [sys.executable, __file__, "--child", kind, "--brokers", bootstrap, "--topic", topic,
            "--messages", str(args.messages), "--tmp", str(tmp), "--pg-url", args.pg_url,
-           "--partitions", str(args.partitions)]
+           "--partitions", str(args.partitions), "--value-bytes", str(args.value_bytes),
+           "--value-shape", args.value_shape]
     for kv in args.consumer_option:
         cmd += ["-X", kv]
     if broker_pid:
@@ -608,6 +647,7 @@ def median_row(runs: list[dict]) -> dict:
         row["runs_cpu_us_per_msg"] = [r["cpu_us_per_msg"] for r in runs]
         cpus = sorted(r["cpu_us_per_msg"] for r in runs)
         row["median_cpu_us_per_msg"] = cpus[len(cpus) // 2]
+        row["runs_peak_rss_mib"] = [r.get("peak_rss_mib") for r in runs]
         if all("pg_cpu_us_per_msg" in r for r in runs):
             row["runs_pg_cpu_us_per_msg"] = [r["pg_cpu_us_per_msg"] for r in runs]
         row["verified"] = all(r.get("verified", True) for r in runs)
@@ -618,6 +658,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--value-bytes", type=int, default=0,
+                    help="pad every value to about this many bytes with an `items` list of small objects "
+                         "(default: the ~100 B order record)")
+    ap.add_argument("--value-shape", choices=["items", "text"], default="items",
+                    help="how --value-bytes pads a value: a list of small objects (items, ~10 x its bytes "
+                         "once decoded) or one long string (text)")
     ap.add_argument("--brokers", help="bootstrap servers of an external broker (default: start Tansu)")
     ap.add_argument("--sink", choices=["files", "postgres", "s3", "all"], default="files",
                     help="which sink's variants to run when --variants is not given: files -> "
@@ -687,6 +733,8 @@ def main(argv=None) -> int:
     sink_options = key_values(args.sink_option, "--sink-option")
     s3 = {"endpoint": args.s3_endpoint, "pid": args.s3_pid, "options": sink_options}
     BATCH.update(max_records=args.max_records, max_bytes=args.max_bytes)
+    global VALUE_BYTES, VALUE_SHAPE
+    VALUE_BYTES, VALUE_SHAPE = args.value_bytes, args.value_shape
     if args.output is None:
         args.output = "latest.json" if args.sink == "files" else f"latest-{args.sink}.json"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -780,6 +828,7 @@ def main(argv=None) -> int:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "messages": args.messages, "partitions": args.partitions,
             "value_bytes": len(make_value(args.messages // 2)),
+            **({"value_shape": args.value_shape} if args.value_bytes else {}),
             "broker": args.brokers or "embedded Tansu (in-memory)",
             "compression": args.compression,
             "batch": dict(BATCH),

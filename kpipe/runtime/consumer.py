@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 from confluent_kafka import Consumer, KafkaError
 from confluent_kafka import TopicPartition as KafkaTP
 
-__all__ = ["ConsumerLike", "ConsumerFactory", "kafka_consumer", "consumer_config", "KAFKA_DEFAULTS",
+__all__ = ["ConsumerLike", "ConsumerFactory", "kafka_consumer", "consumer_config", "prefetch_bounds", "KAFKA_DEFAULTS",
            "topic_partitions", "group_offsets"]
 
 
@@ -30,6 +30,8 @@ class ConsumerLike(Protocol):
     def incremental_assign(self, partitions: list) -> None: ...
     def incremental_unassign(self, partitions: list) -> None: ...
     def seek(self, partition) -> None: ...
+    def pause(self, partitions: list) -> None: ...
+    def resume(self, partitions: list) -> None: ...
     def memberid(self) -> str | None: ...
     def close(self) -> None: ...
 
@@ -49,9 +51,24 @@ KAFKA_DEFAULTS = {
 }
 
 
+def prefetch_bounds(spec) -> dict:
+    """librdkafka's prefetch, bounded from ``batch.max_buffered_bytes``: a quarter of it may wait
+    in librdkafka's queue (its default is 64 MiB, and fetch.max.bytes 50 MiB per fetch, whatever
+    kpipe's own bound). Settings in ``source.options`` win over these."""
+    quarter = max(1, spec.max_buffered_bytes // 4)
+    # librdkafka refuses fetch.max.bytes below message.max.bytes (1,000,000 unless set).
+    floor = int(spec.options.get("message.max.bytes", 1_000_000))
+    fetch = max(quarter, floor)
+    out = {"queued.max.messages.kbytes": max(1, quarter // 1024), "fetch.max.bytes": fetch}
+    if "fetch.message.max.bytes" not in spec.options:  # an alias of max.partition.fetch.bytes
+        out["max.partition.fetch.bytes"] = min(1 << 20, fetch)
+    return out
+
+
 def consumer_config(spec) -> dict:
     conf = {
         **KAFKA_DEFAULTS,
+        **prefetch_bounds(spec),
         "bootstrap.servers": spec.brokers,
         "group.id": spec.group,
         "auto.offset.reset": spec.start,

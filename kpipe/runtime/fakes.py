@@ -95,6 +95,8 @@ class FakeConsumer:
         self.answers: deque = deque()  # (err, [KafkaTP]) waiting for the next consume
         self.calls = 0
         self.closed = False
+        self.paused: set = set()     # partitions paused: consume hands out none of their messages
+        self.pauses: list = []       # every pause and resume call: ("pause" | "resume", [tp])
 
     def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None) -> None:
         self.topics = list(topics)
@@ -116,6 +118,7 @@ class FakeConsumer:
             self.callbacks[event](self, [KafkaTP(*tp) for tp in tps])
             for tp in tps:
                 self.assignment.pop(tp, None)  # an eager rebalance unassigns everything
+                self.paused.discard(tp)
         elif event == "error":
             return [Message(topic=tps[0][0], partition=tps[0][1], error=KafkaError(KafkaError._TRANSPORT))]
         elif event == "client_error":
@@ -142,6 +145,8 @@ class FakeConsumer:
         for tp, pos in list(self.assignment.items()):
             if len(out) >= num_messages:
                 break
+            if tp in self.paused:
+                continue
             log = self.cluster.logs[tp]
             take = log[pos:pos + num_messages - len(out)]
             out += take
@@ -177,6 +182,7 @@ class FakeConsumer:
 
     def assign(self, partitions) -> None:
         self.assignment = {(p.topic, p.partition): p.offset for p in partitions}
+        self.paused &= set(self.assignment)
 
     def incremental_assign(self, partitions) -> None:
         self.assignment.update({(p.topic, p.partition): p.offset for p in partitions})
@@ -184,9 +190,20 @@ class FakeConsumer:
     def incremental_unassign(self, partitions) -> None:
         for p in partitions:
             self.assignment.pop((p.topic, p.partition), None)
+            self.paused.discard((p.topic, p.partition))
 
     def seek(self, partition) -> None:
         self.assignment[(partition.topic, partition.partition)] = partition.offset
+
+    def pause(self, partitions) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.paused.update(tp for tp in tps if tp in self.assignment)
+        self.pauses.append(("pause", tps))
+
+    def resume(self, partitions) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.paused.difference_update(tps)
+        self.pauses.append(("resume", tps))
 
     def memberid(self) -> str:
         return "fake-member"

@@ -41,6 +41,7 @@ from kpipe.runtime.commits import GroupCommits
 from kpipe.runtime.consumer import (KAFKA_DEFAULTS, ConsumerFactory, consumer_config, group_offsets, kafka_consumer,
                                     topic_partitions)
 from kpipe.runtime.dlq import DeadLetterQueue
+from kpipe.runtime.memory import Backpressure, SizeEstimate
 from kpipe.runtime.offsets import OffsetBook, resume_positions, start_position
 from kpipe.runtime.stages import Stages
 from kpipe.runtime.stats import RunResult
@@ -52,7 +53,15 @@ __all__ = ["Runner", "RunResult", "consumer_config", "KAFKA_DEFAULTS"]
 
 log = logging.getLogger("kpipe.run")
 
-_CHUNK = 10_000  # messages per Consumer.consume call
+_CHUNK = 10_000  # messages per Consumer.consume call, at most
+# Records per consume call are also bounded by bytes: their estimated held size at most this
+# fraction of batch.max_buffered_bytes (10,000 values of 1 MB would be 10 GB in one call).
+_CHUNK_SHARE = 8
+# Over batch.max_buffered_bytes with writes in flight: wait this long for one to complete before
+# pausing. A pause makes librdkafka drop what it prefetched and fetch it again on resume, which
+# cost a fast sink 5 x its throughput (measured); a sink slower than this is paused.
+PAUSE_AFTER = 1.0
+_FIRST_VALUE_BYTES = 64 << 10  # the raw value size assumed before any was seen: a few at first
 _COMMIT_POLL = 0.01  # seconds consume() waits while a commit awaits its answer
 # After a stop signal, how long a sink call may still take before it is given up: the write
 # in flight, the drain. Well inside the 10 s an orchestrator usually allows.
@@ -152,6 +161,11 @@ class Runner:
         self.sink = None
         self.consumer = None
         self.buffers: dict[tuple, PartitionBuffer] = {}
+        # What the records held cost in memory, and the partitions paused to bound it.
+        self.sizes = SizeEstimate()
+        self.pressure = Backpressure(spec.max_buffered_bytes)
+        self._value_bytes: float | None = None  # raw bytes per value, moving average
+        self.pause_after = PAUSE_AFTER
         self.result = RunResult()                # totals and live figures, read by watchers
         # Every position of every partition; watchers read its consumed and committed ones.
         self.book = OffsetBook(self.result.positions, self.result.committed)
@@ -277,7 +291,7 @@ class Runner:
             raise _KafkaTimeout() from None
         try:
             # Records consumed meanwhile are dropped.
-            self.commits.await_answers(lambda: self.consumer.consume(_CHUNK, 0.1), COMMIT_TIMEOUT,
+            self.commits.await_answers(lambda: self.consumer.consume(1, 0.1), COMMIT_TIMEOUT,
                                        self._past_stop_grace)
         except Exception as exc:  # closing must never mask the real outcome
             log.warning("waiting for the last commits: %s", exc)
@@ -330,10 +344,13 @@ class Runner:
             self._tick()
             while self.writer.oldest_done():
                 self._settle_one()  # commit promptly, not only when the next batch is ready
+            self._bound_memory()
             # A commit's answer is served inside consume() but does not end its wait: while one
             # is in flight, wait briefly, or --until-caught-up would exit up to `timeout` late.
-            wait = _COMMIT_POLL if self.commits.inflight else timeout
-            msgs = self.consumer.consume(_CHUNK if budget is None else max(1, min(_CHUNK, budget)), wait)
+            # Paused for memory: wait briefly too, to resume as soon as a write completes.
+            wait = _COMMIT_POLL if self.commits.inflight or self.pressure.paused else timeout
+            count = self._chunk()
+            msgs = self.consumer.consume(count if budget is None else max(1, min(count, budget)), wait)
             if self._callback_error is not None:
                 raise self._callback_error
             now = time.monotonic()
@@ -374,6 +391,60 @@ class Runner:
                 self._write(ready)
         self._settle()
         self._tick(force=True)
+
+    # -- memory ----------------------------------------------------------------------------
+
+    def _held(self) -> int:
+        """Estimated bytes of the records held: buffered, and in the writes in flight."""
+        held = self.sizes.held
+        return sum(held(len(b.msgs), b.nbytes) for b in self.buffers.values()) + self.writer.held
+
+    def _chunk(self) -> int:
+        """Messages to ask of the next consume call: ``_CHUNK``, or fewer when that many would
+        hold more than a ``_CHUNK_SHARE``-th of ``batch.max_buffered_bytes``."""
+        per = self.sizes.held(1, int(_FIRST_VALUE_BYTES if self._value_bytes is None else self._value_bytes))
+        return max(1, min(_CHUNK, int(self.spec.max_buffered_bytes // _CHUNK_SHARE // per)))
+
+    def _bound_memory(self) -> None:
+        """Keep the records held within ``batch.max_buffered_bytes``. Over it, wait for the
+        oldest write in flight (``pause_after`` at most), and pause every assigned partition when
+        it takes longer; resume them at half of it. With nothing being written, nothing would
+        free memory, so the largest buffers are written early (as ``max_age`` would)."""
+        pressure = self.pressure
+        held = self._held()
+        while pressure.over(held) and not pressure.paused and self.writer.in_flight:
+            if not self.writer.wait_oldest(self.pause_after):
+                break  # a slow write: pause below, and keep polling the consumer meanwhile
+            self._settle_one()
+            held = self._held()
+        if (pressure.over(held) or pressure.paused) and not self.writer.in_flight:
+            ready: list = []
+            target = pressure.limit // 2
+            for tp, buf in sorted(self.buffers.items(), key=lambda kv: -kv[1].nbytes):
+                if held <= target:
+                    break
+                held -= self.sizes.held(len(buf.msgs), buf.nbytes)
+                buf.take_all(ready)
+            if ready:
+                log.debug("memory: %d bytes held, over half of batch.max_buffered_bytes with nothing "
+                          "being written; writing %d partitions early", self._held(), len(ready))
+                self._write(ready)
+            held = self._held()
+        pause = pressure.to_pause(held, self.buffers)
+        if pause:
+            self._pause_resume("pause", pause, held)
+        resume = pressure.to_resume(held)
+        if resume:
+            self._pause_resume("resume", resume, held)
+
+    def _pause_resume(self, what: str, tps: list, held: int) -> None:
+        log.debug("memory: %d bytes held (batch.max_buffered_bytes %d): %s %s", held, self.pressure.limit,
+                  what, ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+        try:
+            getattr(self.consumer, what)([TopicPartition(*tp) for tp in tps])
+        except KafkaException as exc:  # not assigned any more: a rebalance is under way
+            log.debug("%s %s: %s", what, tps, exc)
+            self.pressure.forget(tps)
 
     def _tick(self, force: bool = False) -> None:
         """The loop turned: say so to watchers, let the sink housekeep, and refresh end offsets
@@ -485,6 +556,8 @@ class Runner:
             sizes = list(map(len, raw))
         except TypeError:  # tombstones
             sizes = [0 if v is None else len(v) for v in raw]
+        mean = sum(sizes) / len(sizes)  # sizes the next consume calls (filtered records too)
+        self._value_bytes = mean if self._value_bytes is None else 0.75 * self._value_bytes + 0.25 * mean
         out = self._process(tp, lst, raw)
         if out is None:
             return _ABANDONED  # stopped: the slice is not buffered, its offsets not committed
@@ -506,10 +579,14 @@ class Runner:
             n = sum(1 for i in kept if i < cut)
             kept, out.values = kept[:n], out.values[:n]
             out.keys = None if out.keys is None else out.keys[:n]
+        before = buf.nbytes
         if kept is None:
             buf.add(lst, out.values, sizes, now, out.keys)
         elif kept:
-            buf.add([lst[i] for i in kept], out.values, [sizes[i] for i in kept], now, out.keys)
+            sizes = [sizes[i] for i in kept]
+            buf.add([lst[i] for i in kept], out.values, sizes, now, out.keys)
+        if kept is None or kept:
+            self.sizes.observe(buf.nbytes - before, out.values, sizes)
         if failure is not None:
             i, stage, exc = failure
             m = lst[i]
@@ -558,7 +635,7 @@ class Runner:
             self.dlq.ensure_delivered()  # the write stores offsets past every dead letter so far
         for b in batches:
             self.book.handed((b.topic, b.partition), b.next_offset)
-        writer.submit(batches)
+        writer.submit(batches, sum(self.sizes.held(len(b.values), b.nbytes) for b in batches))
 
     def _settle(self) -> None:
         """Settle every write in flight, oldest first (see ``_settle_one``)."""
@@ -796,6 +873,7 @@ class Runner:
         self._drop(tps)
 
     def _drop(self, tps) -> None:
+        self.pressure.forget(tps)
         for tp in tps:
             self.buffers.pop(tp, None)
             self.book.drop(tp)

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable
@@ -49,6 +49,7 @@ class _Flight:
     future: Future
     partitions: frozenset
     worker: Worker
+    held: int = 0  # estimated bytes its records hold, released when it is settled
 
 
 class Writer:
@@ -100,8 +101,17 @@ class Writer:
     def in_flight(self) -> int:
         return len(self._flights)
 
+    def wait_oldest(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the oldest write in flight; whether it is done."""
+        return bool(self._flights) and wait([self._flights[0].future], timeout).not_done == set()
+
     def oldest_done(self) -> bool:
         return bool(self._flights) and self._flights[0].future.done()
+
+    @property
+    def held(self) -> int:
+        """Estimated bytes the records of the writes in flight hold (as given to ``submit``)."""
+        return sum(f.held for f in self._flights)
 
     def holds(self, partitions) -> bool:
         """Whether a write in flight covers any of ``partitions``."""
@@ -120,14 +130,15 @@ class Writer:
         """``fn()`` on the first thread, unwaited (housekeeping, while no write runs)."""
         return self._workers[0].submit(fn)
 
-    def submit(self, batches: list) -> None:
-        """Start writing ``batches``. The caller settles first what would break the rules:
-        ``in_flight < max_in_flight`` and no write in flight holding one of their partitions."""
+    def submit(self, batches: list, held: int = 0) -> None:
+        """Start writing ``batches`` (whose records hold about ``held`` bytes). The caller settles
+        first what would break the rules: ``in_flight < max_in_flight`` and no write in flight
+        holding one of their partitions."""
         parts = frozenset((b.topic, b.partition) for b in batches)
         assert self.in_flight < self.max_in_flight and not self.holds(parts)
         taken = [f.worker for f in self._flights]
         worker = next(w for w in self._workers if all(w is not t for t in taken))
-        self._flights.append(_Flight(worker.submit(self._write, batches), parts, worker))
+        self._flights.append(_Flight(worker.submit(self._write, batches), parts, worker, held))
 
     def settle_oldest(self) -> Written:
         """Wait for the oldest write in flight; return what it made durable. A failure is in

@@ -38,6 +38,7 @@ class Spec:
     max_records: int
     max_bytes: int
     max_age: float
+    max_buffered_bytes: int = 64 << 20     # batch.max_buffered_bytes: records held, decoded size estimated
     retry_attempts: int = 8
     retry_initial_backoff: float = 0.5
     retry_max_backoff: float = 30.0
@@ -195,6 +196,7 @@ def build_spec(doc: Document) -> Spec:
         max_records=int(batch.get("max_records", schema_default("batch", "max_records"))),
         max_bytes=parse_size(batch.get("max_bytes", schema_default("batch", "max_bytes"))),
         max_age=parse_duration(batch.get("max_age", schema_default("batch", "max_age"))),
+        max_buffered_bytes=parse_size(batch.get("max_buffered_bytes", schema_default("batch", "max_buffered_bytes"))),
         retry_attempts=int(retry.get("max_attempts", schema_default("retry", "max_attempts"))),
         retry_initial_backoff=parse_duration(retry.get("initial_backoff", schema_default("retry", "initial_backoff"))),
         retry_max_backoff=parse_duration(retry.get("max_backoff", schema_default("retry", "max_backoff"))),

@@ -303,12 +303,13 @@ def _lint(doc: Document, checker: _Checker) -> None:
                        f"or say 'at-least-once'", severity="warning")
 
     batch = data.get("batch")
-    size = batch.get("max_bytes") if isinstance(batch, dict) else None
-    if isinstance(size, str):
-        try:
-            too_small = parse_size(size) < 1
-        except ValueError:
-            too_small = False  # the schema pattern already reported it
-        if too_small:
-            path = ("batch", "max_bytes")
-            checker.report(doc.value_at(path), path, f"{size!r} is less than 1 byte")
+    for key in ("max_bytes", "max_buffered_bytes"):
+        size = batch.get(key) if isinstance(batch, dict) else None
+        if isinstance(size, str):
+            try:
+                too_small = parse_size(size) < 1
+            except ValueError:
+                too_small = False  # the schema pattern already reported it
+            if too_small:
+                path = ("batch", key)
+                checker.report(doc.value_at(path), path, f"{size!r} is less than 1 byte")

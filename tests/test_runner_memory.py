@@ -1,0 +1,247 @@
+"""Bounded memory, driven by a fake consumer: consume calls sized by bytes, partitions paused
+while the records held exceed ``batch.max_buffered_bytes`` and resumed as writes complete, and
+buffers written early when nothing being written would free memory.
+
+The bound is checked against a model outside kpipe: at every consume call, the raw bytes of the
+records handed out by the consumer and not yet durable in the sink. kpipe's own estimate is
+never asked."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kpipe.api import Capabilities
+from kpipe.runtime.consumer import consumer_config, prefetch_bounds
+from kpipe.runtime.fakes import FakeCluster, Store, fake_spec, recording_registry
+from kpipe.runtime.memory import Backpressure, SizeEstimate, deep_size
+from kpipe.runtime.retry import Backoff
+from kpipe.runtime.runner import Runner
+
+FAST = Backoff(attempts=3, base=0.001, cap=0.001, max_elapsed=0.0)
+
+
+def value(i: int, size: int) -> bytes:
+    return json.dumps({"i": i, "pad": "x" * max(0, size - 20)}).encode()
+
+
+class Watch:
+    """Wraps the fake consumer's ``consume``: before each call, the raw bytes of the records
+    handed out and not yet durable (``peak``), and every count asked for."""
+
+    def __init__(self, cluster: FakeCluster, store: Store):
+        self.cluster, self.store = cluster, store
+        self.peak = 0
+        self.asked: list = []
+        self.handed: list = []  # raw bytes each call handed out
+
+    def factory(self, conf):
+        consumer = self.cluster.factory(conf)
+        consume = consumer.consume
+
+        def watched(num_messages=1, timeout=-1):
+            self.peak = max(self.peak, self.held(consumer))
+            self.asked.append(num_messages)
+            out = consume(num_messages, timeout)
+            self.handed.append(sum(len(m.value() or b"") for m in out if m.error() is None))
+            return out
+
+        consumer.consume = watched
+        return consumer
+
+    def held(self, consumer) -> int:
+        with self.store.lock:
+            durable = dict(self.store.durable)
+        return sum(len(m.value() or b"")
+                   for tp, pos in consumer.assignment.items()
+                   for m in self.cluster.logs[tp][durable.get(tp, 0):pos])
+
+
+def run(spec, cluster, store, caps=Capabilities(), pause_after: float = 0.0, **kw):
+    """``pause_after`` 0: pause at once over the bound instead of waiting for a write first."""
+    watch = Watch(cluster, store)
+    runner = Runner(spec, consumer_factory=watch.factory, plugins=recording_registry(store, caps),
+                    backoff=FAST, until_caught_up=True, **kw)
+    runner.pause_after = pause_after
+    return runner, runner.run(), watch
+
+
+def slow(seconds: float):
+    def hook(sink, batches):
+        time.sleep(seconds)
+    return hook
+
+
+def test_a_slow_sink_pauses_consuming_and_memory_stays_bounded():
+    cluster, store = FakeCluster({"t": 2}), Store()
+    for p in range(2):
+        cluster.produce("t", p, [value(i, 1000) for i in range(600)])  # 1.2 MB in all
+    limit = 64 << 10
+    spec = fake_spec(max_records=20, max_buffered_bytes=limit, sink_config={"hook": slow(0.002)})
+    runner, result, watch = run(spec, cluster, store)
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", p): list(range(600)) for p in range(2)}
+    assert cluster.committed == {("t", 0): 600, ("t", 1): 600}
+    # The raw bytes alone stay within the bound (the estimate counts decoded values on top).
+    assert watch.peak <= limit, (watch.peak, limit)
+    kinds = [k for k, _ in cluster.consumers[0].pauses]
+    assert "pause" in kinds and "resume" in kinds
+    assert not runner.pressure.paused
+
+
+def test_a_sink_that_keeps_up_is_waited_for_not_paused():
+    # Writes that complete within pause_after free memory without a pause (a pause makes
+    # librdkafka fetch again what it had prefetched).
+    cluster, store = FakeCluster({"t": 2}), Store()
+    for p in range(2):
+        cluster.produce("t", p, [value(i, 1000) for i in range(300)])
+    limit = 32 << 10
+    spec = fake_spec(max_records=10, max_buffered_bytes=limit, sink_config={"hook": slow(0.001)})
+    runner, result, watch = run(spec, cluster, store, pause_after=30.0)
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", p): list(range(300)) for p in range(2)}
+    assert watch.peak <= limit
+    assert cluster.consumers[0].pauses == []
+
+
+def test_consume_calls_are_sized_by_bytes():
+    cluster, store = FakeCluster({"t": 1}), Store()
+    cluster.produce("t", 0, [value(i, 100_000) for i in range(60)])  # 6 MB of 100 KB values
+    limit = 4 << 20
+    runner, result, watch = run(fake_spec(max_records=5, max_buffered_bytes=limit), cluster, store)
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", 0): list(range(60))}
+    # No call hands out more than an eighth of the bound in raw bytes (one value at least).
+    assert max(watch.handed) <= max(limit // 8, 100_100), watch.handed
+    assert watch.peak <= limit
+
+
+def test_with_nothing_being_written_the_largest_buffers_are_written_early():
+    # No batch ever fills (max_records, max_bytes, max_age all far away): without an early
+    # write, a paused consumer would wait for a write that never comes.
+    cluster, store = FakeCluster({"t": 3}), Store()
+    for p in range(3):
+        cluster.produce("t", p, [value(i, 500) for i in range(300)])
+    limit = 32 << 10
+    spec = fake_spec(max_records=1_000_000, max_bytes=1 << 30, max_age=3600.0, max_buffered_bytes=limit)
+    runner, result, watch = run(spec, cluster, store)
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", p): list(range(300)) for p in range(3)}
+    assert watch.peak <= limit
+    assert len(store.calls) > 3  # written in pieces, not one batch per partition at the end
+
+
+def test_a_revoke_while_paused_forgets_the_pause_and_the_new_assignment_is_bounded_too():
+    cluster, store = FakeCluster({"t": 2}), Store()
+    for p in range(2):
+        cluster.produce("t", p, [value(i, 1000) for i in range(300)])
+    limit = 32 << 10
+    cluster.at(6, "revoke")
+    cluster.at(7, "assign")
+    spec = fake_spec(max_records=10, max_buffered_bytes=limit, sink_config={"hook": slow(0.002)})
+    runner, result, watch = run(spec, cluster, store)
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", p): list(range(300)) for p in range(2)}
+    assert watch.peak <= limit
+    consumer = cluster.consumers[0]
+    assert not consumer.paused and not runner.pressure.paused
+
+
+def test_writes_in_flight_count_toward_the_bound():
+    # Two writes at once, each blocked until the loop has seen the bound: the records in them
+    # are still held, so the loop pauses instead of reading on.
+    cluster, store = FakeCluster({"t": 2}), Store()
+    for p in range(2):
+        cluster.produce("t", p, [value(i, 1000) for i in range(200)])
+    limit = 24 << 10
+    gate = threading.Semaphore(0)
+    released = threading.Event()
+
+    def hook(sink, batches):
+        if not released.is_set():
+            gate.acquire(timeout=5)
+
+    def on_pause(consumer):
+        if consumer.paused:
+            released.set()
+            gate.release()
+            gate.release()
+
+    spec = fake_spec(max_records=10, max_buffered_bytes=limit, sink_config={"hook": hook})
+    watch = Watch(cluster, store)
+    factory = watch.factory
+
+    def factory_with_check(conf):
+        consumer = factory(conf)
+        inner = consumer.consume
+
+        def consume(n=1, timeout=-1):
+            on_pause(consumer)
+            return inner(n, timeout)
+        consumer.consume = consume
+        return consumer
+
+    runner = Runner(spec, consumer_factory=factory_with_check,
+                    plugins=recording_registry(store, Capabilities(max_in_flight=2)), backoff=FAST,
+                    until_caught_up=True)
+    runner.pause_after = 0.0
+    result = runner.run()
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", p): list(range(200)) for p in range(2)}
+    assert watch.peak <= limit
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(1, 4000), min_size=1, max_size=120), parts=st.integers(1, 3),
+       limit=st.integers(8 << 10, 64 << 10), max_records=st.integers(1, 50), in_flight=st.integers(1, 2))
+def test_every_record_is_written_once_in_order_and_the_bound_holds(sizes, parts, limit, max_records, in_flight):
+    cluster, store = FakeCluster({"t": parts}), Store()
+    for p in range(parts):
+        cluster.produce("t", p, [value(i, s) for i, s in enumerate(sizes)])
+    spec = fake_spec(max_records=max_records, max_buffered_bytes=limit)
+    runner, result, watch = run(spec, cluster, store, Capabilities(max_in_flight=in_flight))
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", p): list(range(len(sizes))) for p in range(parts)}
+    # Over the bound by at most one value: a value larger than the bound is still consumed.
+    assert watch.peak <= limit + max(len(value(0, s)) for s in sizes)
+
+
+# -- the parts alone --------------------------------------------------------------------------
+
+def test_backpressure_pauses_over_the_limit_and_resumes_at_half():
+    bp = Backpressure(100)
+    assert bp.to_pause(100, ["a", "b"]) == []          # at the limit: fine
+    assert bp.to_pause(101, ["a", "b"]) == ["a", "b"]
+    assert bp.to_pause(101, ["a", "b", "c"]) == ["c"]  # assigned while paused: paused too
+    assert bp.to_resume(51) == []
+    assert bp.to_resume(50) == ["a", "b", "c"] and not bp.paused
+    bp.to_pause(200, ["a"])
+    bp.forget(["a"])
+    assert bp.to_resume(0) == []
+
+
+def test_the_estimate_follows_the_decoded_size():
+    est = SizeEstimate()
+    raw = json.dumps({"items": [{"sku": f"s{i}", "qty": i} for i in range(200)]}).encode()
+    decoded = json.loads(raw)
+    est.observe(len(raw), [decoded], [len(raw)])
+    # Small objects: the decoded value costs several times its bytes, and the estimate says so.
+    assert est.held(1, len(raw)) >= deep_size(decoded) + len(raw)
+    assert deep_size(decoded) > 4 * len(raw)
+
+
+def test_prefetch_is_bounded_from_the_setting_and_the_spec_options_win():
+    spec = fake_spec(max_buffered_bytes=64 << 20)
+    conf = consumer_config(spec)
+    assert conf["queued.max.messages.kbytes"] == 16 << 10
+    assert conf["fetch.max.bytes"] == 16 << 20
+    assert conf["max.partition.fetch.bytes"] == 1 << 20
+    tiny = prefetch_bounds(fake_spec(max_buffered_bytes=1 << 20))
+    assert tiny["fetch.max.bytes"] == 1_000_000  # librdkafka's floor: message.max.bytes
+    assert tiny["max.partition.fetch.bytes"] == 1_000_000
+    mine = {"queued.max.messages.kbytes": 1000, "fetch.max.bytes": 123_456_789, "fetch.message.max.bytes": 5000}
+    conf = consumer_config(fake_spec(options=mine))
+    assert {k: conf[k] for k in mine} == mine and "max.partition.fetch.bytes" not in conf
