@@ -73,7 +73,7 @@ from kpipe.paths import parse_object_name as parse_name  # noqa: E402
 from kpipe.spec import load_spec  # noqa: E402
 
 RESULTS = HERE / "results"
-BATCH = {"max_records": 10000, "max_bytes": "16MiB"}  # every pipeline's; --max-records / --max-bytes
+BATCH = {"max_records": 10000, "max_bytes": "16MiB", "max_age": "5s"}  # every pipeline's; --max-records, ...
 SESSION_TIMEOUT_MS = 6000
 CHUNK = 10_000
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -340,7 +340,7 @@ def write_spec(tmp: Path, bootstrap: str, topic: str, out: Path, kind: str, opti
                    "options": {"session.timeout.ms": SESSION_TIMEOUT_MS, **options}},
         "deserializer": {"type": deserializer},
         "sink": sink,
-        "batch": {"max_records": BATCH["max_records"], "max_bytes": BATCH["max_bytes"], "max_age": "5s"},
+        "batch": {"max_records": BATCH["max_records"], "max_bytes": BATCH["max_bytes"], "max_age": BATCH["max_age"]},
     }
     path = tmp / f"spec-{kind}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -613,7 +613,7 @@ def measure_isolated(kind: str, args, bootstrap: str, topic: str, tmp: Path, bro
         cmd += ["--s3-pid", str(args.s3_pid)]
     for kv in args.sink_option:
         cmd += ["-S", kv]
-    cmd += ["--max-records", str(args.max_records), "--max-bytes", args.max_bytes]
+    cmd += ["--max-records", str(args.max_records), "--max-bytes", args.max_bytes, "--max-age", args.max_age]
     if profile:
         cmd += ["--child-profile", profile]
     if args.keep_table:
@@ -679,6 +679,9 @@ def main(argv=None) -> int:
                     help=f"batch.max_records of every pipeline (default {BATCH['max_records']})")
     ap.add_argument("--max-bytes", default=BATCH["max_bytes"],
                     help=f"batch.max_bytes of every pipeline (default {BATCH['max_bytes']})")
+    ap.add_argument("--max-age", default=BATCH["max_age"],
+                    help=f"batch.max_age of every pipeline (default {BATCH['max_age']}; e.g. 200ms: "
+                         "small writes, as with many partitions at a low rate)")
     ap.add_argument("--sink-option", "-S", action="append", default=[], metavar="KEY=VALUE",
                     help="extra s3 sink setting for the s3 variants, e.g. -S compression_level=6; repeatable")
     ap.add_argument("--pg-url", default=os.environ.get("KPIPE_BENCH_PG_URL", DEFAULT_PG_URL),
@@ -732,7 +735,7 @@ def main(argv=None) -> int:
     options = key_values(args.consumer_option, "--consumer-option")
     sink_options = key_values(args.sink_option, "--sink-option")
     s3 = {"endpoint": args.s3_endpoint, "pid": args.s3_pid, "options": sink_options}
-    BATCH.update(max_records=args.max_records, max_bytes=args.max_bytes)
+    BATCH.update(max_records=args.max_records, max_bytes=args.max_bytes, max_age=args.max_age)
     global VALUE_BYTES, VALUE_SHAPE
     VALUE_BYTES, VALUE_SHAPE = args.value_bytes, args.value_shape
     if args.output is None:
