@@ -130,3 +130,33 @@ def test_a_bad_record_is_found_in_its_own_partition_and_nothing_lands(setup):
     assert rows_per_partition(engine, table) == before
     assert owner.load_offsets([("orders", p) for p in range(PARTITIONS)]) == {
         ("orders", p): 3 for p in range(PARTITIONS)}
+
+
+def test_an_upsert_of_many_partitions_is_one_insert_and_the_last_batch_wins(db_url, monkeypatch):
+    table, group = f"manyup_{uuid.uuid4().hex[:8]}", f"manyup-{uuid.uuid4().hex[:8]}"
+    sink = SqlSink({"url": db_url, "table": table, "mode": "upsert", "key": ["id"]},
+                   SinkContext(pipeline="many", group=group))
+    sink.open()
+    engine = sa.create_engine(db_url)
+    try:
+        def write(start: int) -> None:
+            # every partition writes ids 0..2: the batch listed last holds the row that stays
+            sink.write([Batch("orders", p, start, start + 3, [{"id": k, "p": p, "s": start} for k in range(3)], [])
+                        for p in range(PARTITIONS)])
+        write(0)
+        seen = Statements(sink, monkeypatch)
+        write(3)
+        assert seen.count("UPDATE", "kpipe_offsets") == 1
+        if sink.fast:
+            assert seen.copies == 1
+        else:
+            assert seen.count("INSERT", table) == 1
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(f"SELECT id, p, s FROM {table} ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(k, PARTITIONS - 1, 3) for k in range(3)]
+    finally:
+        sink.close()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            conn.execute(sa.text("DELETE FROM kpipe_offsets WHERE group_id = :g"), {"g": group})
+        engine.dispose()

@@ -356,11 +356,12 @@ class SqlSink(Sink):
         plans = [(b, self._parts(b)) for b in batches]
         # Everything kpipe itself can find wrong with a record, found before the transaction
         # and in offset order: id(part) -> (its columns, its payload), or the DELETE's params.
-        prepared = {}
+        prepared, first = {}, 0
         for b, parts in plans:
             for p in parts:
                 with _in(b, p.base):
-                    prepared[id(p)] = self._prepare_rows(p.batch) if p.rows else self._delete_params(p.batch)
+                    prepared[id(p)] = self._prepare_rows(p.batch, first) if p.rows else self._delete_params(p.batch)
+                first += len(p.batch.values)
         # Savepoints cost two round trips per insert; they are only needed to narrow a data
         # error down, so the first try goes without them. One offsets statement for all the
         # partitions, unless it finds one that did not move as expected. Each retry turns one
@@ -378,9 +379,11 @@ class SqlSink(Sink):
         if conflicts:
             raise OffsetConflict(conflicts)
 
-    def _prepare_rows(self, part: Batch) -> tuple:
+    def _prepare_rows(self, part: Batch, first: int) -> tuple:
+        """The part's columns and payload; ``first``: the number of records before it in the
+        write, where an upsert's numbering of its rows starts."""
         cols = self._columns_for(part)
-        payload = self._payload(part, cols)
+        payload = self._payload(part, cols, first)
         if self.max_packet and payload:
             self._check_packet(part, cols, payload)
         return cols, payload
@@ -451,8 +454,8 @@ class SqlSink(Sink):
 
     def _runs(self, plans, prepared: dict):
         """The parts in offset order as (rows?, columns, payload): consecutive parts of rows with
-        the same columns joined into one insert in insert mode (an upsert keeps a statement per
-        part: its last-write-wins is within a part)."""
+        the same columns joined into one insert (an upsert's rows are numbered across the whole
+        write, so the last of a key still wins); tombstones end a run, to keep offset order."""
         run = None
         for _b, parts in plans:
             for p in parts:
@@ -463,7 +466,7 @@ class SqlSink(Sink):
                     yield False, None, prepared[id(p)]
                     continue
                 cols, payload = prepared[id(p)]
-                if run and self.mode == "insert" and run[1] == cols:
+                if run and run[1] == cols:
                     run[2].extend(payload)  # COPY pieces, or parameter rows
                 else:
                     if run:
@@ -603,11 +606,11 @@ class SqlSink(Sink):
         self._add_columns(new_cols)
         self._reflect()
 
-    def _payload(self, b: Batch, cols: list[Column]):
+    def _payload(self, b: Batch, cols: list[Column], first: int):
         if not b.values:
             return None
         if self.fast:  # the COPY text; upserts number the rows, so the last of a key wins
-            return copy_chunks(b, cols, seq=self.mode == "upsert")
+            return copy_chunks(b, cols, seq=self.mode == "upsert", first=first)
         return param_rows(b, cols)
 
     # -- writing rows, and narrowing a data error to its record -------------------------------
