@@ -463,7 +463,8 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
                    s3: dict | None = None) -> dict:
     sink_type, deserializer, mode = variant(kind)
     out = tmp / f"out-{kind}{'-profile' if profile else ''}"
-    pg_table = f"kpipe_bench_{mode}" if mode else ""
+    # Per topic, so that two benchmarks on one server do not drop each other's table.
+    pg_table = f"kpipe_bench_{mode}_{topic.rsplit('-', 1)[-1]}" if mode else ""
     if sink_type == "s3":
         s3 = {**s3, "bucket": f"bench-{uuid.uuid4().hex[:12]}"}
         s3_client(s3["endpoint"]).create_bucket(Bucket=s3["bucket"])

@@ -57,11 +57,14 @@ _CHUNK = 10_000  # messages per Consumer.consume call, at most
 # Records per consume call are also bounded by bytes: their estimated held size at most this
 # fraction of batch.max_buffered_bytes (10,000 values of 1 MB would be 10 GB in one call).
 _CHUNK_SHARE = 8
+# Before any value was seen, consume calls take _CHUNK messages (within the prefetch bound), as
+# they always did: --until-caught-up cuts where a chunk ends when a broker's end offsets fall
+# short (Tansu's do), so replays keep their file boundaries. A large first chunk is bounded where
+# it is decoded instead (``_ingest`` writes between slices once over the bound).
 # Over batch.max_buffered_bytes with writes in flight: wait this long for one to complete before
 # pausing. A pause makes librdkafka drop what it prefetched and fetch it again on resume, which
 # cost a fast sink 5 x its throughput (measured); a sink slower than this is paused.
 PAUSE_AFTER = 1.0
-_FIRST_VALUE_BYTES = 64 << 10  # the raw value size assumed before any was seen: a few at first
 _COMMIT_POLL = 0.01  # seconds consume() waits while a commit awaits its answer
 # After a stop signal, how long a sink call may still take before it is given up: the write
 # in flight, the drain. Well inside the 10 s an orchestrator usually allows.
@@ -402,7 +405,9 @@ class Runner:
     def _chunk(self) -> int:
         """Messages to ask of the next consume call: ``_CHUNK``, or fewer when that many would
         hold more than a ``_CHUNK_SHARE``-th of ``batch.max_buffered_bytes``."""
-        per = self.sizes.held(1, int(_FIRST_VALUE_BYTES if self._value_bytes is None else self._value_bytes))
+        if self._value_bytes is None:
+            return _CHUNK
+        per = self.sizes.held(1, int(self._value_bytes))
         return max(1, min(_CHUNK, int(self.spec.max_buffered_bytes // _CHUNK_SHARE // per)))
 
     def _bound_memory(self) -> None:
@@ -513,6 +518,12 @@ class Runner:
                     bad.index += lo
                     return bad
                 lo = hi
+                if self.pressure.over(self._held()):
+                    # A large chunk: write what is cut before decoding more of it.
+                    if ready:
+                        self._write(ready)
+                        ready.clear()
+                    self._bound_memory()
         return None
 
     def _abandoning(self) -> bool:
