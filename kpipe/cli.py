@@ -236,15 +236,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from kpipe.plugins import registry
+    from kpipe.plugins import capability_flags, registry
 
     reg = registry()
     rows = []
     for kind in sorted(reg.plugins):
         for name in reg.names(kind):
             dist, version = reg.dists[(kind, name)]
-            caps = getattr(reg.plugins[kind][name], "capabilities", None)
-            flags = [k for k, v in vars(caps).items() if v] if caps else []
+            flags = capability_flags(getattr(reg.plugins[kind][name], "capabilities", None))
             rows.append({"kind": kind, "name": name, "distribution": dist, "version": version,
                          "capabilities": flags, "error": None})
         for name, why in sorted(reg.broken[kind].items()):

@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from importlib.metadata import entry_points
 
 from kpipe.api import API_VERSION, MIN_API_VERSION
 
-__all__ = ["GROUPS", "Registry", "registry", "PluginLoadError"]
+__all__ = ["GROUPS", "Registry", "registry", "PluginLoadError", "capability_flags"]
 
 log = logging.getLogger("kpipe.plugins")
 
 GROUPS = {"sink": "kpipe.sinks", "deserializer": "kpipe.deserializers", "transform": "kpipe.transforms"}
+
+
+def capability_flags(caps) -> list[str]:
+    """What a plugin's ``Capabilities`` promise, as listed by ``kpipe plugins`` and the reference
+    docs: the true flags by name, and a number only where it differs from the default (so a
+    sink that keeps ``max_in_flight`` at 1 lists nothing for it)."""
+    if caps is None:
+        return []
+    defaults = {f.name: f.default for f in fields(caps)}
+    return [k if v is True else f"{k}={v}" for k, v in vars(caps).items()
+            if v and v != defaults.get(k)]
 
 
 class PluginLoadError(Exception):

@@ -11,7 +11,7 @@ import copy
 import json
 from typing import Any, Iterable, Mapping
 
-from kpipe.plugins import registry
+from kpipe.plugins import capability_flags, registry
 from kpipe.spec.schema import pipeline_schema
 
 __all__ = ["full_schema", "render_docs", "INTERPOLATION_PATTERN", "DOC_FILES"]
@@ -278,7 +278,7 @@ def _plugin_page(kind: str, dists) -> str:
             lines[-1] += f" Needs `pip install \"kpipe[{extra}]\"`."
         caps = getattr(plugin, "capabilities", None)
         if caps is not None:
-            flags = sorted(k for k, v in vars(caps).items() if v)
+            flags = sorted(capability_flags(caps))
             lines[-1] += f" Capabilities: {', '.join(f'`{f}`' for f in flags) or 'none'}."
         lines.append("")
         lines += _options(schema, name if kind == "transform" else "")

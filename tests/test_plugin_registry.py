@@ -138,6 +138,8 @@ def test_an_entry_point_that_is_not_a_descriptor_is_refused(site, tmp_path):
     rows = {r["name"]: r for r in json.loads(listing.stdout)}
     assert "not a kpipe.api plugin descriptor" in rows["odd"]["error"]
     assert rows["files"]["capabilities"] == ["stores_offsets", "idempotent_writes"]
+    # a number is listed only where it differs from the default
+    assert "max_in_flight=4" in rows["s3"]["capabilities"]
 
 
 def test_exactly_once_asked_of_a_sink_that_declares_no_way_to_keep_it_is_a_warning(site, tmp_path):
