@@ -170,8 +170,7 @@ ROWS = (
         parquet=Cell(tuple(Arrow("decimal128(38, 10)", Decimal(d))
                            for d in ("12.3400000000", "0E-10", "100.0000000000")),
                      "exact at the largest scale seen, `decimal128(38, 10)` here (mixed scales stay within 38 "
-                     "digits, which DuckDB and Spark read: a value with more integer digits than are left is a "
-                     "bad record); a declared scale rejects a value that needs rounding")),
+                     "digits, which DuckDB and Spark read; see below the table for what does not fit)")),
     Row("`Decimal`: `Infinity`, `-Infinity`, `NaN`", [Decimal("Infinity"), Decimal("-Infinity"), Decimal("NaN")],
         jsonl=Cell(BAD, "bad record (JSON has none)"),
         csv=Cell(("Infinity", "-Infinity", "NaN"), "`Infinity`, `-Infinity`, `NaN`"),
