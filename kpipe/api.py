@@ -145,6 +145,9 @@ class Capabilities:
     """How many ``write`` calls may run at once, each on its own thread, never two holding the
     same partition, each partition's writes in order. Above 1 the sink must be thread-safe for
     ``write``; its other methods still never run beside a write."""
+    alter_offsets: bool = False
+    """The sink can move its stored positions on an operator's order (``Sink.alter_offsets``,
+    for ``kpipe offsets reset``). Only meaningful with ``stores_offsets``."""
 
     @property
     def exactly_once(self) -> bool:
@@ -285,6 +288,21 @@ class Sink(abc.ABC):
         ``OffsetConflict`` for fenced partitions (all others durable), ``BadRecordError``
         for one bad record, ``FatalError`` otherwise. Writing a batch again must be harmless.
         """
+
+    def alter_offsets(self, group: str, positions: Mapping[TopicPartition, int],
+                      expected: Mapping[TopicPartition, int | None]) -> None:
+        """Store ``positions`` (the next offset to consume, per partition) as if a write had
+        ended there; returning means they are durable. ``kpipe offsets reset`` calls it with no
+        pipeline running, only for sinks with ``Capabilities.alter_offsets``.
+
+        ``group`` is the pipeline's consumer group (``SinkContext.group``); a sink that keys
+        positions by group moves that group's. ``expected`` is each partition's position as the
+        caller last read it (None: none stored): the same fence as a write's, so when any
+        partition's stored position differs, raise ``OffsetConflict`` naming the positions found
+        and change nothing (as far as the store allows; say in the docs what may have moved).
+        A position before the stored one means the next run writes that range again.
+        """
+        raise FatalError(f"the {type(self).__name__} sink cannot move its stored offsets")
 
     def revoke(self, partitions: Sequence[TopicPartition]) -> None:
         """Forget any state kept for partitions this instance no longer owns."""
