@@ -423,17 +423,9 @@ class Runner:
             self._settle_one()
             held = self._held()
         if (pressure.over(held) or pressure.paused) and not self.writer.in_flight:
-            ready: list = []
-            target = pressure.limit // 2
-            for tp, buf in sorted(self.buffers.items(), key=lambda kv: -kv[1].nbytes):
-                if held <= target:
-                    break
-                held -= self.sizes.held(len(buf.msgs), buf.nbytes)
-                buf.take_all(ready)
-            if ready:
-                log.debug("memory: %d bytes held, over half of batch.max_buffered_bytes with nothing "
-                          "being written; writing %d partitions early", self._held(), len(ready))
-                self._write(ready)
+            early = self._cut_largest(held)
+            if early:
+                self._write(early)
             held = self._held()
         pause = pressure.to_pause(held, self.buffers)
         if pause:
@@ -441,6 +433,39 @@ class Runner:
         resume = pressure.to_resume(held)
         if resume:
             self._pause_resume("resume", resume, held)
+
+    def _cut_largest(self, held: int) -> list:
+        """Batches of the largest buffers, whole, until what stays buffered is within half of
+        ``batch.max_buffered_bytes``: written early, because nothing else would free memory."""
+        early: list = []
+        target = self.pressure.limit // 2
+        for tp, buf in sorted(self.buffers.items(), key=lambda kv: -kv[1].nbytes):
+            if held <= target:
+                break
+            held -= self.sizes.held(len(buf.msgs), buf.nbytes)
+            buf.take_all(early)
+        if early:
+            log.debug("memory: over half of batch.max_buffered_bytes with nothing being written; "
+                      "writing %d partitions early", len(early))
+        return early
+
+    def _make_room(self, ready: list) -> None:
+        """Inside a consumed chunk, over ``batch.max_buffered_bytes``: write what is cut, and wait
+        for writes (or write the largest buffers early) until the records held fit again,
+        before decoding more of it. Pausing would not help here: the chunk is already read."""
+        if ready:
+            self._write(ready)
+            ready.clear()
+        held = self._held()
+        while self.pressure.over(held):
+            if self.writer.in_flight:
+                self._settle_one()
+            else:
+                early = self._cut_largest(held)
+                if not early:
+                    break
+                self._write(early)
+            held = self._held()
 
     def _pause_resume(self, what: str, tps: list, held: int) -> None:
         log.debug("memory: %d bytes held (batch.max_buffered_bytes %d): %s %s", held, self.pressure.limit,
@@ -495,13 +520,17 @@ class Runner:
                     by_tp[tp] = [m]
                 else:
                     lst.append(m)
+        left = sum(map(len, by_tp.values()))  # messages of the chunk not through the stages yet
         for tp, lst in by_tp.items():
             buf = self.buffers.get(tp)
             if buf is None:
+                left -= len(lst)
                 continue  # not ours (any more): a revoke raced this chunk
             if lst[0].offset() < buf.position:
                 # Stale messages from before a seek; never buffer an offset twice.
+                left -= len(lst)
                 lst = [m for m in lst if m.offset() >= buf.position]
+                left += len(lst)
                 if not lst:
                     continue
             n = len(lst)
@@ -518,12 +547,9 @@ class Runner:
                     bad.index += lo
                     return bad
                 lo = hi
-                if self.pressure.over(self._held()):
-                    # A large chunk: write what is cut before decoding more of it.
-                    if ready:
-                        self._write(ready)
-                        ready.clear()
-                    self._bound_memory()
+                left -= len(part)
+                if left and self.pressure.over(self._held()):
+                    self._make_room(ready)  # before decoding more of this chunk
         return None
 
     def _abandoning(self) -> bool:
