@@ -1,0 +1,73 @@
+"""A Delta table's schema as a dataset schema (``kpipe.formats.dataset``), and a batch's records
+as an Arrow table of exactly those types.
+
+The table's own schema wins for its columns: their types never change, so a value that does not
+fit is a bad record. Declared types (Avro, JSON Schema, ``columns:``) name the columns the table
+does not have yet; everything else is inferred from the records (``widen``) and added as a
+nullable column.
+"""
+from __future__ import annotations
+
+from kpipe.formats.base import EncodeError
+from kpipe.formats.dataset import declared, widen
+from kpipe.formats.parquet import _typed_table
+
+__all__ = ["kpipe_type", "table_schema", "write_schema", "records_table", "EncodeError"]
+
+
+def kpipe_type(pa, t):
+    """The dataset type of an Arrow type read from a Delta table."""
+    if pa.types.is_struct(t):
+        return {"struct": {t.field(i).name: kpipe_type(pa, t.field(i).type) for i in range(t.num_fields)}}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return {"list": kpipe_type(pa, t.value_type)}
+    if pa.types.is_decimal(t):
+        return f"numeric({t.precision},{t.scale})"
+    if pa.types.is_timestamp(t):
+        return "timestamptz" if t.tz else "timestamp"
+    for test, name in ((pa.types.is_int64, "bigint"), (pa.types.is_int32, "integer"), (pa.types.is_int16, "smallint"),
+                       (pa.types.is_int8, "smallint"), (pa.types.is_float64, "double"), (pa.types.is_float32, "real"),
+                       (pa.types.is_boolean, "boolean"), (pa.types.is_date32, "date"),
+                       (pa.types.is_binary, "bytes"), (pa.types.is_large_binary, "bytes")):
+        if test(t):
+            return name
+    return "text"  # string, string_view, large_string
+
+
+def table_schema(pa, arrow_schema) -> dict:
+    return {f.name: kpipe_type(pa, f.type) for f in arrow_schema}
+
+
+def write_schema(pa, have: dict, value_schema, columns: dict, values: list) -> dict:
+    """The columns to write ``values`` with: the table's (``have``) as they are, declared types for
+    the others, then inferred ones."""
+    from kpipe.formats.arrowtypes import arrow_type
+
+    out = dict(have)
+    for name, t in declared(value_schema, columns).items():
+        if name not in out:
+            out[name] = t
+        elif arrow_type(pa, t) == arrow_type(pa, out[name]):
+            out[name] = t  # json or uuid over a string column: the declared rule converts the value
+    out, _ = widen(out, values, frozenset(out))
+    return out
+
+
+def records_table(pa, schema: dict, values: list):
+    """``values`` as an Arrow table of ``schema``'s types; columns no value has typed yet (only
+    nulls) are left out, as Delta has no null type. ``EncodeError(index)`` names a record that
+    does not fit."""
+    typed = {k: t for k, t in schema.items() if not _untyped(t)}
+    for i, v in enumerate(values):  # a field whose column is left out must be null in every record
+        if isinstance(v, dict) and any(v.get(k) is not None for k in schema.keys() - typed.keys()):
+            raise EncodeError("a value no Delta column type holds", i)
+    return _typed_table(pa, typed, [{k: x for k, x in v.items() if k in typed} if isinstance(v, dict) else v
+                                    for v in values] if len(typed) != len(schema) else values)
+
+
+def _untyped(t) -> bool:
+    if isinstance(t, dict):
+        if "struct" in t:
+            return not t["struct"] or any(map(_untyped, t["struct"].values()))
+        return _untyped(t["list"])
+    return t == "null"

@@ -1,0 +1,143 @@
+"""The delta sink: the conformance kit on a local table and on S3 (moto), read back with
+deltalake and with pyarrow over the current version's files (an independent reader); fencing
+of a stale writer by Delta's own txn actions; schema mapping and bad records; S3 safety."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+from deltalake import DeltaTable
+
+from kpipe.api import BadRecordError, FatalError, OffsetConflict, SinkContext
+from kpipe.sinks.delta import plugin as delta_plugin
+from kpipe.sinks.delta.sink import DeltaSink, app_id
+from kpipe.testing import SinkConformance
+from s3kit import bucket, make_batch, moto_server, s3  # noqa: F401
+
+
+def rows(uri, options=None):
+    """Every row of the table's current version: deltalake's reader, checked against pyarrow
+    reading the very files that version lists."""
+    dt = DeltaTable(uri, storage_options=options)
+    got = dt.to_pyarrow_table().to_pylist()
+    if options is None:
+        files = [u.removeprefix("file://") for u in dt.file_uris()]
+        raw = pads.dataset(files, format="parquet").to_table().to_pylist() if files else []
+        key = lambda r: sorted((k, str(v)) for k, v in r.items() if v is not None)  # noqa: E731
+        assert sorted(map(key, raw)) == sorted(map(key, got))
+    return got
+
+
+class TestDeltaLocal(SinkConformance):
+    plugin = delta_plugin
+
+    def config(self, tmp_path):
+        return {"uri": str(tmp_path / "table")}
+
+    def deletes_config(self, tmp_path):
+        return {"uri": str(tmp_path / "upsert"), "mode": "upsert", "key": ["id"]}
+
+    def bad_value(self, topic, partition, offset):
+        return {"id": f"{topic}/{partition}/{offset}", "n": "not a number", "text": "bad"}
+
+    def read_back(self, config):
+        if not DeltaTable.is_deltatable(config["uri"], storage_options=config.get("storage_options")):
+            return []
+        return rows(config["uri"], config.get("storage_options"))
+
+
+class TestDeltaS3(TestDeltaLocal):
+    @pytest.fixture(autouse=True)
+    def _server(self, moto_server, bucket):  # noqa: F811
+        self.options = {"AWS_ENDPOINT_URL": moto_server.url, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
+                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        self.bucket = bucket
+
+    def config(self, tmp_path):
+        return {"uri": f"s3://{self.bucket}/{tmp_path.name}/t", "storage_options": self.options}
+
+    def deletes_config(self, tmp_path):
+        return {**self.config(tmp_path), "uri": f"s3://{self.bucket}/{tmp_path.name}/u", "mode": "upsert",
+                "key": ["id"]}
+
+
+def sink(config, group="g", tombstones="skip", value_schema=lambda: None):
+    s = DeltaSink(config, SinkContext(pipeline="p", group=group, tombstones=tombstones, value_schema=value_schema))
+    s.open()
+    return s
+
+
+def test_a_stale_writer_that_read_the_same_version_is_fenced(tmp_path):
+    """Two writers load the table at one version; the first commits; the second's commit of the
+    same partition must not land (Delta's conflict check on our txn app id), and it learns the
+    position the winner stored."""
+    uri = str(tmp_path / "t")
+    first = sink({"uri": uri})
+    first.write([make_batch([{"id": 0}], 0)])
+    zombie, fresh = sink({"uri": uri}), sink({"uri": uri})
+    zombie._load()
+    fresh.write([make_batch([{"id": 1}], 1)])
+    stale, real = [zombie.table], zombie._load
+    zombie._load = lambda: stale.pop() if stale else real()  # it read its positions before the winner committed
+    with pytest.raises(OffsetConflict) as exc:
+        zombie.write([make_batch([{"id": 99}], 1)])
+    assert exc.value.partitions == {("orders", 0): 2}
+    assert sorted(r["id"] for r in rows(uri)) == [0, 1]
+    assert DeltaTable(uri).transaction_version(app_id("g", "orders", 0)) == 2
+
+
+def test_fencing_one_partition_lets_the_others_land(tmp_path):
+    uri = str(tmp_path / "t")
+    sink({"uri": uri}).write([make_batch([{"id": 0}], 0, partition=0)])
+    s = sink({"uri": uri})
+    with pytest.raises(OffsetConflict) as exc:
+        s.write([make_batch([{"id": 5}], 0, partition=0), make_batch([{"id": 7}], 0, partition=1)])
+    assert exc.value.partitions == {("orders", 0): 1}
+    assert sorted(r["id"] for r in rows(uri)) == [0, 7]
+    assert s.load_offsets([("orders", 0), ("orders", 1)]) == {("orders", 0): 1, ("orders", 1): 1}
+
+
+def test_new_fields_become_nullable_columns_and_a_misfit_is_a_bad_record(tmp_path):
+    uri = str(tmp_path / "t")
+    s = sink({"uri": uri, "columns": {"price": "numeric(10,2)"}})
+    s.write([make_batch([{"id": 1, "price": "1.50"}], 0)])
+    s.write([make_batch([{"id": 2, "price": 2, "country": "DE"}], 1)])
+    got = {r["id"]: r for r in rows(uri)}
+    assert str(got[1]["price"]) == "1.50" and got[1]["country"] is None and got[2]["country"] == "DE"
+    assert pa.schema(DeltaTable(uri).schema().to_arrow()).field("price").type == pa.decimal128(10, 2)
+    with pytest.raises(BadRecordError) as exc:
+        s.write([make_batch([{"id": 3}, {"id": "three"}, {"id": 4}], 2)])
+    assert exc.value.index == 1 and exc.value.offset == 3
+    assert sorted(r["id"] for r in rows(uri)) == [1, 2]  # nothing of the batch landed
+
+
+def test_upsert_keeps_the_last_record_per_key_and_deletes_tombstones(tmp_path):
+    uri = str(tmp_path / "t")
+    s = sink({"uri": uri, "mode": "upsert", "key": ["id"]}, tombstones="delete")
+    s.write([make_batch([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}], 0)])
+    s.write([make_batch([{"id": 1, "v": "c"}, None, {"id": 1, "v": "d"}, {"id": 3, "v": "e"}], 2,
+                        keys=[None, b"2", None, None])])
+    assert sorted((r["id"], r["v"]) for r in rows(uri)) == [(1, "d"), (3, "e")]
+    assert s.load_offsets([("orders", 0)]) == {("orders", 0): 6}
+
+
+def test_alter_offsets_is_fenced_like_a_write(tmp_path):
+    uri = str(tmp_path / "t")
+    s = sink({"uri": uri})
+    s.write([make_batch([{"id": 0}], 0)])
+    with pytest.raises(OffsetConflict):
+        s.alter_offsets("g", {("orders", 0): 0}, {("orders", 0): 5})
+    s.alter_offsets("g", {("orders", 0): 0}, {("orders", 0): 1})
+    assert s.load_offsets([("orders", 0)]) == {("orders", 0): 0}
+    assert [r["id"] for r in rows(uri)] == [0]
+
+
+@pytest.mark.parametrize("options, why", [
+    ({"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}, "UNSAFE_RENAME"),
+    ({"aws_s3_allow_unsafe_rename": "TRUE"}, "UNSAFE_RENAME"),
+    ({"AWS_S3_LOCKING_PROVIDER": "dynamodb"}, "DELTA_DYNAMO_TABLE_NAME"),
+    ({"AWS_S3_LOCKING_PROVIDER": "redis"}, "not one delta-rs knows"),
+])
+def test_an_unsafe_s3_configuration_is_refused(options, why):
+    with pytest.raises(FatalError, match=why):
+        sink({"uri": "s3://nowhere/t", "storage_options": options})
