@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpipe.api import Batch, BadRecordError, OffsetConflict, SinkContext
+from kpipe.sinks.sql import offsets
 from kpipe.sinks.sql.sink import SqlSink
 from sqlkit import db_url  # noqa: F401 (a fixture)
 
@@ -100,8 +101,9 @@ def test_one_offsets_statement_and_one_insert_for_many_partitions(setup, monkeyp
         ("orders", p): 6 for p in range(PARTITIONS)}
 
 
-def test_a_zombie_is_fenced_on_exactly_its_stale_partition(setup):
+def test_a_zombie_is_fenced_on_exactly_its_stale_partition(setup, monkeypatch):
     sink, table, engine = setup
+    monkeypatch.setattr(offsets, "_GENERIC_ROWS", 7)  # MariaDB, SQLite: several statements of a write
     owner, zombie = sink(), sink()
     owner.write(batches({p: 0 for p in range(PARTITIONS)}))
     owner.write(batches({17: 3}))  # the owner moved partition 17 on
@@ -132,7 +134,7 @@ def test_a_bad_record_is_found_in_its_own_partition_and_nothing_lands(setup):
         ("orders", p): 3 for p in range(PARTITIONS)}
 
 
-def test_an_upsert_of_many_partitions_is_one_insert_and_the_last_batch_wins(db_url, monkeypatch):
+def test_an_upsert_of_many_partitions_is_one_offsets_statement_and_the_last_batch_wins(db_url, monkeypatch):
     table, group = f"manyup_{uuid.uuid4().hex[:8]}", f"manyup-{uuid.uuid4().hex[:8]}"
     sink = SqlSink({"url": db_url, "table": table, "mode": "upsert", "key": ["id"]},
                    SinkContext(pipeline="many", group=group))
@@ -147,10 +149,9 @@ def test_an_upsert_of_many_partitions_is_one_insert_and_the_last_batch_wins(db_u
         seen = Statements(sink, monkeypatch)
         write(3)
         assert seen.count("UPDATE", "kpipe_offsets") == 1
-        if sink.fast:
-            assert seen.copies == 1
-        else:
-            assert seen.count("INSERT", table) == 1
+        # a statement per partition: a bad row another partition's row would replace unseen in
+        # one statement must still be reported (test_sql_properties)
+        assert (seen.copies if sink.fast else seen.count("INSERT", table)) == PARTITIONS
         with engine.connect() as conn:
             rows = conn.execute(sa.text(f"SELECT id, p, s FROM {table} ORDER BY id")).all()
         assert [tuple(r) for r in rows] == [(k, PARTITIONS - 1, 3) for k in range(3)]

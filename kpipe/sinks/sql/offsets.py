@@ -113,6 +113,17 @@ def advance_all(conn, table: sa.Table, group: str, moves: list[tuple[str, int, i
         return conn.execute(stmt[1], {"g": group, "now": now, "t": t, "p": p, "e": e, "n": n}).rowcount == len(moves)
     # MariaDB, SQLite, ...: a CASE picks each row's new offset; the WHERE is the compare-and-set
     # of every row (MySQL's rowcount counts matched rows: SQLAlchemy sets CLIENT_FOUND_ROWS).
+    # A statement per _GENERIC_ROWS partitions keeps within SQLite's limit of bound parameters.
+    moved = 0
+    for i in range(0, len(moves), _GENERIC_ROWS):
+        moved += _advance_generic(conn, table, group, moves[i:i + _GENERIC_ROWS], now)
+    return moved == len(moves)
+
+
+_GENERIC_ROWS = 1000
+
+
+def _advance_generic(conn, table: sa.Table, group: str, moves: list, now: dt.datetime) -> int:
     c = table.c
     matches = [(c.topic == t) & (c.kafka_partition == p) for t, p, _, _ in moves]
     stmt = (table.update()
@@ -121,4 +132,4 @@ def advance_all(conn, table: sa.Table, group: str, moves: list[tuple[str, int, i
             .values(next_offset=sa.case(*[(m, new) for m, (_, _, _, new) in zip(matches, moves)],
                                         else_=c.next_offset),
                     updated_at=now))
-    return conn.execute(stmt).rowcount == len(moves)
+    return conn.execute(stmt).rowcount

@@ -411,9 +411,9 @@ def copy_text(batch: Batch, columns: list[Column], seq: bool = False) -> str:
     return "".join(copy_chunks(batch, columns, seq))
 
 
-def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False, first: int = 0) -> list[str]:
+def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False) -> list[str]:
     """The batch as COPY text: one line per record, columns in the given order, each line
-    ending in a newline; with ``seq``, one more column numbering the records from ``first``.
+    ending in a newline; with ``seq``, one more column numbering the records from 0.
 
     The text comes as pieces of whole lines of about ``CHUNK_CHARS`` each, so that the sink
     sends it a piece at a time: never the whole text and a second, encoded copy of it. Each
@@ -432,14 +432,14 @@ def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False, first: i
     try:
         cols = _text_columns(batch, columns)
         if seq:
-            cols.append(list(map(str, range(first, first + n))))
+            cols.append(list(map(str, range(n))))
         if not cols:
             return ["\n" * n]
         return _join_in_steps(cols, n)
     except Exception:
         lines = _copy_lines_by_record(batch, columns)
         if seq:
-            lines = [f"{line[:-1]}\t{i}\n" for i, line in enumerate(lines, first)]
+            lines = [f"{line[:-1]}\t{i}\n" for i, line in enumerate(lines)]
         return ["".join(lines)]
 
 

@@ -22,7 +22,7 @@ from .columns import SQLITE_JSON, METADATA_TYPES, Column, infer_columns, json_ty
 from .errors import is_data_error, is_database_error, is_retryable, is_schema_error
 from .guard import delete_where, refuse_unbounded_writes
 from .names import describe_limit, namer
-from .rows import JsonText, coerce_key, copy_chunks, copy_text_lines, json_serializer, param_rows
+from .rows import CHUNK_CHARS, JsonText, coerce_key, copy_chunks, copy_text_lines, json_serializer, param_rows
 
 __all__ = ["SqlSink", "normalize_url"]
 
@@ -356,12 +356,11 @@ class SqlSink(Sink):
         plans = [(b, self._parts(b)) for b in batches]
         # Everything kpipe itself can find wrong with a record, found before the transaction
         # and in offset order: id(part) -> (its columns, its payload), or the DELETE's params.
-        prepared, first = {}, 0
+        prepared = {}
         for b, parts in plans:
             for p in parts:
                 with _in(b, p.base):
-                    prepared[id(p)] = self._prepare_rows(p.batch, first) if p.rows else self._delete_params(p.batch)
-                first += len(p.batch.values)
+                    prepared[id(p)] = self._prepare_rows(p.batch) if p.rows else self._delete_params(p.batch)
         # Savepoints cost two round trips per insert; they are only needed to narrow a data
         # error down, so the first try goes without them. One offsets statement for all the
         # partitions, unless it finds one that did not move as expected. Each retry turns one
@@ -379,11 +378,9 @@ class SqlSink(Sink):
         if conflicts:
             raise OffsetConflict(conflicts)
 
-    def _prepare_rows(self, part: Batch, first: int) -> tuple:
-        """The part's columns and payload; ``first``: the number of records before it in the
-        write, where an upsert's numbering of its rows starts."""
+    def _prepare_rows(self, part: Batch) -> tuple:
         cols = self._columns_for(part)
-        payload = self._payload(part, cols, first)
+        payload = self._payload(part, cols)
         if self.max_packet and payload:
             self._check_packet(part, cols, payload)
         return cols, payload
@@ -453,9 +450,10 @@ class SqlSink(Sink):
         return conflicts
 
     def _runs(self, plans, prepared: dict):
-        """The parts in offset order as (rows?, columns, payload): consecutive parts of rows with
-        the same columns joined into one insert (an upsert's rows are numbered across the whole
-        write, so the last of a key still wins); tombstones end a run, to keep offset order."""
+        """The parts in offset order as (rows?, columns, payload): in insert mode, consecutive
+        parts of rows with the same columns joined into one insert. An upsert keeps a statement
+        per part: it drops a key's earlier rows of its statement unseen, and a bad row dropped
+        for a row of another partition would go unreported only because of how writes fell."""
         run = None
         for _b, parts in plans:
             for p in parts:
@@ -466,7 +464,7 @@ class SqlSink(Sink):
                     yield False, None, prepared[id(p)]
                     continue
                 cols, payload = prepared[id(p)]
-                if run and run[1] == cols:
+                if run and self.mode == "insert" and run[1] == cols:
                     run[2].extend(payload)  # COPY pieces, or parameter rows
                 else:
                     if run:
@@ -606,11 +604,11 @@ class SqlSink(Sink):
         self._add_columns(new_cols)
         self._reflect()
 
-    def _payload(self, b: Batch, cols: list[Column], first: int):
+    def _payload(self, b: Batch, cols: list[Column]):
         if not b.values:
             return None
         if self.fast:  # the COPY text; upserts number the rows, so the last of a key wins
-            return copy_chunks(b, cols, seq=self.mode == "upsert", first=first)
+            return copy_chunks(b, cols, seq=self.mode == "upsert")
         return param_rows(b, cols)
 
     # -- writing rows, and narrowing a data error to its record -------------------------------
@@ -713,9 +711,18 @@ class SqlSink(Sink):
 
 
 def _send(cp, chunks: list[str]) -> None:
-    """COPY's data a piece at a time: one piece's bytes in memory at once, not the whole text's."""
+    """COPY's data a piece of about ``CHUNK_CHARS`` at a time: one piece's bytes in memory at
+    once, not the whole text's; the small pieces of many partitions' batches are joined first,
+    so a write of 512 small batches is a few sends, not 512."""
+    run, size = [], 0
     for chunk in chunks:
-        cp.write(chunk.encode())
+        run.append(chunk)
+        size += len(chunk)
+        if size >= CHUNK_CHARS:
+            cp.write("".join(run).encode())
+            run, size = [], 0
+    if run:
+        cp.write("".join(run).encode())
 
 
 class _Part(NamedTuple):
