@@ -112,6 +112,30 @@ def test_a_sink_that_keeps_up_is_waited_for_not_paused():
     assert cluster.consumers[0].pauses == []
 
 
+def test_a_large_first_chunk_is_decoded_within_the_bound_and_every_record_written():
+    # Before any value size is known the runner asks for 10,000 messages (a broker that hands
+    # over a whole backlog gives them): batches are written, and waited for, between slices.
+    cluster, store = FakeCluster({"t": 2}), Store()
+    for p in range(2):
+        cluster.produce("t", p, [value(i, 1000) for i in range(400)])
+    limit = 32 << 10
+    seen: list = []  # records through the stages when each write began
+
+    def hook(sink, batches):
+        seen.append(runner.result.consumed)
+        time.sleep(0.001)
+
+    spec = fake_spec(max_records=10, max_buffered_bytes=limit, sink_config={"hook": hook})
+    runner = Runner(spec, consumer_factory=cluster.factory, plugins=recording_registry(store),
+                    backoff=FAST, until_caught_up=True)
+    result = runner.run()
+    assert result.exit_code == 0, result.reason
+    assert store.rows == {("t", p): list(range(400)) for p in range(2)}
+    assert cluster.committed == {("t", 0): 400, ("t", 1): 400}
+    # The chunk of 800 was written as it was decoded, about 13 records (32 KiB) at a time.
+    assert cluster.consumers[0].pauses == [] and seen[0] < 100 and len(seen) > 5, seen
+
+
 def test_consume_calls_are_sized_by_bytes():
     cluster, store = FakeCluster({"t": 1}), Store()
     cluster.produce("t", 0, [value(i, 100_000) for i in range(60)])  # 6 MB of 100 KB values

@@ -402,6 +402,10 @@ class Runner:
         held = self.sizes.held
         return sum(held(len(b.msgs), b.nbytes) for b in self.buffers.values()) + self.writer.held
 
+    def _held_in(self, batches: list) -> int:
+        held = self.sizes.held
+        return sum(held(len(b.values), b.nbytes) for b in batches)
+
     def _chunk(self) -> int:
         """Messages to ask of the next consume call: ``_CHUNK``, or fewer when that many would
         hold more than a ``_CHUNK_SHARE``-th of ``batch.max_buffered_bytes``."""
@@ -454,8 +458,9 @@ class Runner:
         for writes (or write the largest buffers early) until the records held fit again,
         before decoding more of it. Pausing would not help here: the chunk is already read."""
         if ready:
-            self._write(ready)
+            cut = ready[:]  # the Writer keeps the list it is given: hand it a copy to keep
             ready.clear()
+            self._write(cut)
         held = self._held()
         while self.pressure.over(held):
             if self.writer.in_flight:
@@ -538,7 +543,7 @@ class Runner:
             while lo < n:
                 if self._abandoning():
                     return None  # consumed, not processed: not committed, read again next time
-                hi = min(n, lo + self._slice)
+                hi = min(n, lo + min(self._slice, self._chunk()))  # bounded by time and by bytes
                 part = lst if hi - lo == n else lst[lo:hi]
                 bad = self._ingest_slice(tp, buf, part, now, ready)
                 if bad is _ABANDONED:
@@ -548,7 +553,7 @@ class Runner:
                     return bad
                 lo = hi
                 left -= len(part)
-                if left and self.pressure.over(self._held()):
+                if left and self.pressure.over(self._held() + self._held_in(ready)):
                     self._make_room(ready)  # before decoding more of this chunk
         return None
 
@@ -672,7 +677,7 @@ class Runner:
             self.dlq.ensure_delivered()  # the write stores offsets past every dead letter so far
         for b in batches:
             self.book.handed((b.topic, b.partition), b.next_offset)
-        writer.submit(batches, sum(self.sizes.held(len(b.values), b.nbytes) for b in batches))
+        writer.submit(batches, self._held_in(batches))
 
     def _settle(self) -> None:
         """Settle every write in flight, oldest first (see ``_settle_one``)."""
