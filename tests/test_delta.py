@@ -23,7 +23,8 @@ def rows(uri, options=None):
     if options is None:
         files = [u.removeprefix("file://") for u in dt.file_uris()]
         raw = pads.dataset(files, format="parquet").to_table().to_pylist() if files else []
-        key = lambda r: sorted((k, str(v)) for k, v in r.items() if v is not None)  # noqa: E731
+        parts = set(dt.metadata().partition_columns)  # in the paths, not the files
+        key = lambda r: sorted((k, str(v)) for k, v in r.items() if v is not None and k not in parts)  # noqa: E731
         assert sorted(map(key, raw)) == sorted(map(key, got))
     return got
 
@@ -141,3 +142,33 @@ def test_alter_offsets_is_fenced_like_a_write(tmp_path):
 def test_an_unsafe_s3_configuration_is_refused(options, why):
     with pytest.raises(FatalError, match=why):
         sink({"uri": "s3://nowhere/t", "storage_options": options})
+
+
+def test_partition_by_and_declared_types_shape_a_new_table(tmp_path):
+    uri = str(tmp_path / "t")
+    schema = {"type": "object", "properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                                               "country": {"type": "string"}}}
+    s = sink({"uri": uri, "partition_by": ["country"]}, value_schema=lambda: schema)
+    s.write([make_batch([{"id": 1, "at": "2026-01-02T03:04:05Z", "country": "DE"},
+                         {"id": 2, "at": "2026-01-02T03:04:05+01:00", "country": "FR"}], 0)])
+    dt = DeltaTable(uri)
+    assert dt.metadata().partition_columns == ["country"]
+    assert pa.schema(dt.schema().to_arrow()).field("at").type == pa.timestamp("us", tz="UTC")
+    assert {r["id"]: r["at"].isoformat() for r in rows(uri)} == {1: "2026-01-02T03:04:05+00:00",
+                                                                 2: "2026-01-02T02:04:05+00:00"}
+    assert sorted(p.name for p in (tmp_path / "t").iterdir() if p.is_dir()) == ["_delta_log", "country=DE",
+                                                                                 "country=FR"]
+
+
+def test_tombstones_delete_needs_upsert(tmp_path):
+    with pytest.raises(FatalError, match="mode: upsert"):
+        sink({"uri": str(tmp_path / "t")}, tombstones="delete")
+
+
+def test_evolve_fail_makes_a_new_field_a_bad_record(tmp_path):
+    uri = str(tmp_path / "t")
+    s = sink({"uri": uri, "evolve": "fail"})
+    s.write([make_batch([{"id": 1}], 0)])
+    with pytest.raises(BadRecordError) as exc:
+        s.write([make_batch([{"id": 2}, {"id": 3, "extra": 1}], 1)])
+    assert exc.value.index == 1
