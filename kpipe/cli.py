@@ -202,6 +202,15 @@ def cmd_lag(args) -> int:
     return EXIT_OK
 
 
+def cmd_offsets(args) -> int:
+    specs = _load([args.spec])
+    if specs is None:
+        return EXIT_USAGE
+    from kpipe.ops.offsets_cmd import cmd_offsets as run
+
+    return run(args, specs[0])
+
+
 def cmd_check(args) -> int:
     specs = _load([args.spec])
     if specs is None:
@@ -350,6 +359,43 @@ class _Options:
         return action
 
 
+def _add_offsets(sub, verbosity) -> None:
+    o = sub.add_parser("offsets", parents=[verbosity], help="see and move a pipeline's position (replay, skip)",
+                       description="A pipeline's position lives in its sink (kpipe_offsets, the files' names, "
+                                   "the S3 state objects), which the runner seeks to; the group's offset only "
+                                   "mirrors it. These commands read and move both. Exit codes as kpipe lag; a "
+                                   "refused reset exits 1.")
+    osub = o.add_subparsers(dest="offsets_command", metavar="ACTION", parser_class=_Parser)
+    osub.required = True
+    show = osub.add_parser("show", parents=[verbosity], help="per partition: sink, group, log start and end, lag, "
+                                                              "where the next run starts and why")
+    show.add_argument("spec", metavar="SPEC", help="pipeline spec file")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    export = osub.add_parser("export", parents=[verbosity],
+                             help="topic,partition,offset lines of where the next run starts (for reset --from-file)")
+    export.add_argument("spec", metavar="SPEC", help="pipeline spec file")
+    reset = osub.add_parser("reset", parents=[verbosity], help="move the position: a dry run unless --execute",
+                            description="Plan new positions (current -> new per partition) and, with --execute, "
+                                        "write them into the sink's store (fenced like a write), then commit them "
+                                        "to the group. Offsets outside the log are clamped to its start or end. "
+                                        "Refused while the group has active members.")
+    reset.add_argument("spec", metavar="SPEC", help="pipeline spec file")
+    to = reset.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to-earliest", action="store_true", help="the log start of each partition")
+    to.add_argument("--to-latest", action="store_true", help="the log end: skip everything not read yet")
+    to.add_argument("--to-offset", type=int, metavar="N", help="offset N in each partition")
+    to.add_argument("--to-datetime", metavar="TIME",
+                    help="the first offset at or after TIME (ISO 8601, e.g. 2026-11-26T10:00:00Z; no zone: UTC)")
+    to.add_argument("--shift-by", type=int, metavar="N", help="N from where the next run would start (negative: back)")
+    to.add_argument("--from-file", metavar="FILE.csv", help="topic,partition,offset lines, as export writes them")
+    reset.add_argument("--topic", action="append", metavar="T[:P,P]",
+                       help="only this topic, or these partitions of it (repeatable); default: all")
+    reset.add_argument("--execute", action="store_true", help="apply the plan (default: print it, change nothing)")
+    reset.add_argument("--json", action="store_true", help="print the plan as JSON")
+    for p in (show, export, reset):
+        p.set_defaults(func=cmd_offsets)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kpipe import __version__
 
@@ -415,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("spec", metavar="SPEC", help="pipeline spec file")
     lg.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lg.set_defaults(func=cmd_lag)
+
+    _add_offsets(sub, verbosity)
 
     ck = sub.add_parser("check", parents=[verbosity], help="validate a spec, then connect to its dependencies",
                         description="Validate the spec, then check that the brokers answer, the topics "

@@ -137,7 +137,7 @@ def test_an_entry_point_that_is_not_a_descriptor_is_refused(site, tmp_path):
     listing = kpipe(site, "plugins", "--json")
     rows = {r["name"]: r for r in json.loads(listing.stdout)}
     assert "not a kpipe.api plugin descriptor" in rows["odd"]["error"]
-    assert rows["files"]["capabilities"] == ["stores_offsets", "idempotent_writes"]
+    assert rows["files"]["capabilities"] == ["stores_offsets", "idempotent_writes", "alter_offsets"]
     # a number is listed only where it differs from the default
     assert "max_in_flight=4" in rows["s3"]["capabilities"]
 

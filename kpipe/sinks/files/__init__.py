@@ -23,6 +23,6 @@ plugin = SinkPlugin(
     name="files",
     config_schema=CONFIG_SCHEMA,
     factory="kpipe.sinks.files.sink:FilesSink",
-    capabilities=Capabilities(stores_offsets=True, idempotent_writes=True),
+    capabilities=Capabilities(stores_offsets=True, idempotent_writes=True, alter_offsets=True),
     description=CONFIG_SCHEMA["description"],
 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Sequence
 
 from kpipe.api import Batch, BadRecordError, FatalError, OffsetConflict, Sink, SinkContext, WriteOutcome
@@ -265,6 +265,37 @@ class FilesSink(Sink):
             if isinstance(exc, OSError):
                 raise FatalError(f"files sink: cannot write {os.path.join(d, name)}: {exc.strerror or exc}") from exc
             raise
+
+    def alter_offsets(self, group, positions, expected) -> None:
+        """Holding every partition's lock: check each head against ``expected`` (else
+        ``OffsetConflict``, nothing changed), then move each (``alter.py``). ``group`` is not
+        used: the directory holds one position per partition."""
+        from .alter import moved_dir, rewind_plan
+
+        tps = sorted(positions)
+        with ExitStack() as stack:
+            locks = {tp: stack.enter_context(self._locked(self._dir(tp))) for tp in tps}
+            found = {tp: self._truth(self._dir(tp), tp, locks[tp]).offset for tp in tps}
+            stale = {tp: -1 if o is None else o for tp, o in found.items() if o != expected.get(tp)}
+            if stale:
+                raise OffsetConflict(stale)
+            plans = {tp: rewind_plan(self._dir(tp), tp, positions[tp]) for tp in tps}  # refuse before moving any
+            for tp in tps:
+                d = self._dir(tp)
+                if plans[tp]:
+                    aside = moved_dir(d, positions[tp])
+                    try:
+                        os.makedirs(aside, exist_ok=True)
+                        for name in plans[tp]:
+                            os.rename(os.path.join(d, name), os.path.join(aside, name))
+                        if self.fsync:
+                            _fsync_dir(aside)
+                    except OSError as exc:
+                        raise _fatal(exc, "move aside the files past the new position into", aside) from None
+                self._mark_next(d, positions[tp])
+                self._truth(d, tp, locks[tp])  # the hint names .next now
+                self._ours.pop(tp, None)
+                self._listed.discard(tp)
 
     def revoke(self, partitions) -> None:
         for tp in partitions:

@@ -66,7 +66,8 @@ plugin = SinkPlugin(
     name="s3",
     config_schema=CONFIG_SCHEMA,
     factory="kpipe.sinks.s3.sink:S3Sink",
-    capabilities=Capabilities(stores_offsets=True, idempotent_writes=True, max_in_flight=MAX_IN_FLIGHT),
+    capabilities=Capabilities(stores_offsets=True, idempotent_writes=True, max_in_flight=MAX_IN_FLIGHT,
+                              alter_offsets=True),
     description=CONFIG_SCHEMA["description"],
     extra="s3",
 )

@@ -143,6 +143,25 @@ class S3Sink(Sink):
         _raise_most_severe(outcomes)  # a retried call skips what this one committed
         return None
 
+    def alter_offsets(self, group, positions, expected) -> None:
+        """Each partition's state object gets ``next_offset`` = its new position, If-Match the
+        ETag whose ``next_offset`` the plan expected. Every state is checked before any is put,
+        so a stale plan moves nothing; a put that still loses its If-Match (a writer started
+        in between) raises ``OffsetConflict`` after the partitions before it moved. A pending
+        batch and the orphans stay listed, so the next writer still cleans them up. ``group``
+        is not used: the prefix holds one position per partition."""
+        states = {tp: self._fetch(tp) for tp in positions}
+        for tp in states:
+            self._forget(tp)
+        stale = {tp: -1 if st.next_offset is None else st.next_offset
+                 for tp, st in states.items() if st.next_offset != expected.get(tp)}
+        if stale:
+            raise OffsetConflict(stale)
+        for tp, new in sorted(positions.items()):
+            st = states[tp]
+            self._cas(tp, st, PartitionState(None, new, st.pending, st.orphans, st.orphans_until), new)
+            self._forget(tp)  # the next write reads it again
+
     def revoke(self, partitions) -> None:
         for tp in partitions:
             self._forget(tp)

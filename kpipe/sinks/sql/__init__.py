@@ -63,7 +63,7 @@ CONFIG_SCHEMA = {
     "then": {"required": ["key"]},
 }
 
-_CAPS = Capabilities(stores_offsets=True, idempotent_writes=True, deletes=True)
+_CAPS = Capabilities(stores_offsets=True, idempotent_writes=True, deletes=True, alter_offsets=True)
 
 postgres_plugin = SinkPlugin(
     name="postgres", config_schema=CONFIG_SCHEMA, factory="kpipe.sinks.sql.sink:SqlSink", capabilities=_CAPS, extra="postgres",

@@ -343,6 +343,10 @@ class SqlSink(Sink):
                 return offsets.load(conn, self.offsets, self.context.group, partitions)
         return self._guard("reading offsets from", load)
 
+    def alter_offsets(self, group, positions, expected) -> None:
+        from .alter import alter_offsets
+        self._guard("moving offsets in", alter_offsets, self.engine, self.offsets, group, positions, expected)
+
     def write(self, batches: Sequence[Batch]) -> None:
         batches = [b for b in batches if b.next_offset > b.start_offset]
         if not batches:

@@ -46,6 +46,6 @@ plugin = SinkPlugin(
     factory="kpipe_http.sink:HttpSink",
     # At least once: a receiver that ignores Idempotency-Key stores a replay twice, and kpipe
     # cannot know what an arbitrary endpoint does. No offsets are kept at the destination.
-    capabilities=Capabilities(stores_offsets=False, idempotent_writes=False),
+    capabilities=Capabilities(stores_offsets=False, idempotent_writes=False, alter_offsets=True),
     description=CONFIG_SCHEMA["description"],
 )

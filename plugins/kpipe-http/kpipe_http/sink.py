@@ -148,6 +148,13 @@ class HttpSink(Sink):
         except OSError as exc:
             raise RetryableError(f"http sink: cannot connect to {self.where}: {exc}") from None
 
+    def alter_offsets(self, group, positions, expected) -> None:
+        """Nothing is stored at the receiver: the position lives in the group, which
+        ``kpipe offsets reset`` moves. Only this instance's memory of a write in progress goes.
+        A replay sends the same idempotency keys for the same records, so a receiver that drops
+        repeated keys drops the replay too (``idempotency_prefix`` gives a replay new keys)."""
+        self.revoke(positions)
+
     def revoke(self, partitions) -> None:
         for tp in partitions:
             self.sent.pop(tuple(tp), None)
