@@ -392,6 +392,38 @@ class SinkConformance:
         stale.close()
         owner.close()
 
+    def test_alter_offsets_moves_where_a_fresh_sink_resumes(self, tmp_path):
+        """alter_offsets (``kpipe offsets reset``): a stale ``expected`` raises OffsetConflict and
+        moves nothing; then a replay back (to a batch boundary) and a skip forward are exactly
+        where a fresh instance resumes, and writes from there land and move on."""
+        caps = self.capabilities()
+        if not (caps.alter_offsets and caps.stores_offsets):
+            pytest.skip("the sink does not declare alter_offsets with stores_offsets")
+        config = self.config(tmp_path)
+        t0, t1 = self.tp(0), self.tp(1)
+        first = self.new_sink(config)
+        first.load_offsets([t0, t1])
+        a, b, c = self.batch(0, 4), self.batch(4, 8), self.batch(0, 3, partition=1)
+        for x in (a, b, c):
+            first.write([x])
+        first.close()
+        operator = self.new_sink(config)
+        with pytest.raises(OffsetConflict):
+            operator.alter_offsets(self.group, {t0: 2, t1: 10}, {t0: 4, t1: 3})
+        assert self.new_sink(config).load_offsets([t0, t1]) == {t0: 8, t1: 3}, "a stale alter_offsets moved something"
+        operator.alter_offsets(self.group, {t0: 4, t1: 10}, {t0: 8, t1: 3})
+        operator.close()
+        run = self.new_sink(config)
+        got = run.load_offsets([t0, t1])
+        assert got == {t0: 4, t1: 10}, f"after alter_offsets a fresh instance resumes at {got}, not {{{t0}: 4, {t1}: 10}}"
+        replay, after = self.batch(4, 8), self.batch(10, 12, partition=1)
+        run.write([replay])
+        run.write([after])
+        assert run.load_offsets([t0, t1]) == {t0: 8, t1: 12}
+        landed = self.landed(config)
+        assert set(self.ids([a, b, c, after])) <= set(landed), "a record went missing across alter_offsets"
+        run.close()
+
     def test_idempotent_writes_replay_leaves_one_copy(self, tmp_path):
         """idempotent_writes: replaying earlier batches after later ones, from a new instance,
         in one call, leaves one copy of everything."""

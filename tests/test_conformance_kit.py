@@ -97,6 +97,13 @@ class MemorySink(Sink):
         if conflicts:
             raise OffsetConflict(conflicts)
 
+    def alter_offsets(self, group, positions, expected):
+        offsets = self.dest["offsets"]
+        stale = {tp: offsets.get(tp, -1) for tp in positions if offsets.get(tp) != expected.get(tp)}
+        if stale and "alter-unfenced" not in self.bugs:
+            raise OffsetConflict(stale)
+        offsets.update(positions)
+
     def revoke(self, partitions):
         if "no-revoke" not in self.bugs:
             for tp in partitions:
@@ -114,7 +121,8 @@ class MemorySink(Sink):
 
 
 memory_plugin = SinkPlugin(name="memory", config_schema={"type": "object"}, factory=MemorySink,
-                           capabilities=Capabilities(stores_offsets=True, idempotent_writes=True, deletes=True))
+                           capabilities=Capabilities(stores_offsets=True, idempotent_writes=True, deletes=True,
+                                                     alter_offsets=True))
 
 
 class TestMemorySink(SinkConformance):
@@ -161,6 +169,7 @@ CAUGHT_BY = {
     "test_deletes_an_all_tombstone_batch_deletes_exactly_its_keys": "all-tombstones-wipe",
     "test_a_bad_record_is_reported_at_its_index_and_the_rest_lands": "part-index",
     "test_a_second_run_after_a_crash_lands_each_record_once": "offsets-on-close",
+    "test_alter_offsets_moves_where_a_fresh_sink_resumes": "alter-unfenced",
 }
 
 
@@ -177,6 +186,7 @@ def test_every_check_has_a_bug_it_catches():
     ("test_an_all_dead_lettered_batch_moves_the_offset", "empty-wipes"),
     ("test_a_bad_record_is_reported_at_its_index_and_the_rest_lands", "call-index"),
     ("test_a_bad_record_is_reported_at_its_index_and_the_rest_lands", "partial-bad"),
+    ("test_alter_offsets_moves_where_a_fresh_sink_resumes", "offsets-on-close"),
 ])
 def test_each_check_fails_for_its_broken_sink(tmp_path, check, bug):
     broken = type("Broken", (TestMemorySink,), {"bugs": (bug,)})()
