@@ -172,3 +172,10 @@ def test_evolve_fail_makes_a_new_field_a_bad_record(tmp_path):
     with pytest.raises(BadRecordError) as exc:
         s.write([make_batch([{"id": 2}, {"id": 3, "extra": 1}], 1)])
     assert exc.value.index == 1
+
+
+def test_an_unwritable_table_fails_at_open_not_at_the_first_batch(moto_server):  # noqa: F811
+    options = {"AWS_ENDPOINT_URL": moto_server.url, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    with pytest.raises(FatalError, match="kp-no-such-bucket.*does not exist"):
+        sink({"uri": "s3://kp-no-such-bucket/t", "storage_options": options})

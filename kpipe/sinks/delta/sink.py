@@ -9,6 +9,7 @@ loser reloads: a partition whose version moved is fenced (``OffsetConflict``), t
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Sequence
 
@@ -70,6 +71,26 @@ class DeltaSink(Sink):
         if self.context.tombstones == "delete" and self.mode != "upsert":
             raise FatalError("delta: tombstones: delete needs mode: upsert (a key names the row to delete)")
         self._load()
+        self._probe()
+
+    def _probe(self) -> None:
+        """Write and delete a small object beside the table: an unwritable table fails at start
+        (and in ``kpipe check``), not at the first batch."""
+        import uuid
+
+        from deltalake.fs import DeltaStorageHandler
+        name = f"_kpipe_probe_{uuid.uuid4().hex}"
+        try:
+            if "://" not in self.uri:
+                os.makedirs(self.uri, exist_ok=True)  # as the first commit would
+            fs = DeltaStorageHandler(self.uri, options=self.options or None)
+            # the raw stream: deltalake 1.6's pyarrow wrapper hands its writer a Buffer it refuses
+            out = fs._handler.open_output_stream(name, None)
+            out.write(b"kpipe")
+            out.close()
+            fs.delete_file(name)
+        except Exception as exc:
+            raise self._classify("cannot write to", exc) from None
 
     def _load(self):
         """The table at its newest version, or None when it does not exist yet."""
@@ -81,8 +102,6 @@ class DeltaSink(Sink):
                 self.table.update_incremental()
         except TableNotFoundError:
             self.table = None
-        except OSError as exc:
-            raise RetryableError(f"delta: reading {self.uri}: {exc}") from None
         except Exception as exc:
             raise self._classify("reading", exc) from None
         return self.table
@@ -90,7 +109,9 @@ class DeltaSink(Sink):
     def _classify(self, doing: str, exc: Exception):
         msg = f"delta: {doing} {self.uri}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         text = str(exc).lower()
-        if any(w in text for w in ("timeout", "timed out", "connection", "temporar", "throttl", "slow down",
+        if any(w in text for w in ("nosuchbucket", "404 not found", "403 forbidden", "accessdenied", "access denied")):
+            return FatalError(msg + (" (the bucket does not exist)" if "nosuchbucket" in text else ""))
+        if isinstance(exc, OSError) or any(w in text for w in ("timeout", "timed out", "connection", "temporar", "throttl", "slow down",
                                    "503", "500 internal", "dispatch")):
             return RetryableError(msg)
         return FatalError(msg)
