@@ -3,19 +3,40 @@ warehouse), and its table reads back with readers other than kpipe: pyiceberg's 
 pyarrow over the data files the table lists."""
 from __future__ import annotations
 
+import uuid
+from contextlib import contextmanager
+
 import pyarrow.dataset as ds
 import pytest
 
 from kpipe.api import Batch, OffsetConflict, SinkContext
 from kpipe.sinks.iceberg import plugin
 from kpipe.testing import SinkConformance
+from s3kit import bucket, moto_server, s3  # noqa: F401
+from sqlkit import TcpProxy
 
 pytest.importorskip("pyiceberg")
 from pyiceberg.catalog import load_catalog  # noqa: E402
 
 
 def _catalog(config):
-    return load_catalog("kpipe", **config["catalog"])  # the SQL catalog keys its tables by this name
+    props = dict(config["catalog"])
+    return load_catalog(props.pop("name", "kpipe"), **props)  # the SQL catalog keys its tables by this name
+
+
+def _files(table):
+    """The current snapshot's data files as a pyarrow dataset, read without pyiceberg."""
+    import pyarrow.fs as pafs
+
+    paths = [t.file.file_path for t in table.scan().plan_files()]
+    if not paths:
+        return None
+    if paths[0].startswith("s3://"):
+        props = table.io.properties
+        fs = pafs.S3FileSystem(endpoint_override=props["s3.endpoint"], access_key=props["s3.access-key-id"],
+                               secret_key=props["s3.secret-access-key"], region=props["s3.region"], scheme="http")
+        return ds.dataset([p.removeprefix("s3://") for p in paths], format="parquet", filesystem=fs)
+    return ds.dataset([p.removeprefix("file://") for p in paths], format="parquet")
 
 
 def _scan(config):
@@ -48,10 +69,38 @@ class TestIcebergSink(SinkConformance):
             return []
         rows = table.scan().to_arrow().to_pylist()
         # the same rows through pyarrow alone, over the data files the current snapshot lists
-        files = [t.file.file_path.removeprefix("file://") for t in table.scan().plan_files()]
-        direct = ds.dataset(files, format="parquet").to_table().column("id").to_pylist() if files else []
+        files = _files(table)
+        direct = files.to_table().column("id").to_pylist() if files is not None else []
         assert sorted(r["id"] for r in rows) == sorted(direct)  # copy-on-write: no delete files
         return rows
+
+
+class TestIcebergSinkPostgresS3(TestIcebergSink):
+    """The SQL catalog on PostgreSQL (a catalog name per test), the warehouse on S3 (moto)."""
+
+    @pytest.fixture(autouse=True)
+    def _s3(self, moto_server, bucket):  # noqa: F811
+        self.endpoint, self.bucket = moto_server.url, bucket
+        self.catalog_name = f"t{uuid.uuid4().hex[:12]}"
+        self.proxy = TcpProxy(("127.0.0.1", 5432)).start()  # cut: the catalog database is down
+        yield
+        self.proxy.cut()
+
+    @contextmanager
+    def destination_down(self, config):
+        self.proxy.cut()
+        try:
+            yield
+        finally:
+            self.proxy.restore()
+
+    def config(self, tmp_path):
+        return {"catalog": {"name": self.catalog_name, "type": "sql",
+                            "uri": f"postgresql+psycopg://postgres@127.0.0.1:{self.proxy.port}/test",
+                            "warehouse": f"s3://{self.bucket}/warehouse", "s3.endpoint": self.endpoint,
+                            "s3.access-key-id": "testing", "s3.secret-access-key": "testing",
+                            "s3.region": "us-east-1"},
+                "table": "kpipe.records"}
 
 
 def _sink(config, group="g"):
