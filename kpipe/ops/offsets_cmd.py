@@ -48,7 +48,7 @@ def _format_plan(spec, plan, execute: bool) -> str:
     body = [(m.topic, str(m.partition), str(m.current), str(m.new),
              f"asked {m.asked}: clamped to the {m.clamped}" if m.clamped else "") for m in plan.moves]
     lines = [f"{spec.name} (group {spec.group}, sink {spec.sink_type}): "
-             f"{'reset' if execute else 'dry run, nothing changes (--execute applies it)'}", *_table(head, body)]
+             f"{'applied' if execute else 'dry run, nothing changes (--execute applies it)'}", *_table(head, body)]
     return "\n".join(lines + [f"warning: {w}" for w in plan.warnings])
 
 
