@@ -179,3 +179,29 @@ def test_an_unwritable_table_fails_at_open_not_at_the_first_batch(moto_server): 
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     with pytest.raises(FatalError, match="kp-no-such-bucket.*does not exist"):
         sink({"uri": "s3://kp-no-such-bucket/t", "storage_options": options})
+
+
+def test_the_orders_to_delta_pipeline_keeps_one_row_per_order(brokers, tmp_path):
+    """pipelines/orders-to-delta.yaml end to end: every order twice, the later copy wins."""
+    import os
+    import uuid
+
+    import orjson
+
+    from kit import run_kpipe
+    from kpipe.demo import sample_orders
+    from kpipe.kafka_admin import create_topic, produce
+
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    create_topic(brokers, topic, 4)
+    events = list(sample_orders(300))
+    produce(brokers, topic, iter(events))
+    produce(brokers, topic, ((k, orjson.dumps({**orjson.loads(v), "version": 2})) for k, v in events))
+    uri = tmp_path / "orders"
+    env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "DELTA_URI": str(uri)}
+    proc = run_kpipe("run", "pipelines/orders-to-delta.yaml", "--until-caught-up", env=env)
+    assert proc.returncode == 0, proc.stderr
+    got = rows(str(uri))
+    assert len(got) == 300 and {r["order_id"] for r in got} == set(range(300))
+    assert {r["version"] for r in got} == {2}
+    assert pa.schema(DeltaTable(str(uri)).schema().to_arrow()).field("amount").type == pa.decimal128(10, 2)
