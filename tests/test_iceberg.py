@@ -155,3 +155,96 @@ def test_housekeeping_keeps_the_snapshots_holding_current_offsets(tmp_path):
     assert sink.expire_snapshots() == 3  # b's older snapshots; a's only one stays
     assert _sink(config, "a").load_offsets([("t", 0)]) == {("t", 0): 3}
     assert _sink(config, "b").load_offsets([("t", 1)]) == {("t", 1): 4}
+
+
+def _rows(config):
+    return sorted(_scan(config).scan().to_arrow().to_pylist(), key=lambda r: r["id"])
+
+
+def _messages(values, start=0, keys=None):
+    from kpipe.transforms.testing import FakeMessage
+
+    keys = keys or [f"k{start + i}".encode() for i in range(len(values))]
+    return [FakeMessage(v, k, [], 1_795_000_000_000, start + i, "t", 0) for i, (v, k) in enumerate(zip(values, keys))]
+
+
+def _typed_batch(values, start=0, keys=None):
+    return Batch("t", 0, start, start + len(values), values, _messages(values, start, keys))
+
+
+def test_declared_types_map_to_iceberg_types_and_duckdb_reads_the_files(tmp_path):
+    import datetime as dt
+    import decimal
+
+    import duckdb
+
+    config = TestIcebergSink().config(tmp_path) | {
+        "columns": {"id": "text", "price": "numeric(10,2)", "at": "timestamptz", "day": "date", "blob": "bytes"}}
+    _sink(config).write([_typed_batch([{"id": "a", "price": "12.30", "at": "2026-01-02T03:04:05.123456Z",
+                                        "day": "2026-01-02", "blob": b"hi", "tags": ["x", "y"],
+                                        "addr": {"city": "Oslo"}}])])
+    table = _scan(config)
+    types = {f.name: str(f.field_type) for f in table.schema().fields}
+    assert types == {"id": "string", "price": "decimal(10, 2)", "at": "timestamptz", "day": "date",
+                     "blob": "binary", "tags": "list<string>", "addr": "struct<9: city: optional string>"}
+    files = [t.file.file_path.removeprefix("file://") for t in table.scan().plan_files()]
+    got = duckdb.connect().execute("SET TimeZone='UTC'; SELECT price, \"at\", day, blob, tags, addr.city "
+                                   f"FROM read_parquet({files!r})").fetchall()
+    assert got == [(decimal.Decimal("12.30"), dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc),
+                    dt.date(2026, 1, 2), b"hi", ["x", "y"], "Oslo")]
+
+
+def test_a_value_that_does_not_fit_is_a_bad_record_at_its_index(tmp_path):
+    from kpipe.api import BadRecordError
+
+    config = TestIcebergSink().config(tmp_path)
+    _sink(config).write([_typed_batch([{"id": "a", "n": 1}])])
+    with pytest.raises(BadRecordError) as exc:
+        _sink(config).write([_typed_batch([{"id": "b", "n": 2}, {"id": "c", "n": "three"}], start=1)])
+    assert exc.value.index == 1
+    assert [r["id"] for r in _rows(config)] == ["a"]
+
+
+def test_a_new_field_becomes_an_optional_column_or_with_evolve_fail_a_bad_record(tmp_path):
+    from kpipe.api import BadRecordError
+
+    config = TestIcebergSink().config(tmp_path)
+    _sink(config).write([_typed_batch([{"id": "a"}])])
+    _sink(config).write([_typed_batch([{"id": "b", "extra": 5}], start=1)])
+    assert _rows(config) == [{"id": "a", "extra": None}, {"id": "b", "extra": 5}]
+    strict = config | {"table": "kpipe.strict", "evolve": "fail"}
+    _sink(strict).write([_typed_batch([{"id": "a"}])])
+    with pytest.raises(BadRecordError) as exc:
+        _sink(strict).write([_typed_batch([{"id": "b"}, {"id": "c", "extra": 5}], start=1)])
+    assert exc.value.index == 1
+
+
+def test_upsert_keeps_the_last_value_per_key_and_a_tombstone_deletes(tmp_path):
+    config = TestIcebergSink().config(tmp_path) | {"mode": "upsert", "key": ["id"]}
+    sink = plugin.create(config, SinkContext(pipeline="t", group="g", tombstones="delete"))
+    sink.open()
+    sink.write([_typed_batch([{"id": "a", "n": 1}, {"id": "b", "n": 1}, {"id": "a", "n": 2}])])
+    sink.write([_typed_batch([{"id": "b", "n": 3}, None, {"id": "c", "n": 1}], start=3,
+                             keys=[b"b", b"a", b"c"])])
+    assert _rows(config) == [{"id": "b", "n": 3}, {"id": "c", "n": 1}]
+    assert sink.load_offsets([("t", 0)]) == {("t", 0): 6}
+
+
+def test_partition_by_gives_the_created_table_its_spec(tmp_path):
+    config = TestIcebergSink().config(tmp_path) | {"partition_by": [{"field": "country"},
+                                                                    {"field": "n", "transform": "bucket[4]"}]}
+    _sink(config).write([_typed_batch([{"id": "a", "country": "NO", "n": 1}, {"id": "b", "country": "SE", "n": 2}])])
+    table = _scan(config)
+    assert [str(f.transform) for f in table.spec().fields] == ["identity", "bucket[4]"]
+    assert len(list(table.scan().plan_files())) == 2
+
+
+def test_alter_offsets_moves_the_positions_fenced_like_a_write(tmp_path):
+    config = TestIcebergSink().config(tmp_path)
+    sink = _sink(config)
+    sink.write([_batch(0, 5), _batch(0, 2, 1)])
+    with pytest.raises(OffsetConflict):
+        sink.alter_offsets("g", {("t", 0): 1}, {("t", 0): 4})
+    sink.alter_offsets("g", {("t", 0): 1}, {("t", 0): 5})
+    assert _sink(config).load_offsets([("t", 0), ("t", 1)]) == {("t", 0): 1, ("t", 1): 2}
+    assert len(_rows(config)) == 7  # the rows stay; the next run writes 1..4 again

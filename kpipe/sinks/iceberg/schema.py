@@ -42,7 +42,7 @@ def write_types(have: dict, value_schema, columns: dict, values: list) -> dict:
     out = dict(have)
     for name, t in declared(value_schema, columns).items():
         out.setdefault(name, t)
-    out, _ = widen(out, values, frozenset(have))
+    out, _ = widen(out, values, frozenset(out))  # the table's and the declared types are fixed
     return out
 
 
