@@ -6,7 +6,7 @@ whether it comes from a ``Runner`` in this process or, one JSON line a second, f
 of the supervisor through the pipe named by ``KPIPE_PROGRESS_FD``::
 
     {"name": "orders", "t": 1700000000.0, "phase": "running", "consumed": 1200, "written": 1180,
-     "lag": 340, "remaining": 340, "until_caught_up": true}
+     "lag": 340, "remaining": 340, "until_caught_up": true, "group": "orders"}
 
 ``lag`` sums end offset minus committed position over the partitions this member holds
 (None until known); ``remaining`` (``--until-caught-up`` only) sums what is left to the end
@@ -32,7 +32,7 @@ BAR_WIDTH = 20
 log = logging.getLogger("kpipe.progress")
 
 
-def snapshot(name: str, result, until_caught_up: bool) -> dict:
+def snapshot(name: str, result, until_caught_up: bool, group: str | None = None) -> dict:
     """The progress record of a run, from its ``RunResult`` (read from another thread; a
     value one update old is fine, a dict changing size under us is retried)."""
     for _ in range(3):
@@ -55,7 +55,41 @@ def snapshot(name: str, result, until_caught_up: bool) -> dict:
         lags, remaining = [], None
     return {"name": name, "t": time.time(), "phase": result.phase, "consumed": result.consumed,
             "written": result.written, "lag": sum(lags) if lags else None,
-            "assigned": len(result.assigned), "remaining": remaining, "until_caught_up": until_caught_up}
+            "assigned": len(result.assigned), "remaining": remaining, "until_caught_up": until_caught_up,
+            "group": group}
+
+
+def start_line(name: str, group: str | None, positions: dict) -> str:
+    """Where a run starts on the partitions it was given: ``positions`` are the runner's, set on
+    assignment by the rule ``kpipe offsets show`` reports (sink, then group, then start:)."""
+    where = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(positions.items()))
+    return f"{name}: reading {len(positions)} partition{'s' if len(positions) != 1 else ''}" \
+           f"{f' of group {group}' if group else ''} from {where}"
+
+
+def _group_of(runner) -> str | None:
+    return getattr(getattr(runner, "spec", None), "group", None)
+
+
+class _Starts:
+    """Logs ``start_line`` once, at a run's first assignment."""
+
+    def __init__(self, name: str, runner):
+        self.name, self.runner, self.done = name, runner, False
+
+    def check(self) -> None:
+        result = self.runner.result
+        if self.done or not result.assigned:
+            return
+        try:
+            assigned, positions = set(result.assigned), dict(result.positions)
+        except RuntimeError:  # changed size under us: next tick
+            return
+        if not assigned <= set(positions):
+            return  # assigned, not yet positioned: next tick
+        self.done = True
+        positions = {tp: positions[tp] for tp in assigned}
+        log.info("%s", start_line(self.name, _group_of(self.runner), positions))
 
 
 class Tracker:
@@ -68,9 +102,14 @@ class Tracker:
         self.drain = 0.0          # offsets of `remaining` worked off per second, smoothed
         self.baseline = 0         # the largest `remaining` seen: 0% of the bar
         self.state = ""           # set by the supervisor: "restarting in 4s", "exited 2", ...
+        self.waiting_since: float | None = None  # the first record with no partition yet
 
     def update(self, rec: dict) -> None:
         prev, self.last = self.last, rec
+        if rec.get("assigned") or rec.get("phase") not in ("starting", "running"):
+            self.waiting_since = None
+        elif self.waiting_since is None:
+            self.waiting_since = rec["t"]
         if rec.get("remaining") is not None:
             self.baseline = max(self.baseline, rec["remaining"])
         if prev is None:
@@ -119,7 +158,11 @@ def format_line(tr: Tracker, bar: bool, width: int = 0) -> str:
     parts = [f"{tr.name:{width}}"]
     if tr.state:
         parts.append(tr.state)
-    if rec:
+    if rec and tr.waiting_since is not None and not tr.state:
+        # No partition yet: a lag or an ETA would be a guess ("lag ?", "ETA 0s").
+        group = f"group {rec['group']}, " if rec.get("group") else ""
+        parts.append(f"waiting for partitions ({group}{int(rec['t'] - tr.waiting_since)} s)")
+    elif rec:
         parts.append(f"{tr.rate:,.0f} msg/s")
         lag = rec.get("lag")
         parts.append(f"lag {lag:,}" if lag is not None else "lag ?")
@@ -287,10 +330,12 @@ class Watcher(threading.Thread):
         self.pipeline = name
         self.stop_event = threading.Event()
         self.tick = TTY_INTERVAL if isinstance(display, TtyDisplay) else min(1.0, display.interval)
+        self.starts = _Starts(name, runner)
 
     def _update(self) -> None:
+        self.starts.check()
         self.display.tracker(self.pipeline).update(
-            snapshot(self.pipeline, self.runner.result, self.until_caught_up))
+            snapshot(self.pipeline, self.runner.result, self.until_caught_up, _group_of(self.runner)))
 
     def run(self) -> None:
         while not self.stop_event.wait(self.tick):
@@ -319,9 +364,11 @@ class ChildReporter(threading.Thread):
         self.interval = interval
         self.health = health
         self.stop_event = threading.Event()
+        self.starts = _Starts(name, runner)
 
     def _send(self) -> bool:
-        record = snapshot(self.pipeline, self.runner.result, self.until_caught_up)
+        self.starts.check()
+        record = snapshot(self.pipeline, self.runner.result, self.until_caught_up, _group_of(self.runner))
         if self.health is not None:  # the same rules as the child's own /readyz and /healthz
             record["ready"] = self.health.ready()[0]
             record["alive"] = self.health.alive()[0]
