@@ -81,8 +81,9 @@ END = 2 * HALF + 1
 
 def test_every_form_of_reset_on_sqlite(brokers, tmp_path):
     """One partition per form, each scoped with --topic T:P; a dry run of every form first
-    changes neither the sink nor the group; after --execute a run lands exactly the records
-    from each new position on."""
+    changes neither the sink nor the group (one clamped to the log end, one warned of an
+    insert-mode replay); after --execute a run lands exactly the records from each new
+    position on."""
     topic = unique("t-offsets-forms")
     create_topic(brokers, topic, PARTS)
     between = fill(brokers, topic)
@@ -106,6 +107,11 @@ def test_every_form_of_reset_on_sqlite(brokers, tmp_path):
         assert dry.returncode == 0, dry.stderr
         plan = json.loads(dry.stdout)
         assert not plan["applied"] and [(m["partition"], m["new"]) for m in plan["partitions"]] == [(p, expect[p])]
+    far = reset(spec, "--to-offset", "1000", "--topic", f"{topic}:0")
+    assert far.returncode == 0 and "asked 1000: clamped to the log end" in far.stdout, far.stdout + far.stderr
+    assert "insert-mode" not in far.stdout
+    back = reset(spec, "--shift-by", "-1")
+    assert back.returncode == 0 and "insert-mode table t" in back.stdout and "upsert" in back.stdout, back.stdout
     assert sqlite_offsets(db, group) == stored and sqlite_rows(db) == before, "a dry run changed the sink"
     assert group_committed(brokers, group, topic) == group_before, "a dry run changed the group"
 
@@ -119,20 +125,6 @@ def test_every_form_of_reset_on_sqlite(brokers, tmp_path):
     assert again.returncode == 0, again.stderr
     landed = sqlite_rows(db) - before
     assert landed == Counter((p, o) for p in range(PARTS) for o in range(expect[p], END))
-
-
-def test_clamps_to_the_log_and_warns_of_an_insert_mode_replay(brokers, tmp_path):
-    topic = filled_topic(brokers, "t-offsets-clamp", 2)
-    db, group = tmp_path / "sink.db", unique("kpg-clamp")
-    spec = sqlite_spec(tmp_path, brokers, topic, group, db)
-    assert run_kpipe("run", str(spec), "--until-caught-up", "--no-progress").returncode == 0
-    far = reset(spec, "--to-offset", "1000")
-    assert far.returncode == 0, far.stderr
-    assert "clamped to the log end" in far.stdout and "insert-mode" not in far.stdout
-    back = reset(spec, "--shift-by", "-4")
-    assert back.returncode == 0, back.stderr
-    assert "insert-mode table t" in back.stdout and "upsert" in back.stdout
-    assert sqlite_offsets(db, group) == {0: END, 1: END}
 
 
 def test_show_agrees_with_lag_and_export_feeds_from_file(brokers, tmp_path):
