@@ -50,9 +50,10 @@ def records_table(pa, types: dict, values: list):
     """``values`` as an Arrow table of ``types``; a column no value has typed yet (only nulls) is
     left out, as Iceberg has no null type. ``EncodeError(index)`` names a record that does not fit."""
     typed = {k: t for k, t in types.items() if not is_untyped(t)}
-    for i, v in enumerate(values):
-        if any(v.get(k) is not None for k in types.keys() - typed.keys()):
-            raise EncodeError("a value no Iceberg column type holds", i)
-    if len(typed) != len(types):
+    untyped = types.keys() - typed.keys()
+    if untyped:
+        for i, v in enumerate(values):
+            if any(v.get(k) is not None for k in untyped):
+                raise EncodeError("a value no Iceberg column type holds", i)
         values = [{k: x for k, x in v.items() if k in typed} for v in values]
     return _typed_table(pa, typed, values)

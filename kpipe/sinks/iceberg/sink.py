@@ -14,6 +14,7 @@ from kpipe.spec.units import parse_duration
 from .catalog import load_table, open_catalog, transient
 from .offsets import carriers, encode, stored_positions, summary_key
 from .partition import transform
+from .rows import Rows
 from .schema import EncodeError, records_table, table_types, write_types
 
 from pyiceberg.exceptions import CommitFailedException  # noqa: E402  (catalog.py explains a missing extra)
@@ -82,7 +83,8 @@ class IcebergSink(Sink):
     # -- writing ------------------------------------------------------------------------
 
     def write(self, batches: Sequence[Batch]):
-        rows, deleted = self._rows(batches)
+        rows = Rows(batches, key=self.key, upsert=self.mode == "upsert", deletes=self.deletes)
+        deleted = rows.deleted
         for _ in range(COMMIT_ATTEMPTS):
             try:
                 if self.table is None:
@@ -94,7 +96,7 @@ class IcebergSink(Sink):
                 mine = [b for b in batches if (b.topic, b.partition) not in ahead]
                 if ahead:  # another writer got there first: write only the others' rows
                     keep = {(b.topic, b.partition) for b in mine}
-                    mask = [tp in keep for tp in rows["tp"]]
+                    mask = rows.mask(keep)
                     data = data.filter(pa.array(mask)) if data.num_rows else data
                     dels = [k for k, tp in deleted if tp in keep]
                 else:
@@ -112,61 +114,18 @@ class IcebergSink(Sink):
             return None
         raise RetryableError(f"iceberg {self.identifier}: {COMMIT_ATTEMPTS} commits in a row lost to other writers")
 
-    def _rows(self, batches):
-        """Every record to append (the last per key in upsert mode), with its partition, and the
-        keys to delete first (upserted or tombstoned), each with its partition."""
-        values, where, tps, deleted, last = [], [], [], [], {}
-        upsert = self.mode == "upsert"
-        for b in batches:
-            tp = (b.topic, b.partition)
-            for i, v in enumerate(b.values):
-                if v is None:
-                    if self.deletes:
-                        k = self._tombstone_key(b, i)
-                        deleted.append((k, tp))
-                        last.pop(k, None)
-                    continue
-                if type(v) is not dict:
-                    raise BadRecordError.in_batch("an iceberg row must be a JSON object (a record), got "
-                                                  f"{type(v).__name__}", b, i)
-                if upsert:
-                    k = self._key_of(v, b, i)
-                    deleted.append((k, tp))
-                    last[k] = len(values)
-                values.append(v)
-                where.append((b, i))
-                tps.append(tp)
-        if upsert:
-            keep = sorted(last.values())
-            values, where, tps = [values[n] for n in keep], [where[n] for n in keep], [tps[n] for n in keep]
-        return {"values": values, "where": where, "tp": tps}, deleted
-
-    def _key_of(self, v: dict, b: Batch, i: int) -> tuple:
-        if any(v.get(k) is None for k in self.key):
-            raise BadRecordError.in_batch(f"an upsert record needs its key column(s) {self.key}", b, i)
-        return tuple(v[k] for k in self.key)
-
-    def _tombstone_key(self, b: Batch, i: int) -> tuple:
-        key = b.keys[i]
-        if isinstance(key, dict) and all(k in key for k in self.key):
-            return tuple(key[k] for k in self.key)
-        if len(self.key) == 1 and key is not None and not isinstance(key, (dict, list)):
-            return (key.decode() if isinstance(key, bytes) else key,)
-        raise BadRecordError.in_batch(f"a tombstone's key must give the key column(s) {self.key} (an object, or a "
-                                      f"plain value for a one-column key; set key_deserializer), got {key!r}", b, i)
-
     def _arrow(self, rows):
         """The records as an Arrow table of the table's types, creating or evolving the table."""
         have = table_types(pa, self.table.schema()) if self.table is not None else {}
-        types = write_types(have, self.context.value_schema(), self.columns, rows["values"])
+        types = write_types(have, self.context.value_schema(), self.columns, rows.values)
         if self.table is None:
             self._create(types)
         elif types.keys() - have.keys():
             self._evolve(types, have, rows)
         try:
-            return records_table(pa, types, rows["values"])
+            return records_table(pa, types, rows.values)
         except EncodeError as exc:
-            b, i = rows["where"][exc.index]
+            b, i = rows.where(exc.index)
             raise BadRecordError.in_batch(f"does not fit the iceberg table {self.identifier}: {exc}", b, i) from exc
 
     def _arrow_schema(self, types: dict):
@@ -192,8 +151,8 @@ class IcebergSink(Sink):
         if not new:
             return
         if self.config.get("evolve", "add_columns") == "fail":
-            n = next(n for n, v in enumerate(rows["values"]) if any(k in v for k in new))
-            b, i = rows["where"][n]
+            n = next(n for n, v in enumerate(rows.values) if any(k in v for k in new))
+            b, i = rows.where(n)
             raise BadRecordError.in_batch(f"field(s) {new} have no column in iceberg table {self.identifier} "
                                           "and evolve is fail", b, i)
         with self.table.update_schema() as update:  # a schema-only commit: it adds no snapshot
