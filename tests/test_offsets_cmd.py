@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 import orjson
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import write_spec
@@ -239,3 +240,63 @@ def test_a_reset_with_a_live_member_is_refused(brokers, tmp_path):
     assert done.returncode == 0, done.stderr
     assert sqlite_offsets(db, group) == {0: 0, 1: 0}
 
+
+
+def files_run(brokers, tmp_path, prefix):
+    topic = filled_topic(brokers, prefix, 2)
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, brokers, topic, out, name=unique(prefix))
+    assert run_kpipe("run", str(spec), "--until-caught-up", "--no-progress").returncode == 0
+    return topic, out, spec
+
+
+def yaml_name(spec) -> str:
+    return yaml.safe_load(spec.read_text())["name"]
+
+
+def heads(out, topic) -> dict:
+    from kpipe.api import SinkContext
+    from kpipe.sinks.files.sink import FilesSink
+    return FilesSink({"path": str(out), "format": "jsonl"}, SinkContext("x", "x")).load_offsets(
+        [(topic, 0), (topic, 1)])
+
+
+def test_a_stale_plan_and_a_sink_that_cannot_move_are_refused_changing_nothing(brokers, tmp_path, monkeypatch,
+                                                                                capsys):
+    """Between the plan and its execution another writer moves partition 0 on: the sink's fence
+    refuses the whole reset (exit 1), and neither the sink nor the group moves. A sink that
+    stores offsets without alter_offsets: the dry run says so, --execute is refused (exit 1)."""
+    import dataclasses
+
+    from kpipe.api import Batch, Capabilities, SinkContext
+    from kpipe.cli import main
+    from kpipe.plugins import registry
+    from kpipe.sinks.files.sink import FilesSink
+
+    topic, out, spec = files_run(brokers, tmp_path, "t-offsets-stale")
+    group = yaml_name(spec)
+    before = group_committed(brokers, group, topic, 2)
+    real = FilesSink.alter_offsets
+
+    def late_writer_first(self, group, positions, expected):
+        other = FilesSink({"path": str(out), "format": "jsonl"}, SinkContext("late", "late"))
+        other.load_offsets([(topic, 0)])
+        other.write([Batch(topic, 0, END, END + 2, [], [])])  # a run moved on: all filtered, .next = END + 2
+        return real(self, group, positions, expected)
+
+    with monkeypatch.context() as m:
+        m.setattr(FilesSink, "alter_offsets", late_writer_first)
+        assert main(["offsets", "reset", str(spec), "--to-earliest", "--execute"]) == 1
+    assert "position moved since it was read" in capsys.readouterr().err
+    assert heads(out, topic) == {(topic, 0): END + 2, (topic, 1): END}
+    assert group_committed(brokers, group, topic, 2) == before
+
+    reg = registry()
+    monkeypatch.setitem(reg.plugins["sink"], "files", dataclasses.replace(
+        reg.get("sink", "files"), capabilities=Capabilities(stores_offsets=True, idempotent_writes=True)))
+    assert main(["offsets", "reset", str(spec), "--to-earliest"]) == 0
+    assert "cannot move it (no alter_offsets)" in capsys.readouterr().out
+    assert main(["offsets", "reset", str(spec), "--to-earliest", "--execute"]) == 1
+    assert "the files sink cannot move its stored offsets" in capsys.readouterr().err
+    assert heads(out, topic) == {(topic, 0): END + 2, (topic, 1): END}
+    assert group_committed(brokers, group, topic, 2) == before
