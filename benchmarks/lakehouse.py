@@ -6,7 +6,7 @@ partition per call, as a run with one partition's batch due at a time writes. Ka
 what is compared is the sink's cost per record. Variants run interleaved, ``--repeat`` times,
 and the median is reported.
 
-    .venv/bin/python benchmarks/lakehouse.py                    # files-parquet, delta; 50k batches
+    .venv/bin/python benchmarks/lakehouse.py                    # files-parquet, delta, iceberg; 50k batches
     .venv/bin/python benchmarks/lakehouse.py --variants delta --batch 10000 --repeat 5
 """
 from __future__ import annotations
@@ -41,6 +41,10 @@ def sink_for(variant: str, where: Path):
     elif variant == "delta":
         from kpipe.sinks.delta.sink import DeltaSink
         s = DeltaSink({"uri": str(where / "delta")}, ctx)
+    elif variant == "iceberg":  # pyiceberg's SQL catalog on SQLite, the embedded default
+        from kpipe.sinks.iceberg.sink import IcebergSink
+        s = IcebergSink({"catalog": {"type": "sql", "uri": f"sqlite:///{where}/catalog.db",
+                                     "warehouse": f"file://{where}/warehouse"}, "table": "bench.events"}, ctx)
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     s.open()
@@ -64,7 +68,7 @@ def one_run(variant: str, batch: int, rounds: int) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="files-parquet,delta")
+    ap.add_argument("--variants", default="files-parquet,delta,iceberg")
     ap.add_argument("--batch", type=int, default=50_000)
     ap.add_argument("--rounds", type=int, default=3, help="writes per partition in a run")
     ap.add_argument("--repeat", type=int, default=3)
