@@ -176,6 +176,8 @@ def commit_group(consumer, moves) -> None:
     from confluent_kafka import KafkaException
 
     offsets = [TopicPartition(m.topic, m.partition, m.new) for m in moves]
+    if not offsets:
+        return  # librdkafka refuses an empty commit
     try:
         result = consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
