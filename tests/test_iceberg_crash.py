@@ -4,6 +4,7 @@ live producer, then a drain, leaves every record in the table exactly once; a wr
 it wakes (SIGCONT). Read back with pyiceberg's scan and with pyarrow over the snapshot's files."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,7 +16,8 @@ import pyarrow.dataset as pads
 import pytest
 import yaml
 
-from kit import FAST_SESSION, BurstProducer, Proc, final_run, let_run, produce_events, seal_events, sigkill, unique
+from kit import (FAST_SESSION, BurstProducer, Proc, final_run, let_run, produce_events, run_kpipe, seal_events,
+                 sigkill, unique)
 
 pytest.importorskip("pyiceberg")
 from pyiceberg.catalog import load_catalog  # noqa: E402
@@ -91,6 +93,14 @@ def test_sigkill_under_a_live_producer_leaves_every_record_exactly_once(brokers,
     summary = table(tmp_path).current_snapshot().summary.additional_properties
     stored = {(t, p): o for t, p, o in yaml.safe_load(summary[f"kpipe.offsets.{name}"])}
     assert stored == {(topic, p): len(range(p, produced, 4)) for p in range(4)}
+    lag = run_kpipe("lag", str(spec), "--json")  # reads the positions from the snapshot summary
+    assert lag.returncode == 0, lag.stderr
+    rows = json.loads(lag.stdout)["partitions"]
+    assert {(r["partition"], r["committed"], r["source"], r["lag"]) for r in rows} == \
+        {(p, len(range(p, produced, 4)), "sink", 0) for p in range(4)}
+    check = run_kpipe("check", str(spec))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"stored offset of {topic}[0]: {len(range(0, produced, 4))}" in check.stdout
 
 
 def _snapshots(root: Path) -> int:
