@@ -167,8 +167,14 @@ class DeltaSink(Sink):
             # commit keeps the position until the first record creates the table
             return True
         try:
-            if self.mode == "upsert" and table is not None and (data.num_rows or deletes):
+            if self.mode == "upsert" and table is not None and (data.num_rows or deletes is not None):
+                before = table.version()
                 self._merge(table, data, props)
+                if table.version() == before:
+                    # delta-rs commits nothing for a merge that changed no row (tombstones of
+                    # absent keys): the offsets still need their commit
+                    self.dl.write_deltalake(table, self.pa.schema(table.schema().to_arrow()).empty_table(),
+                                            mode="append", commit_properties=props)
             else:
                 if deletes is not None:
                     data = data.drop_columns([_DELETE]).filter(self.pa.compute.invert(deletes))
@@ -192,27 +198,35 @@ class DeltaSink(Sink):
         delete flag for tombstones), checked against the table's schema record by record."""
         pa = self.pa
         values = [v for b in batches for v in b.values if v is not None]
-        schema = write_schema(pa, have, self.context.value_schema(), self.columns, values)
-        if self.evolve == "fail" and have and schema.keys() - have.keys():
-            b, i = self._first_with(batches, schema.keys() - have.keys())
-            raise BadRecordError.in_batch(f"delta: fields {sorted(schema.keys() - have.keys())} have no column "
-                                          "(evolve: fail)", b, i)
-        parts, flags = [], []
+        first = write_schema(pa, have, self.context.value_schema(), self.columns, values)
+        plans = []  # per batch: its rows (a tombstone's: its key columns) and delete flags
         for b in batches:
-            rows, dels = [], []
+            rows, dels, at = [], [], []  # at: each row's index in the batch
             for i, v in enumerate(b.values):
                 if v is None:
-                    rows.append(self._key_row(b, i, schema))
+                    if not all(k in first for k in self.key):
+                        continue  # no table and no record typed its key yet: no row to delete
+                    rows.append(self._key_row(b, i, first))
                     dels.append(True)
+                    at.append(i)
                 else:
                     if self.mode == "upsert" and not (isinstance(v, dict) and all(v.get(k) is not None for k in self.key)):
                         raise BadRecordError.in_batch(f"delta: upsert needs key field(s) {self.key} in every record", b, i)
                     rows.append(v)
                     dels.append(False)
+                    at.append(i)
+            plans.append((b, rows, dels, at))
+        schema = first
+        if self.evolve == "fail" and have and schema.keys() - have.keys():
+            b, i = self._first_with(batches, schema.keys() - have.keys())
+            raise BadRecordError.in_batch(f"delta: fields {sorted(schema.keys() - have.keys())} have no column "
+                                          "(evolve: fail)", b, i)
+        parts, flags = [], []
+        for b, rows, dels, at in plans:
             try:
                 parts.append(records_table(pa, schema, rows))
             except EncodeError as exc:
-                raise BadRecordError.in_batch(f"delta: {exc}", b, exc.index) from None
+                raise BadRecordError.in_batch(f"delta: {exc}", b, at[exc.index]) from None
             flags.extend(dels)
         data = pa.concat_tables(parts, promote_options="default") if parts else pa.table({})
         if not data.num_columns:
