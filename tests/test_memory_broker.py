@@ -4,9 +4,9 @@ once everything is imported: the growth is what the run held.
 
 The values are 100 KB JSON objects holding a list of small objects: decoded, each costs about
 ten times its bytes, so a runner that decoded the backlog (as it did: 10,000 messages a consume
-call) would grow by several hundred MiB. The backlog is kept at 50 MB because the bundled broker
-(Tansu 0.6) answers a fetch with far more than fetch.max.bytes: even a bare consumer taking four
-messages a call grows with the backlog there (133 MiB at 100 MB, 325 MiB at 300 MB).
+call) would grow by several hundred MiB. The backlog is kept at 50 MB because against the
+bundled broker (Tansu 0.6) even a bare consumer taking four messages a call grows with the
+backlog (133 MiB at 100 MB, 325 MiB at 300 MB; see benchmarks/README.md, Memory).
 """
 from __future__ import annotations
 
