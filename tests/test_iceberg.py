@@ -3,11 +3,14 @@ warehouse), and its table reads back with readers other than kpipe: pyiceberg's 
 pyarrow over the data files the table lists."""
 from __future__ import annotations
 
+import os
 import uuid
 from contextlib import contextmanager
 
 import pyarrow.dataset as ds
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kpipe.api import Batch, OffsetConflict, SinkContext
 from kpipe.sinks.iceberg import plugin
@@ -248,3 +251,28 @@ def test_alter_offsets_moves_the_positions_fenced_like_a_write(tmp_path):
     sink.alter_offsets("g", {("t", 0): 1}, {("t", 0): 5})
     assert _sink(config).load_offsets([("t", 0), ("t", 1)]) == {("t", 0): 1, ("t", 1): 2}
     assert len(_rows(config)) == 7  # the rows stay; the next run writes 1..4 again
+
+
+@settings(max_examples=int(os.environ.get("KPIPE_VALUE_EXAMPLES", "12")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 9) | st.none()), max_size=6),
+                min_size=1, max_size=4))
+def test_upsert_with_tombstones_matches_a_dict_model(tmp_path_factory, writes):
+    """Writes of (key, n) records and (key, None) tombstones land as a dict that keeps each
+    key's last value and drops a tombstoned key would."""
+    config = TestIcebergSink().config(tmp_path_factory.mktemp("model")) | {"mode": "upsert", "key": ["id"]}
+    sink = plugin.create(config, SinkContext(pipeline="t", group="g", tombstones="delete"))
+    sink.open()
+    model, start = {}, 0
+    for write in writes:
+        values = [None if n is None else {"id": k, "n": n} for k, n in write]
+        sink.write([_typed_batch(values, start, keys=[k.encode() for k, _ in write])])
+        start += len(values)
+        for k, n in write:
+            if n is None:
+                model.pop(k, None)
+            else:
+                model[k] = n
+    table = _scan(config)
+    got = {r["id"]: r["n"] for r in table.scan().to_arrow().to_pylist()} if table is not None else {}
+    assert got == model

@@ -17,7 +17,7 @@ from .partition import transform
 from .rows import Rows
 from .schema import EncodeError, records_table, table_types, write_types
 
-from pyiceberg.exceptions import CommitFailedException  # noqa: E402  (catalog.py explains a missing extra)
+from pyiceberg.exceptions import CommitFailedException, ValidationException  # noqa: E402  (catalog.py explains a missing extra)
 
 __all__ = ["IcebergSink"]
 
@@ -106,6 +106,9 @@ class IcebergSink(Sink):
                     continue  # lost the compare-and-set: reload and look again
             except (OffsetConflict, BadRecordError, RetryableError, FatalError):
                 raise
+            except (CommitFailedException, ValidationException):  # a schema update lost a race, or a
+                self._reload()                                    # concurrent delete: look again
+                continue
             except Exception as exc:
                 self.table = None  # the commit's outcome is unknown to us: reload before the next try
                 raise self._translate(exc, "writing") from exc
@@ -183,7 +186,7 @@ class IcebergSink(Sink):
                   snapshot_properties=props)
         try:
             tx.commit_transaction()
-        except CommitFailedException:
+        except (CommitFailedException, ValidationException):  # nothing of this commit landed
             self._reload()
             return False
         return True
