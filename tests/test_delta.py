@@ -205,3 +205,31 @@ def test_the_orders_to_delta_pipeline_keeps_one_row_per_order(brokers, tmp_path)
     assert len(got) == 300 and {r["order_id"] for r in got} == set(range(300))
     assert {r["version"] for r in got} == {2}
     assert pa.schema(DeltaTable(str(uri)).schema().to_arrow()).field("amount").type == pa.decimal128(10, 2)
+    check = run_kpipe("check", "pipelines/orders-to-delta.yaml", env=env)
+    assert check.returncode == 0 and "ok: sink delta: opened; stored offset of" in check.stdout, check.stdout
+    lag = run_kpipe("lag", "--json", "pipelines/orders-to-delta.yaml", env=env)
+    assert lag.returncode == 0, lag.stderr
+    # the positions come from the table's txn actions: every one of the 600 messages
+    assert sum(p["committed"] for p in orjson.loads(lag.stdout)["partitions"]) == 600, lag.stdout
+
+
+def test_housekeeping_checkpoints_every_n_commits_and_keeps_the_offsets(tmp_path):
+    uri = tmp_path / "t"
+    s = sink({"uri": str(uri), "checkpoint_every": 3})
+    checkpoints = lambda: sorted(p.name for p in (uri / "_delta_log").glob("*.checkpoint.parquet"))  # noqa: E731
+    for i in range(7):
+        s.write([make_batch([{"id": i}], i)])
+        s.housekeep()
+    assert checkpoints() == [f"{v:020d}.checkpoint.parquet" for v in (2, 5)]
+    for f in (uri / "_delta_log").glob("0000000000000000000[0-5].json"):
+        f.unlink()  # a reader now starts from the checkpoint of version 5
+    assert DeltaTable(str(uri)).transaction_version(app_id("g", "orders", 0)) == 7
+    assert sorted(r["id"] for r in DeltaTable(str(uri)).to_pyarrow_table().to_pylist()) == list(range(7))
+
+
+def test_upsert_adds_a_new_field_as_a_column_in_the_merge(tmp_path):
+    uri = str(tmp_path / "t")
+    s = sink({"uri": uri, "mode": "upsert", "key": ["id"]})
+    s.write([make_batch([{"id": 1, "v": "a"}], 0)])
+    s.write([make_batch([{"id": 1, "v": "b", "extra": 2.5}, {"id": 2, "v": "c"}], 1)])
+    assert sorted((r["id"], r["v"], r["extra"]) for r in rows(uri)) == [(1, "b", 2.5), (2, "c", None)]

@@ -309,10 +309,11 @@ class DeltaSink(Sink):
         if table is None:
             return
         version = table.version()
-        if self.checkpoint_every and (self.last_checkpoint is None
-                                      or version - self.last_checkpoint >= self.checkpoint_every):
-            if self.last_checkpoint is not None:
-                table.create_checkpoint()  # txn actions are kept in it: offsets stay readable
+        # the last checkpoint this run wrote (-1 at start: a table with checkpoint_every versions
+        # gets one right away, as a restart may follow many commits)
+        last = -1 if self.last_checkpoint is None else self.last_checkpoint
+        if self.checkpoint_every and version - last >= self.checkpoint_every:
+            table.create_checkpoint()  # the txn actions go into it: offsets stay readable
             self.last_checkpoint = version
         if self.vacuum_hours is not None and time.monotonic() - self.last_vacuum >= VACUUM_EVERY:
             self.last_vacuum = time.monotonic()
