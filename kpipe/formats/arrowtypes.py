@@ -25,7 +25,8 @@ from itertools import chain
 
 from .jsontext import dumps
 
-__all__ = ["arrow_type", "arrow_schema", "to_array", "fit_value", "Unfit", "has_empty_struct", "direct"]
+__all__ = ["arrow_type", "arrow_schema", "dataset_type", "dataset_schema", "to_array", "fit_value", "Unfit",
+           "has_empty_struct", "direct"]
 
 _NONE = type(None)
 _INT_RANGE = {"bigint": 63, "integer": 31, "smallint": 15}
@@ -59,6 +60,35 @@ def arrow_type(pa, t):
 def arrow_schema(pa, schema: dict):
     """The Arrow schema of ``schema``'s columns (a column with no type yet has Arrow's null type)."""
     return pa.schema([pa.field(k, arrow_type(pa, t)) for k, t in schema.items()])
+
+
+_SIMPLE = (("is_int64", "bigint"), ("is_int32", "integer"), ("is_int16", "smallint"), ("is_int8", "smallint"),
+           ("is_float64", "double"), ("is_float32", "real"), ("is_boolean", "boolean"), ("is_date32", "date"),
+           ("is_time64", "time"), ("is_binary", "bytes"), ("is_large_binary", "bytes"),
+           ("is_fixed_size_binary", "bytes"))
+
+
+def dataset_type(pa, t):
+    """The dataset type of Arrow type ``t``, as a table (Delta, Iceberg) reports its column: the
+    inverse of ``arrow_type``; any other type (string, string_view, large_string, Iceberg's uuid)
+    is ``text``."""
+    if pa.types.is_struct(t):
+        return {"struct": {t.field(i).name: dataset_type(pa, t.field(i).type) for i in range(t.num_fields)}}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return {"list": dataset_type(pa, t.value_type)}
+    if pa.types.is_decimal(t):
+        return f"numeric({t.precision},{t.scale})"
+    if pa.types.is_timestamp(t):
+        return "timestamptz" if t.tz else "timestamp"
+    for test, name in _SIMPLE:
+        if getattr(pa.types, test)(t):
+            return name
+    return "text"
+
+
+def dataset_schema(pa, schema) -> dict:
+    """The dataset schema (column: type) of an Arrow schema."""
+    return {f.name: dataset_type(pa, f.type) for f in schema}
 
 
 def has_empty_struct(t) -> bool:

@@ -23,7 +23,7 @@ from kpipe.api import FatalError
 from .base import EncodeError, Writer, as_row, check_columns
 from .jsontext import dumps
 
-__all__ = ["ParquetWriter", "CODECS", "require_pyarrow"]
+__all__ = ["ParquetWriter", "CODECS", "require_pyarrow", "typed_table"]
 
 CODECS = {"none": "NONE", "snappy": "SNAPPY", "gzip": "GZIP", "zstd": "ZSTD"}
 ROW_GROUP_ROWS = 128 * 1024
@@ -62,7 +62,7 @@ class ParquetWriter(Writer):
     def _table(self, values: list):
         pa = require_pyarrow()
         if self.schema is not None:
-            return _typed_table(pa, self.schema, values)
+            return typed_table(pa, self.schema, values)
         rows = [as_row(v) for v in values]
         columns: dict[str, None] = {}
         for row in rows:
@@ -123,8 +123,10 @@ class ParquetWriter(Writer):
             self.writer.close()
 
 
-def _typed_table(pa, schema: dict, values: list):
-    """The records as a table of exactly ``schema``'s types (``arrowtypes``).
+def typed_table(pa, schema: dict, values: list):
+    """The records as a table of exactly ``schema``'s types (``arrowtypes``); ``EncodeError(index)``
+    names a record that does not fit (a bad record). Shared by the parquet format and the table
+    sinks (delta, iceberg), so a value lands in a column by one set of rules.
 
     A column whose values' kinds (worked out from their type sets, shared with ``widen``) map
     onto its type exactly is built by pyarrow from the Python values in one call; any other

@@ -10,32 +10,9 @@ from __future__ import annotations
 
 from kpipe.formats.base import EncodeError
 from kpipe.formats.dataset import declared, widen
-from kpipe.formats.parquet import _typed_table
+from kpipe.formats.parquet import typed_table
 
-__all__ = ["kpipe_type", "table_schema", "write_schema", "records_table", "EncodeError"]
-
-
-def kpipe_type(pa, t):
-    """The dataset type of an Arrow type read from a Delta table."""
-    if pa.types.is_struct(t):
-        return {"struct": {t.field(i).name: kpipe_type(pa, t.field(i).type) for i in range(t.num_fields)}}
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return {"list": kpipe_type(pa, t.value_type)}
-    if pa.types.is_decimal(t):
-        return f"numeric({t.precision},{t.scale})"
-    if pa.types.is_timestamp(t):
-        return "timestamptz" if t.tz else "timestamp"
-    for test, name in ((pa.types.is_int64, "bigint"), (pa.types.is_int32, "integer"), (pa.types.is_int16, "smallint"),
-                       (pa.types.is_int8, "smallint"), (pa.types.is_float64, "double"), (pa.types.is_float32, "real"),
-                       (pa.types.is_boolean, "boolean"), (pa.types.is_date32, "date"),
-                       (pa.types.is_binary, "bytes"), (pa.types.is_large_binary, "bytes")):
-        if test(t):
-            return name
-    return "text"  # string, string_view, large_string
-
-
-def table_schema(pa, arrow_schema) -> dict:
-    return {f.name: kpipe_type(pa, f.type) for f in arrow_schema}
+__all__ = ["write_schema", "records_table", "EncodeError"]
 
 
 def write_schema(pa, have: dict, value_schema, columns: dict, values: list) -> dict:
@@ -61,8 +38,8 @@ def records_table(pa, schema: dict, values: list):
     for i, v in enumerate(values):  # a field whose column is left out must be null in every record
         if isinstance(v, dict) and any(v.get(k) is not None for k in schema.keys() - typed.keys()):
             raise EncodeError("a value no Delta column type holds", i)
-    return _typed_table(pa, typed, [{k: x for k, x in v.items() if k in typed} if isinstance(v, dict) else v
-                                    for v in values] if len(typed) != len(schema) else values)
+    return typed_table(pa, typed, [{k: x for k, x in v.items() if k in typed} if isinstance(v, dict) else v
+                                   for v in values] if len(typed) != len(schema) else values)
 
 
 def _untyped(t) -> bool:

@@ -15,11 +15,12 @@ from typing import Sequence
 
 from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, RetryableError, Sink,
                        SinkContext)
+from kpipe.formats.arrowtypes import dataset_schema
 from kpipe.formats.dataset import parse_columns
 from kpipe.spec.units import parse_duration
 
 from .safety import check_storage_options
-from .schema import EncodeError, records_table, table_schema, write_schema
+from .schema import EncodeError, records_table, write_schema
 
 __all__ = ["DeltaSink", "app_id"]
 
@@ -160,7 +161,7 @@ class DeltaSink(Sink):
         from deltalake.exceptions import CommitFailedError
         txns = [self.dl.Transaction(app_id(self.context.group, t, p), nxt) for (t, p), (_s, nxt) in sorted(spans.items())]
         props = self.dl.CommitProperties(app_transactions=txns)
-        have = table_schema(self.pa, self.pa.schema(table.schema().to_arrow())) if table is not None else {}
+        have = dataset_schema(self.pa, self.pa.schema(table.schema().to_arrow())) if table is not None else {}
         data, deletes = self._data(batches, have)
         if table is None and not data.num_columns:
             # no table and no column to create one with: nothing to store; the group's Kafka

@@ -8,33 +8,13 @@ from __future__ import annotations
 
 from kpipe.formats.base import EncodeError
 from kpipe.formats.dataset import declared, is_untyped, widen
-from kpipe.formats.parquet import _typed_table
+from kpipe.formats.arrowtypes import dataset_schema
+from kpipe.formats.parquet import typed_table
 
 __all__ = ["table_types", "write_types", "records_table", "EncodeError"]
 
-_SIMPLE = (("is_int64", "bigint"), ("is_int32", "integer"), ("is_int16", "smallint"), ("is_int8", "smallint"),
-           ("is_float64", "double"), ("is_float32", "real"), ("is_boolean", "boolean"), ("is_date32", "date"),
-           ("is_time64", "time"), ("is_binary", "bytes"), ("is_large_binary", "bytes"),
-           ("is_fixed_size_binary", "bytes"))
-
-
-def _type(pa, t):
-    if pa.types.is_struct(t):
-        return {"struct": {t.field(i).name: _type(pa, t.field(i).type) for i in range(t.num_fields)}}
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return {"list": _type(pa, t.value_type)}
-    if pa.types.is_decimal(t):
-        return f"numeric({t.precision},{t.scale})"
-    if pa.types.is_timestamp(t):
-        return "timestamptz" if t.tz else "timestamp"
-    for test, name in _SIMPLE:
-        if getattr(pa.types, test)(t):
-            return name
-    return "text"  # string, large_string; Iceberg's uuid reads back as text too
-
-
 def table_types(pa, iceberg_schema) -> dict:
-    return {f.name: _type(pa, f.type) for f in iceberg_schema.as_arrow()}
+    return dataset_schema(pa, iceberg_schema.as_arrow())
 
 
 def write_types(have: dict, value_schema, columns: dict, values: list) -> dict:
@@ -56,4 +36,4 @@ def records_table(pa, types: dict, values: list):
             if any(v.get(k) is not None for k in untyped):
                 raise EncodeError("a value no Iceberg column type holds", i)
         values = [{k: x for k, x in v.items() if k in typed} for v in values]
-    return _typed_table(pa, typed, values)
+    return typed_table(pa, typed, values)
