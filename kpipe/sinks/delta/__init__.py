@@ -1,8 +1,9 @@
 """The ``delta`` sink: a Delta Lake table (delta-rs), each partition's next offset in the same
 commit as its rows (a ``txn`` action per partition), exactly once."""
 from kpipe.api import Capabilities, SinkPlugin
-from kpipe.formats.schema import FORMAT_PROPERTIES
 from kpipe.spec.units import DURATION_PATTERN
+
+from ..tables import COLUMNS_PROPERTY, KEY_PROPERTY, UPSERT_NEEDS_KEY, evolve_property, mode_property
 
 __all__ = ["plugin", "CONFIG_SCHEMA"]
 
@@ -19,20 +20,13 @@ CONFIG_SCHEMA = {
             "description": "delta-rs object store options, passed through, e.g. AWS_ENDPOINT_URL, AWS_REGION, "
                            "AWS_ALLOW_HTTP. AWS_S3_ALLOW_UNSAFE_RENAME true is refused: two writers could both "
                            "commit one version and lose one commit's offsets (see docs/sinks/delta.md)."},
-        "mode": {"enum": ["append", "upsert"], "default": "append",
-                 "description": "append adds every record; upsert merges on key (the record from the highest "
-                                "offset wins; with tombstones: delete a tombstone deletes its key's row)."},
-        "key": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True,
-                "description": "Key columns; required for upsert."},
+        "mode": mode_property("merges on key (the record from the highest offset wins; with tombstones: delete a "
+                              "tombstone deletes its key's row)."),
+        "key": KEY_PROPERTY,
         "partition_by": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True,
                          "description": "Partition columns of a table kpipe creates (an existing table keeps its own)."},
-        "columns": FORMAT_PROPERTIES["columns"] | {
-            "description": "Declared column types, name: type (the SQL sinks' names). The deserializer's Avro schema "
-                           "and the spec's JSON Schema come first; other fields are inferred from the first batch "
-                           "that has them. A value that does not fit its column is a bad record."},
-        "evolve": {"enum": ["add_columns", "fail"], "default": "add_columns",
-                   "description": "A record field with no column: add a nullable column (schema merge), or fail. "
-                                  "Columns are never dropped and their types never changed."},
+        "columns": COLUMNS_PROPERTY,
+        "evolve": evolve_property("a nullable column (schema merge)"),
         "checkpoint_every": {"type": "integer", "minimum": 0, "default": 10,
                              "description": "housekeeping writes a checkpoint once this many commits passed the last "
                                             "one (readers then skip replaying the JSON log); 0: never."},
@@ -42,8 +36,7 @@ CONFIG_SCHEMA = {
     },
     "required": ["uri"],
     "additionalProperties": False,
-    "if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
-    "then": {"required": ["key"]},
+    **UPSERT_NEEDS_KEY,
 }
 
 plugin = SinkPlugin(

@@ -1,8 +1,9 @@
 """The ``iceberg`` sink: an Apache Iceberg table (pyiceberg), each partition's next offset in the
 summary of the same snapshot as its rows, exactly once."""
 from kpipe.api import Capabilities, SinkPlugin
-from kpipe.formats.schema import FORMAT_PROPERTIES
 from kpipe.spec.units import DURATION_PATTERN
+
+from ..tables import COLUMNS_PROPERTY, KEY_PROPERTY, UPSERT_NEEDS_KEY, evolve_property, mode_property
 
 __all__ = ["plugin", "CONFIG_SCHEMA"]
 
@@ -27,19 +28,11 @@ CONFIG_SCHEMA = {
                                "transform": {"type": "string", "default": "identity",
                                              "pattern": r"^(identity|year|month|day|hour|bucket\[\d+\]|truncate\[\d+\])$"}}},
             "description": "The partition spec of a table kpipe creates (an existing table keeps its own)."},
-        "mode": {"enum": ["append", "upsert"], "default": "append",
-                 "description": "append adds every record; upsert keeps one row per key (copy-on-write: delete the "
-                                "batch's keys, append their last values); with tombstones: delete a tombstone "
-                                "deletes its key's rows."},
-        "key": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True,
-                "description": "Key columns; required for upsert."},
-        "columns": FORMAT_PROPERTIES["columns"] | {
-            "description": "Declared column types, name: type (the SQL sinks' names). The deserializer's Avro schema "
-                           "and the spec's JSON Schema come first; other fields are inferred from the first batch "
-                           "that has them. A value that does not fit its column is a bad record."},
-        "evolve": {"enum": ["add_columns", "fail"], "default": "add_columns",
-                   "description": "A record field with no column: add an optional column (a schema update), or "
-                                  "fail. Columns are never dropped and their types never changed."},
+        "mode": mode_property("keeps one row per key (copy-on-write: delete the batch's keys, append their last "
+                              "values); with tombstones: delete a tombstone deletes its key's rows."),
+        "key": KEY_PROPERTY,
+        "columns": COLUMNS_PROPERTY,
+        "evolve": evolve_property("an optional column (a schema update)"),
         "keep_snapshots": {"type": "integer", "minimum": 1, "default": 100,
                            "description": "housekeeping expires snapshots beyond the newest this many that are also "
                                           "older than max_snapshot_age; those holding a group's current offsets stay."},
@@ -48,8 +41,7 @@ CONFIG_SCHEMA = {
     },
     "required": ["catalog", "table"],
     "additionalProperties": False,
-    "if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
-    "then": {"required": ["key"]},
+    **UPSERT_NEEDS_KEY,
 }
 
 plugin = SinkPlugin(
