@@ -6,6 +6,7 @@ sinks' in ``sqlkit.py``.
 """
 from __future__ import annotations
 
+import random
 import re
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -386,3 +388,66 @@ def advertised_broker(port: int, advertised_port: int):
             return self
 
     return _Advertised(port)
+
+
+def kill_under_producer(brokers: str, topic: str, spec: Path, logs: Path, rng, kills: int, run_for: tuple) -> int:
+    """The table sinks' crash loop: under a live producer, ``kills`` runs of ``spec`` one after
+    another, each SIGKILLed after ``rng.uniform(*run_for)`` seconds, the group left to forget it
+    before the next. Returns how many events were produced."""
+    producer = BurstProducer(brokers, topic, 0, burst=200, pause=0.05)
+    producer.start()
+    procs = []
+    try:
+        for i in range(kills):
+            proc = Proc(logs, f"kill{i}", "run", str(spec))
+            procs.append(proc)
+            let_run(proc, rng.uniform(*run_for))
+            sigkill(proc)
+            time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 0.5)  # the group forgets it
+    finally:
+        produced = producer.stop()
+        for proc in procs:
+            proc.kill()
+    return produced
+
+
+def assert_each_once(ids: Counter, produced: int) -> None:
+    """``ids`` (event id: times read back) holds each of ``range(produced)`` exactly once."""
+    missing = set(range(produced)) - set(ids)
+    dups = {i: c for i, c in ids.items() if c > 1}
+    assert not missing and not dups, f"{len(missing)} missing (e.g. {sorted(missing)[:5]}), {len(dups)} duplicated"
+
+
+def stale_writer_rounds(brokers: str, topic: str, spec: Path, logs: Path, commits, assert_once,
+                        poll: float) -> None:
+    """The table sinks' zombie test: a writer of big batches is SIGSTOPped just after a commit
+    (``commits()`` grew), so inside its next write; a second run drains; the zombie wakes and
+    goes on. ``assert_once(produced)`` must hold after the drain and after the wake. Rounds
+    repeat until one stop landed inside a write (its log shows the fence)."""
+    produced, fenced = 0, []
+    for round_ in range(3):
+        produce_events(brokers, topic, 160_000, start=produced)
+        produced += 160_000
+        before = commits()
+        zombie = Proc(logs, f"zombie{round_}", "run", str(spec))
+        try:
+            deadline = time.monotonic() + 60
+            while commits() < before + 1:  # its first write landed: the next is under way
+                assert zombie.alive() and time.monotonic() < deadline, zombie.stderr()[-3000:]
+                time.sleep(poll)
+            time.sleep(random.uniform(0.05, 0.3))
+            zombie.signal(signal.SIGSTOP)
+            produced = seal_events(brokers, topic, produced)
+            time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 1.0)  # its session expires
+            final_run(spec, logs)
+            assert_once(produced)
+            zombie.signal(signal.SIGCONT)
+            time.sleep(3.0)  # it finishes the write it was in
+        finally:
+            zombie.signal(signal.SIGCONT)
+            zombie.kill()
+        assert_once(produced)  # whatever it did, nothing landed twice
+        fenced = [ln for ln in zombie.stderr().splitlines() if "another writer" in ln]
+        if fenced:
+            break
+    assert fenced, "no round stopped the zombie inside a write"

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import pyarrow.dataset as pads
 import pytest
 import yaml
 
-from kit import (FAST_SESSION, BurstProducer, Proc, final_run, let_run, produce_events, run_kpipe, seal_events,
-                 sigkill, unique)
+from kit import (FAST_SESSION, assert_each_once, final_run, kill_under_producer, run_kpipe, seal_events,
+                 stale_writer_rounds, unique)
 
 pytest.importorskip("pyiceberg")
 from pyiceberg.catalog import load_catalog  # noqa: E402
@@ -60,32 +58,15 @@ def landed(root: Path) -> Counter:
 
 
 def assert_once(root: Path, produced: int) -> None:
-    ids = landed(root)
-    missing = set(range(produced)) - set(ids)
-    dups = {i: c for i, c in ids.items() if c > 1}
-    assert not missing and not dups, f"{len(missing)} missing (e.g. {sorted(missing)[:5]}), {len(dups)} duplicated"
+    assert_each_once(landed(root), produced)
 
 
 def test_sigkill_under_a_live_producer_leaves_every_record_exactly_once(brokers, topic, tmp_path):
     seed = int(os.environ.get("KPIPE_CRASH_SEED", random.randrange(2**32)))
     print(f"crash test seed: {seed} (rerun with KPIPE_CRASH_SEED={seed})")
-    rng = random.Random(seed)
     name = unique("icebergcrash")
     spec = iceberg_spec(tmp_path, brokers, topic, name)
-    producer = BurstProducer(brokers, topic, 0, burst=200, pause=0.05)
-    producer.start()
-    procs = []
-    try:
-        for i in range(4):
-            proc = Proc(tmp_path / "logs", f"kill{i}", "run", str(spec))
-            procs.append(proc)
-            let_run(proc, rng.uniform(2.0, 4.0))
-            sigkill(proc)
-            time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 0.5)  # the group forgets it
-    finally:
-        produced = producer.stop()
-        for proc in procs:
-            proc.kill()
+    produced = kill_under_producer(brokers, topic, spec, tmp_path / "logs", random.Random(seed), 4, (2.0, 4.0))
     assert table(tmp_path) is not None, "no run wrote anything before its kill"
     produced = seal_events(brokers, topic, produced)
     final_run(spec, tmp_path / "logs")
@@ -109,35 +90,9 @@ def _snapshots(root: Path) -> int:
 
 
 def test_a_stopped_writer_cannot_land_its_stale_commit_after_a_second_run_drained(brokers, topic, tmp_path):
-    """The zombie is stopped inside a write (big batches: writing is most of its time), so when
-    it wakes it goes on to commit what it read positions for before the drain. Rounds repeat
-    until one stop landed inside a write (its log shows the fence)."""
+    """``kit.stale_writer_rounds``: the zombie wakes inside a write whose positions a drain moved
+    past; the catalog's compare-and-set fences its commit."""
     name = unique("icebergzombie")
     spec = iceberg_spec(tmp_path, brokers, topic, name, max_records=20_000, max_age="60s")
-    produced, fenced = 0, []
-    for round_ in range(3):
-        produce_events(brokers, topic, 160_000, start=produced)
-        produced += 160_000
-        before = _snapshots(tmp_path)
-        zombie = Proc(tmp_path / "logs", f"zombie{round_}", "run", str(spec))
-        try:
-            deadline = time.monotonic() + 60
-            while _snapshots(tmp_path) < before + 1:  # its first write landed: the next is under way
-                assert zombie.alive() and time.monotonic() < deadline, zombie.stderr()[-3000:]
-                time.sleep(0.05)
-            time.sleep(random.uniform(0.05, 0.3))
-            zombie.signal(signal.SIGSTOP)
-            produced = seal_events(brokers, topic, produced)
-            time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 1.0)  # its session expires
-            final_run(spec, tmp_path / "logs")
-            assert_once(tmp_path, produced)
-            zombie.signal(signal.SIGCONT)
-            time.sleep(3.0)  # it finishes the write it was in
-        finally:
-            zombie.signal(signal.SIGCONT)
-            zombie.kill()
-        assert_once(tmp_path, produced)  # whatever it did, nothing landed twice
-        fenced = [ln for ln in zombie.stderr().splitlines() if "another writer" in ln]
-        if fenced:
-            break
-    assert fenced, "no round stopped the zombie inside a write"
+    stale_writer_rounds(brokers, topic, spec, tmp_path / "logs", lambda: _snapshots(tmp_path),
+                        lambda produced: assert_once(tmp_path, produced), poll=0.05)
