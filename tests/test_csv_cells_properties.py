@@ -26,14 +26,11 @@ import pyarrow.csv as pa_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kpipe.api import SinkContext
-from kpipe.sinks.s3.sink import S3Sink
-from s3kit import bucket, moto_server, objects, s3  # noqa: F401
-from test_formats_hostile import through_sink, write_dropping_bad
+from s3kit import bucket, moto_server, s3  # noqa: F401
+from test_formats_hostile import through_s3, through_sink
 
 EXAMPLES = int(os.environ.get("KPIPE_CSV_EXAMPLES", "60"))
 UTC = dt.timezone.utc
-CTX = SinkContext(pipeline="p", group="g")
 
 # -- values ---------------------------------------------------------------------------------------
 
@@ -190,19 +187,6 @@ def cell_ok(cell: str, want) -> bool:
 # -- the check ------------------------------------------------------------------------------------
 
 
-def through_s3(moto_server, client, bucket_name: str, values: list) -> tuple[list[int], list[bytes]]:
-    """``through_sink`` for the S3 sink: each run under a prefix of its own."""
-    prefix = uuid.uuid4().hex
-    s = S3Sink({"bucket": bucket_name, "endpoint_url": moto_server.url, "region": "us-east-1", "prefix": prefix,
-                "format": "csv"}, CTX)
-    s.open()
-    try:
-        rejected = write_dropping_bad(s, values)
-    finally:
-        s.close()
-    return rejected, list(objects(client, bucket_name, prefix + "/").values())
-
-
 def check(values: list, rejected: list[int], files: list[bytes]) -> None:
     assert len(set(rejected)) == len(rejected), f"a record reported bad twice: {rejected}"
     assert sorted(rejected) == [i for i, v in enumerate(values) if is_bad(v)], (rejected, values)
@@ -251,5 +235,5 @@ def test_files_sink_csv_cells_are_the_documented_text(tmp_path_factory, values):
 @settings(PROPERTY, max_examples=max(1, EXAMPLES // 3))
 @given(values=RECORDS)
 def test_s3_sink_csv_cells_are_the_documented_text(moto_server, s3, bucket, values):
-    rejected, files = through_s3(moto_server, s3, bucket, values)
+    rejected, files = through_s3(moto_server, s3, bucket, "csv", values)
     check(values, rejected, files)

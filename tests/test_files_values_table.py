@@ -12,7 +12,6 @@ import io
 import json
 import math
 import reprlib
-import uuid
 from decimal import Decimal
 
 import fastavro
@@ -25,8 +24,8 @@ import pytest
 from kpipe.formats.value_table import TABLE, Arrow
 from kpipe.sinks.files.sink import FilesSink
 from kpipe.value_table import BAD, MISSING, json_form
-from s3kit import bucket, moto_server, objects, s3  # noqa: F401  (fixtures)
-from test_formats_hostile import CTX, write_dropping_bad
+from s3kit import bucket, moto_server, s3  # noqa: F401  (fixtures)
+from test_formats_hostile import CTX, through_s3, write_dropping_bad
 
 
 def same(got, want) -> bool:
@@ -91,19 +90,6 @@ def write_local(tmp_path, fmt: str, records: list) -> tuple[list[int], list[byte
     finally:
         s.close()
     return rejected, [f.read_bytes() for f in sorted((tmp_path / "t" / "0").glob("*." + fmt))]
-
-
-def write_s3(moto_server, client, bucket_name: str, fmt: str, records: list) -> tuple[list[int], list[bytes]]:
-    from kpipe.sinks.s3.sink import S3Sink
-    prefix = uuid.uuid4().hex
-    s = S3Sink({"bucket": bucket_name, "endpoint_url": moto_server.url, "region": "us-east-1", "prefix": prefix,
-                "format": fmt, "compression": "none"}, CTX)
-    s.open()
-    try:
-        rejected = write_dropping_bad(s, records)
-    finally:
-        s.close()
-    return rejected, list(objects(client, bucket_name, prefix + "/").values())
 
 
 _repr = reprlib.Repr()  # a deep value has no repr of its own: Python's recursion limit
@@ -172,7 +158,7 @@ def test_files_sink_values_land_as_the_table_says(tmp_path, cases):
 @pytest.mark.parametrize("cases", _cases("s3", S3_FORMATS))
 def test_s3_sink_values_land_as_the_table_says(moto_server, s3, bucket, cases):
     fmt = cases[0].column
-    rejected, files = write_s3(moto_server, s3, bucket, fmt, _records(cases))
+    rejected, files = through_s3(moto_server, s3, bucket, fmt, _records(cases))
     check(fmt, cases[0].row, cases, rejected, files)
 
 

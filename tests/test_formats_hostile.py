@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from decimal import Decimal
 
 import fastavro
@@ -31,6 +32,22 @@ def through_sink(tmp_path, fmt: str, values: list) -> tuple[list[int], list[byte
     rejected = write_dropping_bad(s, values)
     files = sorted((tmp_path / "t" / "0").glob("*." + EXT[fmt]))
     return rejected, [f.read_bytes() for f in files]
+
+
+def through_s3(moto_server, client, bucket_name: str, fmt: str, values: list) -> tuple[list[int], list[bytes]]:
+    """``through_sink`` for the S3 sink on moto, each call under a prefix of its own; the bytes
+    are the objects written."""
+    from kpipe.sinks.s3.sink import S3Sink
+
+    prefix = uuid.uuid4().hex
+    s = S3Sink({"bucket": bucket_name, "endpoint_url": moto_server.url, "region": "us-east-1", "prefix": prefix,
+                "format": fmt, "compression": "none"}, CTX)
+    s.open()
+    try:
+        rejected = write_dropping_bad(s, values)
+    finally:
+        s.close()
+    return rejected, list(objects(client, bucket_name, prefix + "/").values())
 
 
 def write_dropping_bad(s, values: list) -> list[int]:
