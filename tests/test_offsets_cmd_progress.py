@@ -1,11 +1,8 @@
 """The progress line before the first assignment (issue 17): what is happening, not a guess
-("ETA 0s", "lag ?"); then, once, where the run starts on each partition."""
+("ETA 0s", "lag ?"). Where each partition starts is the runner's "assigned" log line."""
 from __future__ import annotations
 
-import logging
-from types import SimpleNamespace
-
-from kpipe.ops.progress import Tracker, Watcher, format_line
+from kpipe.ops.progress import Tracker, format_line
 
 
 def record(t: float, assigned: int, lag=None, remaining=None, phase="running") -> dict:
@@ -26,20 +23,3 @@ def test_before_the_first_assignment_the_line_says_it_waits_and_for_how_long():
     assert "waiting" not in line and "lag 50" in line and "ETA" in line, line
     tr.update(record(120.0, 0, remaining=0))  # a rebalance took everything: waiting again, from now
     assert "waiting for partitions (group orders-g, 0 s)" in format_line(tr, bar=False)
-
-
-def test_the_first_assignment_logs_where_each_partition_starts(caplog):
-    result = SimpleNamespace(assigned=frozenset(), positions={}, committed={}, consumed=0, written=0,
-                             phase="running", targets={}, lag=lambda: {})
-    runner = SimpleNamespace(result=result, spec=SimpleNamespace(group="orders-g"))
-    display = SimpleNamespace(tracker=lambda name: Tracker(name), interval=10.0)
-    w = Watcher("orders", runner, False, display)
-    with caplog.at_level(logging.INFO, logger="kpipe.progress"):
-        w._update()
-        result.assigned = frozenset({("orders", 0), ("orders", 1)})
-        w._update()  # assigned, not positioned yet: nothing said
-        result.positions.update({("orders", 0): 99, ("orders", 1): 201})
-        w._update()
-        w._update()
-    said = [r.getMessage() for r in caplog.records if r.name == "kpipe.progress"]
-    assert said == ["orders: reading 2 partitions of group orders-g from orders[0]@99, orders[1]@201"], said

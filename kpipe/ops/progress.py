@@ -59,37 +59,8 @@ def snapshot(name: str, result, until_caught_up: bool, group: str | None = None)
             "group": group}
 
 
-def start_line(name: str, group: str | None, positions: dict) -> str:
-    """Where a run starts on the partitions it was given: ``positions`` are the runner's, set on
-    assignment by the rule ``kpipe offsets show`` reports (sink, then group, then start:)."""
-    where = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(positions.items()))
-    return f"{name}: reading {len(positions)} partition{'s' if len(positions) != 1 else ''}" \
-           f"{f' of group {group}' if group else ''} from {where}"
-
-
 def _group_of(runner) -> str | None:
     return getattr(getattr(runner, "spec", None), "group", None)
-
-
-class _Starts:
-    """Logs ``start_line`` once, at a run's first assignment."""
-
-    def __init__(self, name: str, runner):
-        self.name, self.runner, self.done = name, runner, False
-
-    def check(self) -> None:
-        result = self.runner.result
-        if self.done or not result.assigned:
-            return
-        try:
-            assigned, positions = set(result.assigned), dict(result.positions)
-        except RuntimeError:  # changed size under us: next tick
-            return
-        if not assigned <= set(positions):
-            return  # assigned, not yet positioned: next tick
-        self.done = True
-        positions = {tp: positions[tp] for tp in assigned}
-        log.info("%s", start_line(self.name, _group_of(self.runner), positions))
 
 
 class Tracker:
@@ -330,10 +301,8 @@ class Watcher(threading.Thread):
         self.pipeline = name
         self.stop_event = threading.Event()
         self.tick = TTY_INTERVAL if isinstance(display, TtyDisplay) else min(1.0, display.interval)
-        self.starts = _Starts(name, runner)
 
     def _update(self) -> None:
-        self.starts.check()
         self.display.tracker(self.pipeline).update(
             snapshot(self.pipeline, self.runner.result, self.until_caught_up, _group_of(self.runner)))
 
@@ -364,10 +333,8 @@ class ChildReporter(threading.Thread):
         self.interval = interval
         self.health = health
         self.stop_event = threading.Event()
-        self.starts = _Starts(name, runner)
 
     def _send(self) -> bool:
-        self.starts.check()
         record = snapshot(self.pipeline, self.runner.result, self.until_caught_up, _group_of(self.runner))
         if self.health is not None:  # the same rules as the child's own /readyz and /healthz
             record["ready"] = self.health.ready()[0]
