@@ -23,7 +23,8 @@ How a second table plugs in (e.g. the files/S3 formats of docs/sinks/files.md):
    table goes. tests/test_value_tables.py then checks the page is current and each cell's text
    agrees with its expectations.
 3. A test module parametrizes over ``TABLE.cases()``, writes each case's value through the sink
-   and compares what its reader returns with ``case.expect`` (``BAD``: the record was reported).
+   and compares what its reader returns with ``case.expect`` (``BAD``: the record was reported),
+   e.g. by ``disagreements``.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-__all__ = ["BAD", "MISSING", "Cell", "Row", "ValueTable", "Case", "TABLES", "load", "render",
+__all__ = ["BAD", "MISSING", "Cell", "Row", "ValueTable", "Case", "TABLES", "load", "render", "disagreements",
            "splice", "stale", "main", "json_form"]
 
 #: The modules that hold a ``TABLE``, one per sink (or format family).
@@ -162,6 +163,25 @@ def json_form(v):
     if isinstance(v, list):
         return [json_form(x) for x in v]
     raise TypeError(f"not a JSON value: {v!r}")
+
+
+def disagreements(cases: Sequence[Case], bad, got: Mapping, same, show=repr, label=lambda case: "") -> list[str]:
+    """Where a write broke its table, one line each: case ``i`` was record ``i``; ``bad`` holds
+    the records reported bad, ``got`` what a reader gave back by record, ``same(read, expect)``
+    compares one. One loop for every table's test, so each judges a case alike."""
+    wrong = []
+    for i, c in enumerate(cases):
+        name = f"{label(c)}{show(c.value)}"
+        if c.expect is BAD:
+            if i not in bad or i in got:
+                wrong.append(f"{name}: should be a bad record; read back {show(got.get(i))}")
+        elif i in bad:
+            wrong.append(f"{name}: reported bad; the table says {show(c.expect)}")
+        elif i not in got:
+            wrong.append(f"{name}: missing")
+        elif not same(got[i], c.expect):
+            wrong.append(f"{name}: read back {show(got[i])}; the table says {show(c.expect)}")
+    return wrong
 
 
 def load(module: str) -> ValueTable:

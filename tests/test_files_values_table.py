@@ -23,7 +23,7 @@ import pytest
 
 from kpipe.formats.value_table import TABLE, Arrow
 from kpipe.sinks.files.sink import FilesSink
-from kpipe.value_table import BAD, MISSING, json_form
+from kpipe.value_table import MISSING, disagreements, json_form
 from s3kit import bucket, moto_server, s3  # noqa: F401  (fixtures)
 from test_formats_hostile import CTX, through_s3, write_dropping_bad
 
@@ -102,17 +102,7 @@ def check(fmt: str, row, cases: list, rejected: list[int], files: list[bytes]) -
     got = {}
     for data in files:
         got.update(READ[fmt](data))
-    wrong = []
-    for i, c in enumerate(cases):
-        if c.expect is BAD:
-            if i not in rejected or i in got:
-                wrong.append(f"{short(c.value)}: should be a bad record; read back {short(got.get(i))}")
-        elif i in rejected:
-            wrong.append(f"{short(c.value)}: reported bad; the table says {short(c.expect)}")
-        elif i not in got:
-            wrong.append(f"{short(c.value)}: missing")
-        elif not matches(fmt, got[i], c.expect):
-            wrong.append(f"{short(c.value)}: read back {short(got[i])}; the table says {short(c.expect)}")
+    wrong = disagreements(cases, rejected, got, lambda read, expect: matches(fmt, read, expect), short)
     assert not wrong, f"{row.label} / {fmt}:\n" + "\n".join(wrong)
 
 

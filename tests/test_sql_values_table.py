@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from kpipe.sinks.sql.value_table import TABLE
-from kpipe.value_table import BAD, MISSING, json_form
+from kpipe.value_table import MISSING, disagreements, json_form
 from sqlkit import dbs, fake_batch, sink_on, write_like_runner  # noqa: F401
 
 
@@ -56,16 +56,7 @@ def test_values_land_as_the_table_says(dbs, kind, typ):
     assert len(rejected) == len(set(rejected)), f"a record reported twice: {rejected}"
     bad = {o for _, _, o in rejected}
     rows = raw_rows(db, table, typ)
-    wrong = []
-    for i, c in enumerate(cases):
-        if c.expect is BAD:
-            if i not in bad or i in rows:
-                wrong.append(f"{c.row.label} {c.value!r}: should be a bad record; read back {rows.get(i)!r}")
-        elif i in bad:
-            wrong.append(f"{c.row.label} {c.value!r}: reported bad; the table says {c.expect!r}")
-        elif i not in rows:
-            wrong.append(f"{c.row.label} {c.value!r}: missing")
-        elif not matches(kind, typ, rows[i], c.expect):
-            wrong.append(f"{c.row.label} {c.value!r}: read back {rows[i]!r}; the table says {c.expect!r}")
+    wrong = disagreements(cases, bad, rows, lambda read, expect: matches(kind, typ, read, expect),
+                          label=lambda c: f"{c.row.label} ")
     assert not wrong, "\n".join(wrong)
     assert db.offsets(group) == {("orders", 0): len(items)}
