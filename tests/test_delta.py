@@ -112,6 +112,15 @@ def test_new_fields_become_nullable_columns_and_a_misfit_is_a_bad_record(tmp_pat
     assert sorted(r["id"] for r in rows(uri)) == [1, 2]  # nothing of the batch landed
 
 
+def test_a_column_of_only_empty_lists_waits_for_a_value_to_type_it(tmp_path):
+    uri = str(tmp_path / "t")
+    s = sink({"uri": uri})
+    s.write([make_batch([{"id": 1, "a": []}], 0)])
+    assert DeltaTable(uri).schema().to_arrow().names == ["id"]
+    s.write([make_batch([{"id": 2, "a": [1, 2]}], 1)])
+    assert sorted(rows(uri), key=lambda r: r["id"]) == [{"id": 1, "a": None}, {"id": 2, "a": [1, 2]}]
+
+
 def test_upsert_keeps_the_last_record_per_key_and_deletes_tombstones(tmp_path):
     uri = str(tmp_path / "t")
     s = sink({"uri": uri, "mode": "upsert", "key": ["id"]}, tombstones="delete")

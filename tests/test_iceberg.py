@@ -222,6 +222,22 @@ def test_a_new_field_becomes_an_optional_column_or_with_evolve_fail_a_bad_record
     assert exc.value.index == 1
 
 
+def test_a_column_of_only_empty_lists_waits_for_a_value_to_type_it(tmp_path):
+    """``[]`` types no item: the column is left out until ``[1, 2]`` gives it list<long>; a
+    value with a leaf in a column still untyped would be a bad record, never a fatal error."""
+    from kpipe.api import BadRecordError
+
+    config = TestIcebergSink().config(tmp_path)
+    _sink(config).write([_typed_batch([{"id": 1, "a": []}])])
+    assert _scan(config).schema().column_names == ["id"]
+    _sink(config).write([_typed_batch([{"id": 2, "a": [1, 2]}], start=1)])
+    assert str(_scan(config).schema().find_field("a").field_type) == "list<long>"
+    assert _rows(config) == [{"id": 1, "a": None}, {"id": 2, "a": [1, 2]}]
+    with pytest.raises(BadRecordError) as exc:
+        _sink(config).write([_typed_batch([{"id": 3, "s": {"x": 1, "y": None}}], start=2)])
+    assert exc.value.index == 0
+
+
 def test_upsert_keeps_the_last_value_per_key_and_a_tombstone_deletes(tmp_path):
     config = TestIcebergSink().config(tmp_path) | {"mode": "upsert", "key": ["id"]}
     sink = plugin.create(config, SinkContext(pipeline="t", group="g", tombstones="delete"))

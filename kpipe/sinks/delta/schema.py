@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kpipe.formats.base import EncodeError
 from kpipe.formats.dataset import declared, widen
-from kpipe.formats.parquet import typed_table
+from kpipe.sinks import tables
 
 __all__ = ["write_schema", "records_table", "EncodeError"]
 
@@ -31,20 +31,5 @@ def write_schema(pa, have: dict, value_schema, columns: dict, values: list) -> d
 
 
 def records_table(pa, schema: dict, values: list):
-    """``values`` as an Arrow table of ``schema``'s types; columns no value has typed yet (only
-    nulls) are left out, as Delta has no null type. ``EncodeError(index)`` names a record that
-    does not fit."""
-    typed = {k: t for k, t in schema.items() if not _untyped(t)}
-    for i, v in enumerate(values):  # a field whose column is left out must be null in every record
-        if isinstance(v, dict) and any(v.get(k) is not None for k in schema.keys() - typed.keys()):
-            raise EncodeError("a value no Delta column type holds", i)
-    return typed_table(pa, typed, [{k: x for k, x in v.items() if k in typed} if isinstance(v, dict) else v
-                                   for v in values] if len(typed) != len(schema) else values)
-
-
-def _untyped(t) -> bool:
-    if isinstance(t, dict):
-        if "struct" in t:
-            return not t["struct"] or any(map(_untyped, t["struct"].values()))
-        return _untyped(t["list"])
-    return t == "null"
+    """``values`` as an Arrow table of ``schema``'s types (``kpipe.sinks.tables.records_table``)."""
+    return tables.records_table(pa, schema, values, "Delta")

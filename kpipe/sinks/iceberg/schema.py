@@ -7,9 +7,9 @@ rest is inferred from the records and added as optional columns."""
 from __future__ import annotations
 
 from kpipe.formats.base import EncodeError
-from kpipe.formats.dataset import declared, is_untyped, widen
+from kpipe.formats.dataset import declared, widen
 from kpipe.formats.arrowtypes import dataset_schema
-from kpipe.formats.parquet import typed_table
+from kpipe.sinks import tables
 
 __all__ = ["table_types", "write_types", "records_table", "EncodeError"]
 
@@ -27,13 +27,5 @@ def write_types(have: dict, value_schema, columns: dict, values: list) -> dict:
 
 
 def records_table(pa, types: dict, values: list):
-    """``values`` as an Arrow table of ``types``; a column no value has typed yet (only nulls) is
-    left out, as Iceberg has no null type. ``EncodeError(index)`` names a record that does not fit."""
-    typed = {k: t for k, t in types.items() if not is_untyped(t)}
-    untyped = types.keys() - typed.keys()
-    if untyped:
-        for i, v in enumerate(values):
-            if any(v.get(k) is not None for k in untyped):
-                raise EncodeError("a value no Iceberg column type holds", i)
-        values = [{k: x for k, x in v.items() if k in typed} for v in values]
-    return typed_table(pa, typed, values)
+    """``values`` as an Arrow table of ``types`` (``kpipe.sinks.tables.records_table``)."""
+    return tables.records_table(pa, types, values, "Iceberg")

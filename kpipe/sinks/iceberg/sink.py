@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from kpipe.api import BadRecordError, Batch, FatalError, OffsetConflict, RetryableError, Sink
 from kpipe.formats.dataset import parse_columns
+from kpipe.sinks.tables import untyped
 from kpipe.spec.units import parse_duration
 
 from .catalog import load_table, open_catalog, transient
@@ -134,7 +135,7 @@ class IcebergSink(Sink):
     def _arrow_schema(self, types: dict):
         from kpipe.formats.arrowtypes import arrow_type
 
-        return pa.schema([pa.field(k, arrow_type(pa, t)) for k, t in types.items() if t != "null"])
+        return pa.schema([pa.field(k, arrow_type(pa, t)) for k, t in types.items() if not untyped(t)])
 
     def _create(self, types: dict) -> None:
         ns = self.identifier.rsplit(".", 1)[0]
@@ -150,7 +151,7 @@ class IcebergSink(Sink):
             self._reload()
 
     def _evolve(self, types: dict, have: dict, rows) -> None:
-        new = [k for k in types if k not in have and types[k] != "null"]
+        new = [k for k in types if k not in have and not untyped(types[k])]
         if not new:
             return
         if self.config.get("evolve", "add_columns") == "fail":
