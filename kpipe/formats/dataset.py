@@ -22,7 +22,7 @@ from itertools import chain, repeat
 
 from .batchcols import share, take
 
-__all__ = ["declared", "parse_columns", "widen", "merge_declared", "kind_of", "is_untyped", "type_depth",
+__all__ = ["declared", "parse_columns", "widen", "merge_declared", "kind_of", "type_depth",
            "NUMERIC_ORDER", "SchemaConflict", "MAX_DEPTH", "column_kind"]
 
 MAX_DEPTH = 99
@@ -257,10 +257,6 @@ def type_depth(t) -> int:
             return 1 + max(map(type_depth, t["struct"].values()), default=0)
         return 2 + type_depth(t["list"])
     return 1
-
-
-def is_untyped(t) -> bool:
-    return t == "null"
 
 
 def widen(schema: dict, values: list, fixed=frozenset()) -> tuple[dict, list]:
