@@ -426,6 +426,8 @@ def stale_writer_rounds(brokers: str, topic: str, spec: Path, logs: Path, commit
     repeat until one stop landed inside a write (its log shows the fence)."""
     produced, fenced = 0, []
     for round_ in range(3):
+        if round_:  # the last zombie was killed: let the group forget it before another joins
+            time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 0.5)
         produce_events(brokers, topic, 160_000, start=produced)
         produced += 160_000
         before = commits()

@@ -279,10 +279,21 @@ def test_s3_that_stops_answering(brokers, topic, tmp_path, moto_server, s3, buck
 @pytest.fixture
 def proxied_broker(stall_proxy):
     """(a broker of its own whose every connection goes through a ``StallProxy``, the proxy)."""
-    broker_port, proxy_port = free_port(), free_port()
-    proxy = stall_proxy("127.0.0.1", broker_port, proxy_port)
-    with advertised_broker(broker_port, proxy_port):
+    for attempt in range(3):  # a free port can be taken by another worker before Tansu binds it
+        broker_port, proxy_port = free_port(), free_port()
+        proxy = stall_proxy("127.0.0.1", broker_port, proxy_port)
+        broker = advertised_broker(broker_port, proxy_port)
+        try:
+            broker.start()
+            break
+        except RuntimeError:
+            broker.stop()
+            if attempt == 2:
+                raise
+    try:
         yield proxy.address, proxy
+    finally:
+        broker.stop()
 
 
 @pytest.mark.parametrize("stop", ["budget", "sigterm"])
