@@ -15,26 +15,17 @@ pipeline actually uses this deserializer, so ``kpipe validate`` never loads it.
 """
 from __future__ import annotations
 
-import base64
 import io
 import json
-import logging
-import time
-import urllib.parse
 from typing import Any, Mapping
 
-from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError, RetryableError
+from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError
 from kpipe.validation import read_json_file
 
 from .avro_names import fullname, standalone
+from .registry import REGISTRY_SCHEMA, NotFound, RegistryClient, SchemaCache, client_from_config, split_header
 
-__all__ = ["AvroDeserializer", "RegistryClient", "avro_plugin", "CONFIG_SCHEMA", "load_avsc"]
-
-log = logging.getLogger("kpipe.avro")
-
-_DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"  # kpipe.spec.units.DURATION_PATTERN
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_MISSING_TTL = 60.0  # seconds a "no such schema id" answer is remembered
+__all__ = ["AvroDeserializer", "avro_plugin", "CONFIG_SCHEMA", "load_avsc"]
 
 CONFIG_SCHEMA = {
     "type": "object",
@@ -44,27 +35,7 @@ CONFIG_SCHEMA = {
         "schema": {"type": "string", "minLength": 1, "x-path": True,
                    "description": "Path of the .avsc the values were written with (schemaless Avro, no header). "
                                   "Relative to the spec file's directory."},
-        "registry": {
-            "type": "object",
-            "description": "Confluent wire format (magic byte 0, 4-byte schema id, Avro datum); the writer "
-                           "schema comes from GET {url}/schemas/ids/{id}, fetched once per id.",
-            "properties": {
-                "url": {"type": "string", "pattern": r"^https?://[^/]", "x-secret": True,
-                        "x-expected": "an http:// or https:// URL of the Schema Registry",
-                        "description": "Base URL of the Schema Registry, e.g. https://registry:8081."},
-                "username": {"type": "string", "description": "Basic auth user (e.g. ${SR_USER})."},
-                "password": {"type": "string", "x-secret": True,
-                             "description": "Basic auth password (e.g. ${SR_PASSWORD}); never printed."},
-                "timeout": {"default": "10s",
-                            "anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                                      {"type": "string", "pattern": _DURATION}],
-                            "x-expected": "a duration such as 500ms or 10s, or a number of seconds",
-                            "description": "Timeout of one registry request."},
-            },
-            "required": ["url"],
-            "dependentRequired": {"username": ["password"], "password": ["username"]},
-            "additionalProperties": False,
-        },
+        "registry": REGISTRY_SCHEMA,
         "reader_schema": {"type": "string", "minLength": 1, "x-path": True,
                           "description": "Path of an .avsc to resolve every value to (Avro schema evolution). "
                                          "Relative to the spec file's directory."},
@@ -84,18 +55,6 @@ def load_avsc(path: str, spec_file: str = "", what: str = "schema") -> Any:
     except Exception as exc:  # fastavro raises several types for a bad schema
         raise FatalError(f"avro {what}: {full} is not a valid Avro schema: {exc}") from None
     return schema
-
-
-def _seconds(value) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    for unit in ("ms", "s", "m", "h"):
-        if isinstance(value, str) and value.endswith(unit):
-            try:
-                return float(value[: -len(unit)]) * _DURATION_UNITS[unit]
-            except ValueError:
-                break
-    raise FatalError(f"avro registry.timeout: not a duration: {value!r} (use e.g. 500ms or 10s)")
 
 
 class AvroDeserializer(Deserializer):
@@ -122,8 +81,7 @@ class AvroDeserializer(Deserializer):
             self._reader = parse_schema(self._reader_json)
         self.registry: RegistryClient | None = None
         # schema id -> (writer, reader or None, writer JSON with its references' types in it)
-        self._by_id: dict[int, tuple] = {}
-        self._missing: dict[int, tuple[float, str]] = {}  # schema id -> (until, message)
+        self._by_id: SchemaCache | None = None
         self._latest_json = None
         if config.get("schema"):
             if config.get("registry"):
@@ -132,9 +90,8 @@ class AvroDeserializer(Deserializer):
             self._writer, self._writer_reader = self._pair(writer_json)
             self._latest_json = writer_json
         elif config.get("registry"):
-            reg = config["registry"]
-            self.registry = RegistryClient(reg["url"], reg.get("username"), reg.get("password"),
-                                           _seconds(reg.get("timeout", "10s")))
+            self.registry = client_from_config(config["registry"], "avro")
+            self._by_id = SchemaCache(self._load, "avro", self.registry.display_url)
         else:
             raise FatalError("avro: set exactly one of 'schema' (an .avsc file) or 'registry' (a Schema Registry)")
 
@@ -186,17 +143,15 @@ class AvroDeserializer(Deserializer):
         pos = 0
         header = None  # the previous value's 5 header bytes: a value with the same ones needs no checks
         writer = reader = None
+        cache = self._by_id
         for v in raw:
             if v is None:
                 append(None)
                 continue
             n = len(v)
             if v[:5] != header:
-                if n < 5 or v[0] != 0:
-                    raise BadRecordError(_not_wire(v), index=len(out))
-                sid = int.from_bytes(v[1:5], "big")
-                entry = self._by_id.get(sid) or self._fetch(sid, len(out))
-                writer, reader, self._latest_json = entry
+                sid = split_header(v, len(out))
+                writer, reader, self._latest_json = cache.get(sid, len(out))
                 header = v[:5]
             seek(pos + 5)
             try:
@@ -225,24 +180,14 @@ class AvroDeserializer(Deserializer):
             return _misfit(index, len(datum), padded.tell(), sid)
         return BadRecordError(f"invalid {what}: {type(exc).__name__}: {detail}", index=index)
 
-    def _fetch(self, sid: int, index: int) -> tuple:
-        missing = self._missing.get(sid)
-        if missing is not None and missing[0] > time.monotonic():
-            raise BadRecordError(missing[1], index=index)
-        try:
-            writer_json, named, whole = self.registry.avro_schema(sid)
-        except _NotFound as exc:
-            self._missing[sid] = (time.monotonic() + _MISSING_TTL, str(exc))
-            raise BadRecordError(str(exc), index=index) from None
+    def _load(self, sid: int) -> tuple:
+        """(writer, reader or None, standalone writer JSON) of ``sid``; ``NotFound`` if unusable."""
+        writer_json, named, whole = _avro_schema(self.registry, sid)
         try:
             writer, reader = self._pair(writer_json, named)
         except Exception as exc:
-            msg = f"schema id {sid} from {self.registry.display_url} is not a valid Avro schema: {exc}"
-            self._missing[sid] = (time.monotonic() + _MISSING_TTL, msg)
-            raise BadRecordError(msg, index=index) from None
-        entry = self._by_id[sid] = (writer, reader, whole)
-        log.info("avro: schema id %d from %s cached", sid, self.registry.display_url)
-        return entry
+            raise NotFound(f"schema id {sid} from {self.registry.display_url} is not a valid Avro schema: {exc}") from None
+        return writer, reader, whole
 
 
 def _misfit(index: int, size: int, used: int, sid: int | None = None) -> BadRecordError:
@@ -254,155 +199,48 @@ def _misfit(index: int, size: int, used: int, sid: int | None = None) -> BadReco
                           f"(written with a different schema?)", index=index)
 
 
-def _not_wire(v: bytes) -> str:
-    if len(v) < 5:
-        return (f"not Confluent wire format: {len(v)} bytes, shorter than its 5-byte header "
-                f"(magic byte 0 + 4-byte schema id)")
-    return (f"not Confluent wire format: magic byte 0x{v[0]:02x}, expected 0x00 "
-            f"(is the topic written without a Schema Registry serializer?)")
+# -- Avro schemas and their references from the registry ---------------------------------------
 
 
-# -- the Schema Registry client ------------------------------------------------------------
+def _avro_schema(registry: RegistryClient, sid: int) -> tuple[Any, dict, Any]:
+    """(the writer schema's JSON, fastavro named schemas of its references, the writer
+    schema with the referenced types defined in it so that it parses alone) for ``sid``.
 
-
-class _NotFound(Exception):
-    pass
-
-
-class RegistryClient:
-    """A minimal Confluent Schema Registry client: schemas by id, with basic auth.
-
-    Every failure is classified: cannot connect, a timeout, HTTP 5xx or 429 -> ``RetryableError``;
-    401/403 -> ``FatalError``; a 404 carrying a registry error code (404xx) -> not found;
-    anything else -> ``FatalError``. Credentials appear in no message: ``display_url`` is the
-    URL without any ``user:password@`` part.
+    Raises ``NotFound`` for an unknown id, or for a schema that is not Avro.
     """
-
-    def __init__(self, url: str, username: str | None = None, password: str | None = None,
-                 timeout: float = 10.0):
-        parts = urllib.parse.urlsplit(url)
-        if parts.username is not None and username is None:
-            username = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-        netloc = parts.hostname or ""
-        if ":" in netloc:
-            netloc = f"[{netloc}]"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        self.base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self.display_url = self.base
-        self.timeout = timeout
-        self._headers = {"Accept": "application/vnd.schemaregistry.v1+json, application/json"}
-        if username is not None:
-            token = base64.b64encode(f"{username}:{password or ''}".encode()).decode("ascii")
-            self._headers["Authorization"] = f"Basic {token}"
-        self._auth_hint = ("check registry.username and registry.password" if username is not None
-                           else "this registry needs credentials: set registry.username and registry.password")
-
-    def get(self, path: str) -> Any:
-        """The JSON body of ``GET {url}{path}``; raises as the class docstring says."""
-        import http.client  # here, not at module level: listing plugins must stay cheap
-        import socket
-        import urllib.error
-        import urllib.request
-
-        url = self.base + path
-        req = urllib.request.Request(url, headers=self._headers, method="GET")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                body = resp.read()
-        except urllib.error.HTTPError as exc:
-            body = _read_quietly(exc)
-            exc.close()
-            raise self._classify(exc.code, path, body) from None
-        except (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RetryableError(f"schema registry {self.display_url} unreachable: {reason}") from None
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise FatalError(f"schema registry {self.display_url}: GET {path} answered something that is "
-                             f"not JSON: is registry.url the registry's base URL?") from None
-
-    def _classify(self, code: int, path: str, body: bytes) -> Exception:
-        detail = _registry_message(body)
-        if code in (401, 403):
-            return FatalError(f"schema registry {self.display_url} refused the request (HTTP {code}"
-                              f"{': ' + detail if detail else ''}): {self._auth_hint}")
-        if code == 404 and _registry_code(body) // 100 == 404:
-            return _NotFound(detail or f"GET {path}: not found")
-        if code == 429 or code >= 500:
-            return RetryableError(f"schema registry {self.display_url}: GET {path} failed with HTTP {code}"
-                                  f"{': ' + detail if detail else ''}")
-        return FatalError(f"schema registry {self.display_url}: GET {path} failed with HTTP {code}"
-                          f"{': ' + detail if detail else ''}; is registry.url the registry's base URL?")
-
-    def avro_schema(self, sid: int) -> tuple[Any, dict, Any]:
-        """(the writer schema's JSON, fastavro named schemas of its references, the writer
-        schema with the referenced types defined in it so that it parses alone) for ``sid``.
-
-        Raises ``_NotFound`` for an unknown id, or for a schema that is not Avro.
-        """
-        try:
-            doc = self.get(f"/schemas/ids/{sid}")
-        except _NotFound as exc:
-            raise _NotFound(f"schema id {sid} is not in the schema registry {self.display_url} ({exc})") from None
-        named: dict = {}
-        defs: dict = {}
-        self._load_references(doc.get("references") or [], named, set(), defs)
-        writer_json = self._schema_json(doc, f"schema id {sid}")
-        return writer_json, named, standalone(writer_json, defs)
-
-    def _load_references(self, refs: list, named: dict, seen: set, defs: dict) -> None:
-        """Parse every referenced schema (depth first) into ``named``, so that the schema that
-        references them parses; ``defs`` gets each one's JSON by full name."""
-        from fastavro import parse_schema
-
-        for ref in refs:
-            key = (ref.get("subject"), ref.get("version"))
-            if key in seen:
-                continue
-            seen.add(key)
-            subject = urllib.parse.quote(str(ref.get("subject")), safe="")
-            doc = self.get(f"/subjects/{subject}/versions/{ref.get('version')}")
-            self._load_references(doc.get("references") or [], named, seen, defs)
-            ref_json = self._schema_json(doc, f"reference {ref.get('name')!r}")
-            parse_schema(ref_json, named)
-            name = fullname(ref_json)
-            if name is not None:
-                defs[name] = standalone(ref_json, defs)
-
-    def _schema_json(self, doc: Any, what: str) -> Any:
-        kind = doc.get("schemaType", "AVRO") if isinstance(doc, dict) else None
-        if kind != "AVRO":
-            raise _NotFound(f"{what} in {self.display_url} is a {kind} schema, not Avro")
-        try:
-            return json.loads(doc["schema"])
-        except (KeyError, TypeError, ValueError):
-            raise _NotFound(f"{what} in {self.display_url} has no readable schema") from None
+    doc = registry.by_id(sid)
+    named: dict = {}
+    defs: dict = {}
+    _load_references(registry, doc.get("references") or [], named, set(), defs)
+    writer_json = _schema_json(registry, doc, f"schema id {sid}")
+    return writer_json, named, standalone(writer_json, defs)
 
 
-def _read_quietly(exc) -> bytes:
+def _load_references(registry: RegistryClient, refs: list, named: dict, seen: set, defs: dict) -> None:
+    """Parse every referenced schema (depth first) into ``named``, so that the schema that
+    references them parses; ``defs`` gets each one's JSON by full name."""
+    from fastavro import parse_schema
+
+    for ref in refs:
+        key = (ref.get("subject"), ref.get("version"))
+        if key in seen:
+            continue
+        seen.add(key)
+        doc = registry.version(ref.get("subject"), ref.get("version"))
+        _load_references(registry, doc.get("references") or [], named, seen, defs)
+        ref_json = _schema_json(registry, doc, f"reference {ref.get('name')!r}")
+        parse_schema(ref_json, named)
+        name = fullname(ref_json)
+        if name is not None:
+            defs[name] = standalone(ref_json, defs)
+
+
+def _schema_json(registry: RegistryClient, doc: Any, what: str) -> Any:
+    text = registry.schema_text(doc, "AVRO", what)
     try:
-        return exc.read() or b""
-    except Exception:
-        return b""
-
-
-def _registry_code(body: bytes) -> int:
-    try:
-        code = json.loads(body).get("error_code")
-        return code if isinstance(code, int) else 0
-    except (ValueError, AttributeError):
-        return 0
-
-
-def _registry_message(body: bytes) -> str:
-    try:
-        message = json.loads(body).get("message")
-    except (ValueError, AttributeError):
-        return ""
-    return message[:200] if isinstance(message, str) else ""
+        return json.loads(text)
+    except ValueError:
+        raise NotFound(f"{what} in {registry.display_url} has no readable schema") from None
 
 
 avro_plugin = DeserializerPlugin(
