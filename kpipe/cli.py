@@ -18,7 +18,7 @@ import sys
 
 __all__ = ["main", "EXIT_OK", "EXIT_USAGE", "EXIT_RUNTIME", "EXIT_UNAVAILABLE"]
 
-EXIT_OK, EXIT_USAGE, EXIT_RUNTIME, EXIT_UNAVAILABLE = 0, 1, 2, 3
+from kpipe.ops.exits import EXIT_OK, EXIT_RUNTIME, EXIT_UNAVAILABLE, EXIT_USAGE  # one definition for every command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,20 +182,15 @@ def cmd_lag(args) -> int:
     specs = _load([args.spec])
     if specs is None:
         return EXIT_USAGE
-    from kpipe.api import KpipeError
     from kpipe.ops.lag import format_table, gather, to_json, with_members
     from kpipe.ops.members import read_members
-    from kpipe.runtime.retry import DependencyUnavailable
+    from kpipe.ops.exits import failures, report_failure
 
     spec = specs[0]
     try:
         rows = gather(spec)
-    except DependencyUnavailable as exc:
-        print(f"kpipe lag: {spec.file}: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except KpipeError as exc:
-        print(f"kpipe lag: {spec.file}: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+    except failures() as exc:
+        return report_failure(f"kpipe lag: {spec.file}", exc)
     members = read_members(spec)  # who holds each partition, where the broker says
     with_members(rows, members)
     print(to_json(spec, rows, members) if args.json else format_table(spec, rows, members))

@@ -10,11 +10,11 @@ import json
 import sys
 from dataclasses import asdict
 
-from kpipe.api import FatalError, KpipeError, OffsetConflict
+from kpipe.api import FatalError, OffsetConflict
 
 __all__ = ["cmd_offsets", "format_positions", "positions_json"]
 
-EXIT_OK, EXIT_USAGE, EXIT_RUNTIME, EXIT_UNAVAILABLE = 0, 1, 2, 3
+from kpipe.ops.exits import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, failures, report_failure
 
 
 def _table(head: tuple, body: list, left=(0,)) -> list[str]:
@@ -59,20 +59,14 @@ def _plan_json(spec, plan, execute: bool, applied: bool) -> str:
 
 
 def cmd_offsets(args, spec) -> int:
-    from kpipe.runtime.retry import DependencyUnavailable
-
     what = f"kpipe offsets {args.offsets_command}: {spec.file}"
     try:
         if args.offsets_command == "reset":
             return _reset(args, spec, what)
         from kpipe.ops.positions import read_positions
         rows = read_positions(spec)
-    except DependencyUnavailable as exc:
-        print(f"{what}: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except KpipeError as exc:
-        print(f"{what}: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+    except failures() as exc:
+        return report_failure(what, exc)
     if args.offsets_command == "export":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerows((r.topic, r.partition, r.start) for r in rows)
