@@ -460,6 +460,17 @@ class SinkPlugin:
     def create(self, config: Mapping[str, Any], context: SinkContext) -> Sink:
         return _create(self, config, context)
 
+    def raw_values(self, config: Mapping[str, Any]) -> str:
+        """The setting of ``config`` with which the sink parses the values itself (e.g.
+        ``"parse: server"``, for messages), or ``""``: it takes them decoded.
+
+        When it names one, the runner checks each value with the deserializer without decoding
+        it (a value it would reject is rejected at stage ``deserialize`` as ever) and hands the
+        sink the raw bytes in ``Batch.values``. Spec validation refuses it unless the pipeline
+        has nothing between the two: the plain ``json`` deserializer, no ``validate``, no
+        ``key_deserializer``, no transforms. Override it in a subclass of ``SinkPlugin``."""
+        return ""
+
 
 @dataclass(frozen=True)
 class DeserializerPlugin:
