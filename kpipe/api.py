@@ -456,6 +456,11 @@ class SinkPlugin:
     api_version: int = 1
     """The plugin API the plugin was written for (``API_VERSION`` when it was written). kpipe
     refuses, with a message, a plugin newer than itself or older than ``MIN_API_VERSION``."""
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Pipeline settings that suit this sink better than kpipe's own defaults, by section and
+    key, e.g. ``{"batch": {"max_age": "5m"}}`` for a sink whose every write is an expensive
+    commit. Applied only where the spec does not set the key; ``kpipe check`` names them. A
+    value the pipeline schema refuses is reported at the spec's ``sink.type``."""
 
     def create(self, config: Mapping[str, Any], context: SinkContext) -> Sink:
         return _create(self, config, context)

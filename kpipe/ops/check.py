@@ -50,6 +50,8 @@ def check(spec, out=None, err=None) -> int:
         print(f"kpipe check: {spec.file}: {what}: {reason}", file=err, flush=True)
 
     ok("spec", f"{spec.file} ({spec.name}: {', '.join(spec.topics)} -> {spec.sink_type})")
+    for key, value in spec.sink_defaults.items():  # so nobody wonders where a 5m max_age came from
+        ok(f"default {key}", f"{value} (the {spec.sink_type} sink's default; the spec does not set it)")
 
     def metadata(brokers: str):
         consumer = probe_consumer(spec, brokers=brokers, group=False)

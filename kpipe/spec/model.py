@@ -16,7 +16,10 @@ from .yamlnodes import Document
 # The record stages an error policy names (``errors.<stage>``), in the order records pass them.
 STAGES = ("deserialize", "validate", "transform", "sink")
 
-__all__ = ["Spec", "build_spec", "collect_secrets"]
+__all__ = ["Spec", "build_spec", "collect_secrets", "sink_defaults", "SINK_DEFAULT_SECTIONS"]
+
+# The pipeline sections a sink plugin may give defaults for (``SinkPlugin.defaults``).
+SINK_DEFAULT_SECTIONS = ("batch", "retry")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Spec:
     tests: list = field(default_factory=list)
     secrets: frozenset = frozenset()       # values never to print (kpipe.redact)
     warnings: tuple = ()                   # Problem(severity="warning"): printed, never fatal
+    sink_defaults: Mapping = field(default_factory=dict)  # {"batch.max_age": "5m"}: the sink's, applied
     _positions: Mapping = field(default_factory=dict, repr=False, compare=False)
 
     def locate(self, path: tuple) -> tuple[int, int]:
@@ -146,12 +150,29 @@ def collect_secrets(doc: Document) -> frozenset:
     return frozenset(v for v in out if v)
 
 
+def sink_defaults(data: Mapping) -> dict:
+    """``{(section, key): value}`` of the sink plugin's ``defaults`` that the spec leaves unset."""
+    sink = data.get("sink")
+    try:
+        plugin = registry().get("sink", sink["type"]) if isinstance(sink, Mapping) else None
+    except PluginLoadError:  # reported at its spec line
+        plugin = None
+    out = {}
+    for section, keys in (getattr(plugin, "defaults", None) or {}).items():
+        written = data.get(section)
+        for key, value in (keys or {}).items():
+            if not (isinstance(written, Mapping) and key in written):
+                out[(section, key)] = value
+    return out
+
+
 def build_spec(doc: Document) -> Spec:
     """Normalize a document that passed validation (see ``validate_document``)."""
     data = doc.data
     source = data["source"]
-    batch = data.get("batch", schema_default("batch"))
-    retry = data.get("retry", schema_default("retry"))
+    applied = sink_defaults(data)
+    batch = {**{k: v for (s, k), v in applied.items() if s == "batch"}, **data.get("batch", schema_default("batch"))}
+    retry = {**{k: v for (s, k), v in applied.items() if s == "retry"}, **data.get("retry", schema_default("retry"))}
     deserializer = data.get("deserializer", schema_default("deserializer"))
     sink = data["sink"]
     errors = data.get("errors", {})
@@ -205,5 +226,6 @@ def build_spec(doc: Document) -> Spec:
         connect_timeout=parse_duration(source.get("connect_timeout", schema_default("source", "connect_timeout"))),
         assignment_timeout=parse_duration(source.get("assignment_timeout",
                                                      schema_default("source", "assignment_timeout"))),
+        sink_defaults={f"{s}.{k}": v for (s, k), v in applied.items()},
         _positions=positions,
     )

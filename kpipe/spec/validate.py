@@ -61,6 +61,7 @@ def validate_document(doc: Document) -> list[Problem]:
     checker.check_plugin("deserializer", ("deserializer",), own={"validate"})
     checker.check_plugin("deserializer", ("key_deserializer",))
     checker.check_plugin("sink", ("sink",))
+    checker.check_sink_defaults()
     checker.check_transforms()
     _lint(doc, checker)
     return found
@@ -91,6 +92,28 @@ class _Checker:
         if plugin is not None:
             config = {k: v for k, v in section.items() if k != "type" and k not in own}
             self.check(dict(plugin.config_schema), config, at)
+
+    def check_sink_defaults(self) -> None:
+        """The sink plugin's ``defaults`` must be settings of the sections a sink may default,
+        with values the pipeline schema accepts; a bad one is the plugin's fault, reported at
+        ``sink.type`` since the spec has no line for it."""
+        from .model import SINK_DEFAULT_SECTIONS, sink_defaults
+
+        section = self.doc.data.get("sink")
+        if not isinstance(section, dict) or self.doc.is_tainted(("sink", "type")):
+            return
+        for (name, key), value in sink_defaults(self.doc.data).items():
+            props = cached_schema()["properties"].get(name, {}).get("properties", {})
+            why = None
+            if name not in SINK_DEFAULT_SECTIONS or key not in props:
+                why = f"a sink may default only {', '.join(s + '.*' for s in SINK_DEFAULT_SECTIONS)} settings"
+            else:
+                error = best_match(Draft202012Validator(props[key]).iter_errors(value))
+                if error is not None:
+                    why = f"expected {props[key]['x-expected']}" if "x-expected" in props[key] else error.message
+            if why is not None:
+                self.report(self.doc.value_at(("sink", "type")), ("sink", "type"),
+                            f"the {section['type']!r} sink plugin's default {name}.{key}: {value!r} is invalid ({why})")
 
     def check_transforms(self) -> None:
         """Each ``- NAME: SETTINGS`` item names a transform plugin; SETTINGS must fit its schema
