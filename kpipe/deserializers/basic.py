@@ -1,12 +1,20 @@
-"""``json``, ``string`` and ``bytes``: the deserializers that need no schema."""
+"""``json``, ``string`` and ``bytes``: the deserializers that need no schema (``json`` can read
+Confluent's JSON Schema wire format too, with ``registry``: see ``json_registry``)."""
 from __future__ import annotations
 
 from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin
+
+from .registry import REGISTRY_SCHEMA
 
 __all__ = ["JsonDeserializer", "StringDeserializer", "BytesDeserializer",
            "json_plugin", "string_plugin", "bytes_plugin"]
 
 _NO_OPTIONS = {"type": "object", "properties": {}, "additionalProperties": False}
+_JSON_OPTIONS = {
+    "type": "object",
+    "properties": {"registry": REGISTRY_SCHEMA},
+    "additionalProperties": False,
+}
 
 
 class JsonDeserializer(Deserializer):
@@ -41,6 +49,15 @@ class JsonDeserializer(Deserializer):
         return out
 
 
+def _json(config) -> Deserializer:
+    """Plain JSON, or with ``registry`` Confluent's JSON Schema wire format."""
+    if config.get("registry"):
+        from .json_registry import JsonRegistryDeserializer
+
+        return JsonRegistryDeserializer(config)
+    return JsonDeserializer(config)
+
+
 class StringDeserializer(Deserializer):
     """UTF-8 text."""
 
@@ -65,6 +82,7 @@ class BytesDeserializer(Deserializer):
         return list(raw)
 
 
-json_plugin = DeserializerPlugin("json", _NO_OPTIONS, JsonDeserializer, "UTF-8 JSON values (msgspec)")
+json_plugin = DeserializerPlugin("json", _JSON_OPTIONS, _json,
+                                 "UTF-8 JSON values (msgspec); with registry, Confluent's JSON Schema wire format")
 string_plugin = DeserializerPlugin("string", _NO_OPTIONS, StringDeserializer, "UTF-8 text values")
 bytes_plugin = DeserializerPlugin("bytes", _NO_OPTIONS, BytesDeserializer, "raw bytes, untouched")

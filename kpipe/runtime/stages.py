@@ -46,6 +46,12 @@ class Stages:
         if spec.key_deserializer_type:
             self.keys = reg.get("deserializer", spec.key_deserializer_type).create(spec.key_deserializer_config)
         self.validator = Validator(spec.validate_schema) if spec.validate_schema else None
+        self.validate_by_id = spec.validate_registry
+        if self.validate_by_id:  # each value against its own schema id's JSON Schema: needs the raw header
+            if not hasattr(self.values, "validator"):
+                raise FatalError(f"{spec.where(('deserializer', 'validate'))}: validate: registry needs "
+                                 f"type json with a registry")
+            self.validator = self.values.validator()
         self.transforms = []
         for name, config in spec.transforms:
             plugin = reg.get("transform", name)
@@ -57,7 +63,8 @@ class Stages:
         self.simple = self.keys is None and self.validator is None and not self.transforms
 
     def value_schema(self):
-        """The schema sinks may build on: the deserializer's (Avro), else the validator's JSON Schema.
+        """The schema sinks may build on: the deserializer's (Avro, a registry's JSON Schema), else
+        the validator's JSON Schema.
 
         The Avro schema comes first: the values are decoded by it, so it is what they are.
         None once transforms may reshape records, since the schema would describe the input."""
@@ -106,7 +113,9 @@ class Stages:
             work, values = _reject(work, values, bad, "deserialize", rejected)
 
         if self.validator is not None and values:
-            bad = [(i, BadRecordError(message, index=i)) for i, message in self.validator.check(values)]
+            found = (self.validator.check(values, [raw[i] for i in work]) if self.validate_by_id
+                     else self.validator.check(values))
+            bad = [(i, BadRecordError(message, index=i)) for i, message in found]
             work, values = _reject(work, values, bad, "validate", rejected)
 
         for name, transform in self.transforms:

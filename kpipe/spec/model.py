@@ -13,6 +13,9 @@ from .units import parse_duration, parse_size
 from kpipe.validation import resolve_path
 from .yamlnodes import Document
 
+# ``deserializer.validate: registry``: the schemas come from the deserializer's registry, not a file.
+REGISTRY = "registry"
+
 # The record stages an error policy names (``errors.<stage>``), in the order records pass them.
 STAGES = ("deserialize", "validate", "transform", "sink")
 
@@ -52,6 +55,7 @@ class Spec:
     key_deserializer_type: str | None = None
     key_deserializer_config: dict[str, Any] = field(default_factory=dict)
     validate_schema: str | None = None     # absolute path of deserializer.validate
+    validate_registry: bool = False        # deserializer.validate: registry (each value's registry schema)
     tombstones: str = "skip"
     policies: dict[str, str] = field(default_factory=dict)  # stage -> fail | skip | dlq
     dlq: dict[str, Any] | None = None      # {topic, brokers, options}
@@ -203,7 +207,8 @@ def build_spec(doc: Document) -> Spec:
             "deserializer", key_deserializer["type"],
             {k: v for k, v in key_deserializer.items() if k != "type"}, doc.file) if key_deserializer else {},
         validate_schema=(os.path.abspath(resolve_path(deserializer["validate"], doc.file))
-                         if deserializer.get("validate") else None),
+                         if deserializer.get("validate") not in (None, "", REGISTRY) else None),
+        validate_registry=deserializer.get("validate") == REGISTRY,
         transforms=[next(iter(item.items())) for item in data.get("transforms", [])],
         tombstones=data.get("tombstones", schema_default("tombstones")),
         policies={stage: errors.get(stage, default_policy)

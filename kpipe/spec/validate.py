@@ -18,6 +18,7 @@ from kpipe.plugins import PluginLoadError, registry
 from kpipe.safe_read import regular_file_problem
 from kpipe.validation import json_problem, resolve_path
 
+from .model import REGISTRY
 from .problems import Problem, format_path
 from .schema import cached_schema
 from .units import parse_size
@@ -232,6 +233,40 @@ def _installed_sink(sink: Any):
         return None
 
 
+def _lint_validate_registry(doc: Document, checker: _Checker, deserializer: dict) -> None:
+    """``validate: registry`` takes each value's JSON Schema from the registry that decodes it:
+    only ``type: json`` with ``registry`` has one (a file named registry is ``./registry``)."""
+    path = ("deserializer", "validate")
+    if deserializer.get("type") != "json":
+        checker.report(doc.value_at(path), path,
+                       f"validate: registry needs type json with a registry (Confluent's JSON Schema), "
+                       f"not type {deserializer.get('type')!r}; for a file named registry write ./registry")
+    elif not deserializer.get("registry"):
+        checker.report(doc.value_at(path), path,
+                       "validate: registry needs deserializer.registry (the Schema Registry the JSON "
+                       "Schemas come from); for a file named registry write ./registry")
+
+
+def _lint_raw_values(doc: Document, checker: _Checker, sink_type: str, setting: str) -> None:
+    """A sink that parses the values itself (``SinkPlugin.raw_values``) gets their bytes, only
+    checked by the deserializer: nothing may stand between the two."""
+    data = doc.data
+    why = f"sink {sink_type!r} parses the values itself ({setting}), so"
+    deserializer = data.get("deserializer")
+    if isinstance(deserializer, dict):
+        if deserializer.get("type") != "json" or deserializer.get("registry"):
+            path = ("deserializer", "type")
+            checker.report(doc.value_at(path), path, f"{why} the deserializer must be json without registry "
+                                                     f"(the one that can check a value without decoding it)")
+        if deserializer.get("validate"):
+            path = ("deserializer", "validate")
+            checker.report(doc.value_at(path), path, f"{why} there is no decoded value to validate; "
+                                                     f"drop validate or {setting}")
+    for key, what in (("key_deserializer", "a key_deserializer"), ("transforms", "transforms")):
+        if data.get(key):
+            checker.report(doc.key_at((key,)), (key,), f"{why} {what} cannot run; drop them or {setting}")
+
+
 def _lint_plugin_files(doc: Document, checker: _Checker, section: str) -> None:
     """A deserializer's files (``"x-path"`` properties, an ``.avsc``) are read when it starts;
     one that exists but is a FIFO or a device would block or never end that read, and a
@@ -296,7 +331,9 @@ def _lint(doc: Document, checker: _Checker) -> None:
 
     deserializer = data.get("deserializer")
     schema_file = deserializer.get("validate") if isinstance(deserializer, dict) else None
-    if isinstance(schema_file, str) and schema_file and not doc.is_tainted(("deserializer", "validate")):
+    if schema_file == REGISTRY and not doc.is_tainted(("deserializer", "validate")):
+        _lint_validate_registry(doc, checker, deserializer)
+    elif isinstance(schema_file, str) and schema_file and not doc.is_tainted(("deserializer", "validate")):
         full = resolve_path(schema_file, doc.file)
         path = ("deserializer", "validate")
         if not os.path.exists(full):

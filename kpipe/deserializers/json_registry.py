@@ -1,0 +1,166 @@
+"""``json`` with ``registry``: Confluent's JSON Schema wire format (what ``JSONSerializer`` writes).
+
+Every value is byte 0, a 4-byte big-endian schema id, then UTF-8 JSON. The JSON Schema is
+fetched by id (``GET {url}/schemas/ids/{id}``) once per id, with the schemas it references
+bundled in (see ``_bundle``), so that
+
+- an id the registry does not have is a bad value, as for Avro;
+- ``schema()`` gives the sinks the declared types of the most recent id decoded;
+- ``validate: registry`` checks each value against the schema of its own id
+  (``RegistryValidator``), compiled once per id.
+
+Decoding needs no schema: after the header, it is the plain ``json`` deserializer's msgspec.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from kpipe.api import BadRecordError, Deserializer, FatalError
+from kpipe.validation import Validator
+
+from .registry import HEADER_SIZE, NotFound, RegistryClient, SchemaCache, client_from_config, split_header
+
+__all__ = ["JsonRegistryDeserializer", "RegistryValidator"]
+
+
+class JsonRegistryDeserializer(Deserializer):
+    """UTF-8 JSON after Confluent's 5-byte header. A tombstone (null value) becomes ``None``."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__(config)
+        import msgspec
+
+        self._decode = msgspec.json.Decoder().decode
+        self._errors = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+        self.registry: RegistryClient = client_from_config(config["registry"], "json")
+        self.schemas = SchemaCache(self._load, "json", self.registry.display_url)
+        self._latest = None  # the JSON Schema of the most recent id decoded
+
+    def schema(self):
+        """The JSON Schema of the most recent schema id decoded; None before the first value,
+        or when that schema is not an object (``true``, say)."""
+        return self._latest if isinstance(self._latest, dict) else None
+
+    def deserialize(self, raw):
+        decode, errors, schemas = self._decode, self._errors, self.schemas
+        out: list = []
+        append = out.append
+        header = None  # the previous value's 5 header bytes: a value with the same ones needs no checks
+        for v in raw:
+            if v is None:
+                append(None)
+                continue
+            if v[:HEADER_SIZE] != header:
+                sid = split_header(v, len(out))
+                self._latest = schemas.get(sid, len(out))
+                header = v[:HEADER_SIZE]
+            try:
+                append(decode(v[HEADER_SIZE:]))
+            except errors as exc:
+                raise BadRecordError(f"invalid JSON after the wire header (schema id {sid}): "
+                                     f"{type(exc).__name__}: {exc}", index=len(out)) from None
+        return out
+
+    def validator(self) -> "RegistryValidator":
+        """What ``validate: registry`` runs: each value against the schema of its own id."""
+        return RegistryValidator(self)
+
+    def _load(self, sid: int) -> Any:
+        """The JSON Schema of ``sid``, its references bundled in; ``NotFound`` if unusable."""
+        doc = self.registry.by_id(sid)
+        schema = _parse(self.registry, doc, f"schema id {sid}")
+        refs: dict = {}
+        self._references(doc.get("references") or [], refs)
+        return _bundle(schema, refs) if refs else schema
+
+    def _references(self, refs: list, into: dict) -> None:
+        """Every schema ``refs`` names, depth first, by the name the ``$ref`` uses."""
+        for ref in refs:
+            name = ref.get("name")
+            if not isinstance(name, str) or name in into:
+                continue
+            doc = self.registry.version(ref.get("subject"), ref.get("version"))
+            into[name] = _parse(self.registry, doc, f"reference {name!r}")
+            self._references(doc.get("references") or [], into)
+
+
+def _parse(registry: RegistryClient, doc: Any, what: str) -> Any:
+    text = registry.schema_text(doc, "JSON", what)
+    try:
+        schema = json.loads(text)
+    except ValueError:
+        raise NotFound(f"{what} in {registry.display_url} is not JSON") from None
+    if not isinstance(schema, (dict, bool)):
+        raise NotFound(f"{what} in {registry.display_url} is not a JSON Schema (an object or a boolean)")
+    return schema
+
+
+def _bundle(schema: Any, refs: dict) -> Any:
+    """``schema`` with each referenced schema embedded as a resource whose ``$id`` is the name
+    its ``$ref`` uses (how Confluent's serializer resolves them), so that it stands alone:
+    jsonschema and jsonschema-rs resolve ``"$ref": "money.json"`` to the embedded one."""
+    if not isinstance(schema, dict):
+        return schema
+    key = "definitions" if "draft-0" in str(schema.get("$schema", "")) else "$defs"
+    embedded = dict(schema.get(key) or {})
+    for n, (name, ref) in enumerate(refs.items()):
+        body = dict(ref) if isinstance(ref, dict) else {"allOf": [ref]}
+        body["$id"] = name
+        embedded[f"kpipe-reference-{n}"] = body
+    return {**schema, key: embedded}
+
+
+class RegistryValidator:
+    """Checks decoded values against the JSON Schema of their own schema id, read from each
+    raw value's header; each schema is compiled once (``kpipe.validation.Validator``).
+
+    A value with no wire header (a ``kpipe test`` case that gives the decoded value) is checked
+    against the most recent schema decoded, and not at all before there is one.
+    """
+
+    def __init__(self, deserializer: JsonRegistryDeserializer):
+        self._deserializer = deserializer
+        self._compiled: dict[int, Validator | str] = {}  # schema id -> Validator, or why not
+
+    def check(self, values: list, raw: list | None) -> list[tuple[int, str]]:
+        """``(index, message)`` of every value that does not match its schema, in order."""
+        bad: list = []
+        lo, n = 0, len(values)
+        while lo < n:
+            sid = self._id(raw[lo] if raw is not None else None)
+            hi = lo + 1
+            while hi < n and self._id(raw[hi] if raw is not None else None) == sid:
+                hi += 1
+            validator = self._validator(sid)
+            if isinstance(validator, str):
+                bad += [(i, validator) for i in range(lo, hi) if values[i] is not None]
+            elif validator is not None:
+                bad += [(lo + i, m) for i, m in validator.check(values[lo:hi])]
+            lo = hi
+        return bad
+
+    def _id(self, v) -> int | None:
+        if not v or len(v) < HEADER_SIZE or v[0] != 0:
+            return None
+        return int.from_bytes(v[1:HEADER_SIZE], "big")
+
+    def _validator(self, sid: int | None):
+        if sid is None:
+            by_id = self._deserializer.schemas.by_id
+            latest = self._deserializer._latest
+            sid = next((k for k, s in by_id.items() if s is latest), None) if latest is not None else None
+            if sid is None:
+                return None
+        found = self._compiled.get(sid)
+        if found is None:
+            try:
+                schema = self._deserializer.schemas.get(sid, 0)
+            except BadRecordError as exc:  # decoding rejected it already; here only for a given value
+                return str(exc)
+            try:
+                found = Validator(schema)
+            except FatalError as exc:  # the registry serves a schema jsonschema cannot compile
+                found = f"schema id {sid} is not a valid JSON Schema: {exc}"
+            self._compiled[sid] = found
+        return found
