@@ -1,0 +1,132 @@
+"""``type: json`` with ``registry`` in real ``kpipe run``s on the broker (Tansu): values written by
+Confluent's ``JSONSerializer`` land in PostgreSQL and Parquet with the column types the registry's
+JSON Schema declares (read back with psycopg and pyarrow); ``validate: registry`` dead-letters
+what does not match at stage validate; a registry outage is retried, then exit 3."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from conftest import write_spec
+from kit import produce_values, read_topic, run_kpipe, seal, unique
+from kpipe.kafka_admin import create_topic
+from schema_registry import schema_registry  # noqa: F401 (a fixture)
+from sqlkit import PG_URL, dbs  # noqa: F401 (a fixture)
+
+DRAFT7 = "http://json-schema.org/draft-07/schema#"
+V1 = {"$schema": DRAFT7, "title": "Order", "type": "object",
+      "properties": {"order_id": {"type": "integer"}, "amount": {"type": "number"},
+                     "paid": {"type": "boolean"}, "created_at": {"type": "string", "format": "date-time"},
+                     "customer": {"type": "string"}},
+      "required": ["order_id", "amount"]}
+# v2 adds a field (a nullable one, so v1 rows read as null in it)
+V2 = dict(V1, properties={**V1["properties"], "channel": {"type": ["string", "null"]}})
+N = 200
+BAD_AMOUNT = 7  # this order's amount is a string: JSONSerializer (validate off) writes it, validate rejects it
+
+
+def order(i: int) -> dict:
+    value = {"order_id": i, "amount": "lots" if i == BAD_AMOUNT else i * 1.25, "paid": i % 2 == 0,
+             "created_at": f"2026-12-04T10:{i % 60:02d}:00Z", "customer": f"c{i % 7}"}
+    return value | ({"channel": f"ch{i % 3}"} if i >= N // 2 else {})
+
+
+def produce(reg, brokers: str, topic: str) -> None:
+    """v1 for the first half, v2 after (as after a producer's deploy), round-robin over the 4
+    partitions, one value that is not wire format at all, then one v2 seal record a partition."""
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    v1, v2 = (JSONSerializer(json.dumps(s), SchemaRegistryClient({"url": reg.url}), conf={"validate": False})
+              for s in (V1, V2))
+    raw = [(v1 if i < N // 2 else v2)(order(i), ctx) for i in range(N)]
+    raw.append(json.dumps({"order_id": N}).encode())  # plain JSON: wrong magic byte
+    produce_values(brokers, topic, ((i % 4, str(i), v) for i, v in enumerate(raw)))
+    seal(brokers, topic, lambda p: v2(order(10_000 + p), ctx))
+
+
+def expected_ids() -> list[int]:
+    return sorted([i for i in range(N) if i != BAD_AMOUNT] + [10_000 + p for p in range(4)])
+
+
+def run(tmp_path, brokers: str, topic: str, reg, sink: dict, dlq: str | None = None,
+        extra: dict | None = None):
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, brokers, topic, out, name=unique("jsr"))
+    doc = yaml.safe_load(spec.read_text())
+    doc["sink"] = sink
+    doc["deserializer"] = {"type": "json", "registry": {"url": reg.url, "timeout": "5s"}, "validate": "registry"}
+    if dlq:
+        doc["errors"] = {"default": "dlq", "dlq": {"topic": dlq}}
+    doc.update(extra or {})
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return run_kpipe("run", str(spec), "--until-caught-up", timeout=90), out
+
+
+def test_into_postgres_with_the_registry_schemas_column_types(brokers, topic, tmp_path, schema_registry, dbs):
+    psycopg = pytest.importorskip("psycopg")
+    db = dbs("postgres")
+    table = db.table("jsr")
+    dlq = f"{topic}.dlq"
+    create_topic(brokers, dlq, 1)
+    produce(schema_registry, brokers, topic)
+    proc, _ = run(tmp_path, brokers, topic, schema_registry,
+                  {"type": "postgres", "url": PG_URL, "table": table, "evolve": "add_columns"}, dlq=dlq)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql")) as conn:
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_name = %s", (table,)).fetchall())
+        rows = conn.execute(f'SELECT order_id, amount, paid, created_at, customer, channel FROM "{table}" '
+                            "ORDER BY order_id").fetchall()
+    assert {k: types[k] for k in ("order_id", "amount", "paid", "created_at", "customer", "channel")} == {
+        "order_id": "bigint", "amount": "double precision", "paid": "boolean",
+        "created_at": "timestamp with time zone", "customer": "text", "channel": "text"}
+    assert [r[0] for r in rows] == expected_ids()
+    by_id = {r[0]: r for r in rows}
+    for i in (0, N // 2 + 1):
+        o = order(i)
+        assert by_id[i] == (i, o["amount"], o["paid"], dt.datetime.fromisoformat(o["created_at"]),
+                            o["customer"], o.get("channel"))
+    letters = read_topic(brokers, dlq, 2)
+    stages = sorted((dict(m.headers())["kpipe.error.stage"].decode(), dict(m.headers())["kpipe.error.message"].decode(),
+                     m.value()) for m in letters)
+    assert [s for s, _, _ in stages] == ["deserialize", "validate"], stages
+    assert "magic byte 0x7b" in stages[0][1] and "$.amount" in stages[1][1], stages
+    # the raw values, as consumed: the plain JSON, and the wire-format v1 order with its header
+    assert stages[0][2] == json.dumps({"order_id": N}).encode()
+    assert stages[1][2][:5] == b"\x00\x00\x00\x00\x01" and json.loads(stages[1][2][5:]) == order(BAD_AMOUNT)
+
+
+def test_into_parquet_with_the_registry_schemas_column_types(brokers, topic, tmp_path, schema_registry):
+    produce(schema_registry, brokers, topic)
+    proc, out = run(tmp_path, brokers, topic, schema_registry,
+                    {"type": "files", "path": str(tmp_path / "out"), "format": "parquet"},
+                    extra={"errors": {"default": "skip"}})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pads.dataset(str(out), format="parquet", exclude_invalid_files=True).to_table()
+    types = {f.name: str(f.type) for f in table.schema}
+    assert {k: types[k] for k in ("order_id", "amount", "paid", "created_at", "customer", "channel")} == {
+        "order_id": "int64", "amount": "double", "paid": "bool", "created_at": "timestamp[us, tz=UTC]",
+        "customer": "string", "channel": "string"}
+    rows = sorted(table.select(["order_id", "amount", "channel"]).to_pylist(), key=lambda r: r["order_id"])
+    assert [r["order_id"] for r in rows] == expected_ids()
+    assert rows[0] == {"order_id": 0, "amount": 0.0, "channel": None}
+    assert rows[N // 2 - 1] == {"order_id": N // 2, "amount": N // 2 * 1.25, "channel": f"ch{N // 2 % 3}"}
+
+
+def test_a_registry_outage_is_retried_then_fails_closed(brokers, topic, tmp_path, schema_registry):
+    produce(schema_registry, brokers, topic)
+    schema_registry.stop()  # connections are refused from now on: a dependency down, not bad data
+    proc, out = run(tmp_path, brokers, topic, schema_registry,
+                    {"type": "files", "path": str(tmp_path / "out"), "format": "jsonl"},
+                    extra={"errors": {"default": "skip"},
+                           "retry": {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms",
+                                     "max_elapsed": "0s"}})
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "decoding records: still failing after 3 attempts" in proc.stderr
+    assert not list(out.rglob("*.jsonl"))
