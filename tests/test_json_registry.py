@@ -179,6 +179,8 @@ def test_a_referenced_schema_is_bundled_in_for_validation(schema_registry):
     assert out.values == [value]
     ((index, stage, err),) = out.rejected
     assert (index, stage) == (1, "validate") and "$.price.currency" in str(err), str(err)
+    # the sinks' schema: the referenced one in place of the top-level $ref, so price is typed
+    assert stages.value_schema()["properties"]["price"] == {k: v for k, v in MONEY.items() if k != "$schema"}
 
 
 # -- validate: registry, keys: through the runner's stages -----------------------------------

@@ -35,12 +35,13 @@ class JsonRegistryDeserializer(Deserializer):
         self._errors = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
         self.registry: RegistryClient = client_from_config(config["registry"], "json")
         self.schemas = SchemaCache(self._load, "json", self.registry.display_url)
-        self._latest = None  # the JSON Schema of the most recent id decoded
+        self.latest_id: int | None = None  # the schema id of the most recent value decoded
 
     def schema(self):
         """The JSON Schema of the most recent schema id decoded; None before the first value,
         or when that schema is not an object (``true``, say)."""
-        return self._latest if isinstance(self._latest, dict) else None
+        typed = self.schemas.by_id[self.latest_id][1] if self.latest_id is not None else None
+        return typed if isinstance(typed, dict) else None
 
     def deserialize(self, raw):
         decode, errors, schemas = self._decode, self._errors, self.schemas
@@ -53,7 +54,8 @@ class JsonRegistryDeserializer(Deserializer):
                 continue
             if v[:HEADER_SIZE] != header:
                 sid = split_header(v, len(out))
-                self._latest = schemas.get(sid, len(out))
+                schemas.get(sid, len(out))
+                self.latest_id = sid
                 header = v[:HEADER_SIZE]
             try:
                 append(decode(v[HEADER_SIZE:]))
@@ -66,13 +68,17 @@ class JsonRegistryDeserializer(Deserializer):
         """What ``validate: registry`` runs: each value against the schema of its own id."""
         return RegistryValidator(self)
 
-    def _load(self, sid: int) -> Any:
-        """The JSON Schema of ``sid``, its references bundled in; ``NotFound`` if unusable."""
+    def _load(self, sid: int) -> tuple:
+        """(the JSON Schema of ``sid`` with its references bundled in, to validate with; the
+        same with top-level ``$ref`` properties replaced by what they name, to type columns
+        with); ``NotFound`` if unusable."""
         doc = self.registry.by_id(sid)
         schema = _parse(self.registry, doc, f"schema id {sid}")
         refs: dict = {}
         self._references(doc.get("references") or [], refs)
-        return _bundle(schema, refs) if refs else schema
+        if not refs:
+            return schema, schema
+        return _bundle(schema, refs), _inline(schema, refs)
 
     def _references(self, refs: list, into: dict) -> None:
         """Every schema ``refs`` names, depth first, by the name the ``$ref`` uses."""
@@ -111,6 +117,20 @@ def _bundle(schema: Any, refs: dict) -> Any:
     return {**schema, key: embedded}
 
 
+def _inline(schema: Any, refs: dict) -> Any:
+    """``schema`` with each top-level property that is only a ``$ref`` to a reference replaced by
+    that schema: the sinks take column types from the top-level properties alone."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return schema
+    inlined = {}
+    for name, prop in props.items():
+        target = refs.get(prop.get("$ref")) if isinstance(prop, dict) and len(prop) == 1 else None
+        inlined[name] = {k: v for k, v in target.items() if k not in ("$schema", "$id")} \
+            if isinstance(target, dict) else prop
+    return {**schema, "properties": inlined}
+
+
 class RegistryValidator:
     """Checks decoded values against the JSON Schema of their own schema id, read from each
     raw value's header; each schema is compiled once (``kpipe.validation.Validator``).
@@ -147,15 +167,13 @@ class RegistryValidator:
 
     def _validator(self, sid: int | None):
         if sid is None:
-            by_id = self._deserializer.schemas.by_id
-            latest = self._deserializer._latest
-            sid = next((k for k, s in by_id.items() if s is latest), None) if latest is not None else None
+            sid = self._deserializer.latest_id
             if sid is None:
                 return None
         found = self._compiled.get(sid)
         if found is None:
             try:
-                schema = self._deserializer.schemas.get(sid, 0)
+                schema = self._deserializer.schemas.get(sid, 0)[0]
             except BadRecordError as exc:  # decoding rejected it already; here only for a given value
                 return str(exc)
             try:
