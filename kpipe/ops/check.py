@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from kpipe.api import FatalError, KpipeError
-from kpipe.ops.lag import _Quiet, kafka_call, open_sink, probe_consumer, short_backoff
+from kpipe.ops.probe import Quiet, kafka_call, open_sink, probe_consumer, short_backoff
 from kpipe.ops.supervisor import worst
 from kpipe.runtime.consumer import topic_partitions
 from kpipe.runtime.retry import DependencyUnavailable, retry
@@ -38,7 +38,7 @@ def check(spec, out=None, err=None) -> int:
     err = sys.stderr if err is None else err
     codes: list[int] = []
     backoff = short_backoff(spec)
-    quiet = _Quiet("kpipe.check")
+    quiet = Quiet("kpipe.check")
 
     def ok(what: str, detail: str) -> None:
         print(f"ok: {what}: {detail}", file=out, flush=True)

@@ -78,7 +78,7 @@ def cmd_offsets(args, spec) -> int:
 
 
 def _reset(args, spec, what: str) -> int:
-    from kpipe.ops.lag import open_sink, probe_consumer
+    from kpipe.ops.probe import open_sink, probe_consumer
     from kpipe.ops.members import read_members
     from kpipe.ops.offsets_reset import commit_group, make_plan, refusal, replay_warnings, targets
     from kpipe.ops.positions import read_positions

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
 
-from kpipe.ops.lag import _metadata, _Quiet, kafka_call, open_sink, probe_consumer, short_backoff
+from kpipe.ops.probe import Quiet, kafka_call, open_sink, probe_consumer, short_backoff, topic_metadata
 from kpipe.plugins import registry
 from kpipe.runtime.consumer import group_offsets
 from kpipe.runtime.offsets import resume_positions, start_position
@@ -44,7 +44,7 @@ def read_positions(spec, consumer=None, sink=None) -> list[Position]:
     """One ``Position`` per partition of the spec's topics. ``consumer`` (a probe of the spec's
     group) and ``sink`` (opened) are used when given, else made and closed here. Raises
     ``DependencyUnavailable`` or ``FatalError`` as ``kpipe lag`` does."""
-    backoff, quiet = short_backoff(spec), _Quiet("kpipe.offsets")
+    backoff, quiet = short_backoff(spec), Quiet("kpipe.offsets")
 
     def again(what, fn):
         return retry(what, lambda: kafka_call(what, fn), backoff, quiet)
@@ -52,7 +52,7 @@ def read_positions(spec, consumer=None, sink=None) -> list[Position]:
     own = consumer is None
     consumer = consumer or probe_consumer(spec)
     try:
-        tps = retry("connecting to Kafka", lambda: _metadata(consumer, spec), backoff, quiet)
+        tps = retry("connecting to Kafka", lambda: topic_metadata(consumer, spec), backoff, quiet)
         group = again("reading the group's committed offsets", lambda: group_offsets(consumer, tps)) if tps else {}
         stored: dict = {}
         if stores_offsets(spec) and tps:

@@ -75,7 +75,7 @@ def warn_idle(specs, replicas: int, timeout: float = 10.0) -> threading.Thread:
 
 def count_partitions(spec, timeout: float) -> int | None:
     """Partitions of the spec's topics (None when a topic is missing), without joining the group."""
-    from kpipe.ops.lag import probe_consumer
+    from kpipe.ops.probe import probe_consumer
     from kpipe.runtime.consumer import topic_partitions
 
     consumer = probe_consumer(spec, group=False)
