@@ -1,8 +1,15 @@
 """A small Confluent Schema Registry for the tests: a threaded ``http.server`` on loopback that
 speaks the registry's REST API as Confluent's own clients use it (no Schema Registry server can
 be installed here). Every route takes its query string apart and honours the parameters the
-real registry does (``normalize``, ``deleted``, ``permanent``, ``subjectPrefix``); the others
-(``format``, ``subject``, ``fetchMaxId``...) are accepted and change nothing here.
+real registry does (``normalize``, ``deleted``, ``permanent``, ``subjectPrefix``, and ``format``
+for Protobuf); the others (``subject``, ``fetchMaxId``...) are accepted and change nothing here.
+
+Protobuf schemas are kept in both of the real registry's forms: ``.proto`` text, which every GET
+answers by default, and the base64 ``FileDescriptorProto`` that ``format=serialized`` asks for.
+A schema registered in one form (Confluent's ProtobufSerializer registers the serialized one)
+gets the other: text is compiled with protoc (its references' text alongside), a descriptor is
+printed as text (``protokit.proto_text``). ``SchemaRegistry(serialized_format=False)`` ignores
+``format``, as older registries do.
 
 - ``GET /schemas/ids/{id}`` -> ``{"schema": "<json text>"}`` (+ ``schemaType``, ``references``
   when not plain Avro); an unknown id is 404 with ``error_code`` 40403, as the real one answers;
@@ -67,8 +74,10 @@ class _Answer(Exception):
 class SchemaRegistry:
     """The server, its state, and a client side for the tests (``register``, ``encoder``)."""
 
-    def __init__(self, username: str | None = None, password: str | None = None):
+    def __init__(self, username: str | None = None, password: str | None = None,
+                 serialized_format: bool = True):
         self.username, self.password = username, password
+        self.serialized_format = serialized_format
         self.schemas: list[dict] = []          # id - 1 -> {"schema", "schemaType", "references"}
         # subject -> its versions, oldest first: {"version": n, "id": schema id, "deleted": bool}
         self.subjects: dict[str, list[dict]] = {}
@@ -150,9 +159,42 @@ class SchemaRegistry:
                 return v
         raise _Answer(404, 40402, f"Version {version} not found.")
 
-    def _described(self, subject: str, v: dict) -> dict:
+    def _described(self, subject: str, v: dict, fmt: str = "") -> dict:
         return {"subject": subject, "version": v["version"], "id": v["id"],
-                **_public(self.schemas[v["id"] - 1])}
+                **_public(self.schemas[v["id"] - 1], fmt if self.serialized_format else "")}
+
+    def _protobuf_forms(self, entry: dict) -> dict:
+        """``entry`` with both forms of its Protobuf schema: ``schema`` (text) and ``serialized``
+        (base64 ``FileDescriptorProto``); 42201 when it is neither valid form."""
+        from google.protobuf import descriptor_pb2
+        from google.protobuf.message import DecodeError
+
+        from protokit import compile_texts, proto_text
+
+        text = entry["schema"]
+        try:
+            fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(text, validate=True))
+            if not fdp.name:
+                raise ValueError("no file name")
+            return {**entry, "schema": proto_text(fdp), "serialized": text}
+        except (ValueError, DecodeError):
+            pass
+        files = {"default.proto": text}
+        self._reference_texts(entry["references"], files)
+        try:
+            compiled = {f.name: f for f in compile_texts(files)}
+        except ValueError as exc:
+            raise _Answer(422, 42201, f"Invalid schema: {exc}") from None
+        serialized = base64.b64encode(compiled["default.proto"].SerializeToString()).decode()
+        return {**entry, "serialized": serialized}
+
+    def _reference_texts(self, refs: list, files: dict) -> None:
+        for ref in refs:
+            if ref["name"] in files:
+                continue
+            ref_entry = self.schemas[self._version(ref["subject"], str(ref["version"]), True)["id"] - 1]
+            files[ref["name"]] = ref_entry["schema"]
+            self._reference_texts(ref_entry["references"], files)
 
     def _register(self, subject: str, entry: dict) -> int:
         key = _canonical(entry)
@@ -308,7 +350,7 @@ def _handler(reg: SchemaRegistry):
             if not 1 <= sid <= len(reg.schemas):
                 raise _Answer(404, 40403, f"Schema {sid} not found")
             if len(parts) == 3:
-                return _public(reg.schemas[sid - 1])
+                return _public(reg.schemas[sid - 1], _format(reg, query))
             uses = [(s, v["version"]) for s, vs in sorted(reg.subjects.items()) for v in vs
                     if v["id"] == sid and (deleted or not v["deleted"])]
             if parts[3] == "subjects":
@@ -323,13 +365,15 @@ def _handler(reg: SchemaRegistry):
         if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
             return [v["version"] for v in reg._versions(parts[1], deleted)]
         if len(parts) == 4 and parts[0] == "subjects" and parts[2] == "versions":
-            return reg._described(parts[1], reg._version(parts[1], parts[3], deleted))
+            return reg._described(parts[1], reg._version(parts[1], parts[3], deleted), _format(reg, query))
         return None
 
     def _post(parts: list, query: dict, raw: bytes):
         if len(parts) not in (2, 3) or parts[0] != "subjects" or parts[2:] not in ([], ["versions"]):
             return None
         entry = _schema_entry(raw, _flag(query, "normalize"))
+        if entry["schemaType"] == "PROTOBUF":
+            entry = reg._protobuf_forms(entry)
         if len(parts) == 3:
             return {"id": reg._register(parts[1], entry)}
         return reg._lookup(parts[1], entry, _flag(query, "deleted"))
@@ -345,8 +389,12 @@ def _handler(reg: SchemaRegistry):
     return Handler
 
 
+def _format(reg: SchemaRegistry, query: dict) -> str:
+    return query.get("format", [""])[-1] if reg.serialized_format else ""
+
+
 def _canonical(entry: dict) -> tuple:
-    text = entry["schema"]
+    text = entry.get("serialized") or entry["schema"]  # Protobuf: the descriptor, whatever the form
     try:
         text = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
     except ValueError:
@@ -354,8 +402,8 @@ def _canonical(entry: dict) -> tuple:
     return (entry["schemaType"], text, json.dumps(entry["references"], sort_keys=True))
 
 
-def _public(entry: dict) -> dict:
-    out = {"schema": entry["schema"]}
+def _public(entry: dict, fmt: str = "") -> dict:
+    out = {"schema": entry["serialized"] if fmt == "serialized" and "serialized" in entry else entry["schema"]}
     if entry["schemaType"] != "AVRO":
         out["schemaType"] = entry["schemaType"]
     if entry["references"]:

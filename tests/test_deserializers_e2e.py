@@ -117,13 +117,19 @@ def test_avro_registry_end_to_end(brokers, topic, tmp_path, schema_registry):
 
 def test_a_registry_outage_is_retried_then_fails_closed(brokers, topic, tmp_path, schema_registry):
     enc = schema_registry.encoder(f"{topic}-value", ORDER_SCHEMA)
-    produce_values(brokers, topic, ((i % 4, str(i), enc(order(i))) for i in range(40)))
-    seal(brokers, topic, lambda p: enc(order(100 + p)))
-    schema_registry.stop()  # connections are refused from now on: a dependency down, not bad data
+    outage_fails_closed(brokers, topic, tmp_path, schema_registry, "avro", lambda i: enc(order(i)))
+
+
+def outage_fails_closed(brokers, topic, tmp_path, registry, kind: str, encode) -> None:
+    """Produce 40 values (``encode(i)``) and the seals, stop ``registry``, run deserializer
+    ``kind`` on it: retried, then exit 3, nothing skipped as bad records and nothing written."""
+    produce_values(brokers, topic, ((i % 4, str(i), encode(i)) for i in range(40)))
+    seal(brokers, topic, lambda p: encode(100 + p))
+    registry.stop()  # connections are refused from now on: a dependency down, not bad data
     out = tmp_path / "out"
     spec = write_spec(tmp_path, brokers, topic, out, name=unique("sr-down"))
     doc = yaml.safe_load(spec.read_text())
-    doc["deserializer"] = {"type": "avro", "registry": {"url": schema_registry.url, "timeout": "2s"}}
+    doc["deserializer"] = {"type": kind, "registry": {"url": registry.url, "timeout": "2s"}}
     doc["errors"] = {"default": "skip"}  # even so: an outage must never be skipped as bad records
     doc["retry"] = {"max_attempts": 3, "initial_backoff": "100ms", "max_backoff": "200ms", "max_elapsed": "0s"}
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -197,10 +197,10 @@ def test_unknown_deserializer_type():
     assert only("""
         name: orders
         source: {brokers: b, topic: t}
-        deserializer: {type: protobuf}
+        deserializer: {type: thrift}
         sink: {type: files, path: ./out}
-    """) == ("spec.yaml:3:22: deserializer.type: unknown deserializer type 'protobuf' "
-             "(installed: avro, bytes, json, string)")
+    """) == ("spec.yaml:3:22: deserializer.type: unknown deserializer type 'thrift' "
+             "(installed: avro, bytes, json, protobuf, string)")
 
 
 def test_bad_size_unit():

@@ -1,0 +1,154 @@
+"""``kpipe run`` with the protobuf deserializer on the real broker: values (and keys) written by
+Confluent's ProtobufSerializer through the test registry, read back by other people's readers
+(orjson for jsonl, pyarrow for parquet, psycopg for PostgreSQL) with the column types the
+message descriptor declares."""
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+import psycopg
+import pyarrow as pa
+import pyarrow.dataset as ds
+import yaml
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from conftest import write_spec
+from kit import produce_values, run_kpipe, seal, unique
+from schema_registry import schema_registry  # noqa: F401 (a fixture)
+from sqlkit import PG_URL, dbs, write_sql_spec  # noqa: F401 (dbs: a fixture)
+from test_deserializers_e2e import outage_fails_closed
+from test_protobuf import Order, Order2, Refund, order, serializer
+
+N = 200
+UTC = dt.timezone.utc
+
+
+def small(i: int, cls=Order, **extra):
+    """``order(i)`` with ``big`` inside a signed 64-bit column (uint64 past 2^63 - 1 fits no
+    bigint, and the declared type is bigint)."""
+    msg, want = order(i, cls, **extra)
+    msg.big = want["big"] = i
+    return msg, want
+
+
+def as_written(value: dict) -> dict:
+    """``value`` as the jsonl format writes it (orjson: datetimes as text, bytes as base64)."""
+    return orjson.loads(orjson.dumps(value, default=_default))
+
+
+def _default(obj):
+    import base64
+
+    if isinstance(obj, bytes):
+        return base64.b64encode(obj).decode()
+    raise TypeError(type(obj))
+
+
+def produce_orders(reg, brokers: str, topic: str, n: int = N, evolve: bool = True) -> list:
+    """Produce ``n`` orders, keyed by a Refund message; the producer moves to order.proto v2
+    (a field added) half way when ``evolve``. Returns what each value decodes to, in order."""
+    v1, v2, keys = serializer(reg, Order), serializer(reg, Order2), serializer(reg, Refund)
+    ctx, kctx = SerializationContext(topic, MessageField.VALUE), SerializationContext(topic, MessageField.KEY)
+    items, wants = [], []
+    for i in range(n):
+        new = evolve and i >= n // 2
+        msg, want = small(i, Order2, channel=f"c{i % 3}") if new else small(i)
+        items.append((i % 4, keys(Refund(order_id=i), kctx), (v2 if new else v1)(msg, ctx)))
+        wants.append(want)
+    produce_values(brokers, topic, items)
+    seals = [small(10_000 + p) for p in range(4)]
+    seal(brokers, topic, lambda p: v1(seals[p][0], ctx))
+    return wants, [w for _, w in seals]
+
+
+def deserializer(reg) -> dict:
+    return {"type": "protobuf", "registry": {"url": reg.url, "timeout": "5s"}}
+
+
+def test_registry_values_and_keys_into_jsonl(brokers, topic, tmp_path, schema_registry):
+    wants, seals = produce_orders(schema_registry, brokers, topic)
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, brokers, topic, out, name=unique("pb-jsonl"))
+    doc = yaml.safe_load(spec.read_text())
+    doc["deserializer"] = deserializer(schema_registry)
+    doc["key_deserializer"] = deserializer(schema_registry)
+    doc["transforms"] = [{"set": {"key_order": "_meta.key == null ? -1 : _meta.key.order_id"}}]
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    landed: dict = {}
+    for f in sorted(out.rglob("*.jsonl")):
+        for line in f.read_bytes().splitlines():
+            row = orjson.loads(line)
+            landed[row["order_id"]] = row
+    assert len(landed) == N + 4
+    for i, want in enumerate(wants):
+        assert landed[want["order_id"]] == as_written(want) | {"key_order": i}
+    for want in seals:
+        assert landed[want["order_id"]] == as_written(want) | {"key_order": -1}
+    assert landed[wants[0]["order_id"]]["created_at"] == "2026-11-26T12:00:00.123456+00:00"
+
+
+def test_registry_values_into_parquet_with_declared_types(brokers, topic, tmp_path, schema_registry):
+    wants, seals = produce_orders(schema_registry, brokers, topic, evolve=False)
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, brokers, topic, out, name=unique("pb-parquet"), fmt="parquet", max_records=30)
+    doc = yaml.safe_load(spec.read_text())
+    doc["deserializer"] = deserializer(schema_registry)
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = ds.dataset(str(out), format="parquet").to_table()
+    types = {f.name: f.type for f in table.schema}
+    money = pa.struct([("currency", pa.string()), ("units", pa.int64()), ("nanos", pa.int32())])
+    assert types["order_id"] == pa.int64() and types["big"] == pa.int64()
+    assert types["status"] == pa.string() and types["customer"] == pa.string()
+    assert types["created_at"] == pa.timestamp("us", tz="UTC")
+    assert types["signature"] == pa.binary()
+    assert types["discount"] == pa.float64()
+    assert types["coupon"] == pa.string() and types["invoice_id"] == pa.string()
+    assert types["tags"] == pa.list_(pa.string())
+    assert types["lines"] == pa.list_(pa.struct([("sku", pa.string()), ("quantity", pa.int64()),
+                                                 ("price", money)]))
+    rows = {r["order_id"]: r for r in table.to_pylist()}
+    assert len(rows) == N + 4
+    for want in wants + seals:
+        got = rows[want["order_id"]]
+        assert {k: got[k] for k in ("customer", "status", "created_at", "coupon", "signature", "discount",
+                                    "big", "tags", "lines")} == \
+            {k: want[k] for k in ("customer", "status", "created_at", "coupon", "signature", "discount",
+                                  "big", "tags", "lines")}
+        assert got.get("card_token") == want.get("card_token") and got.get("invoice_id") == want.get("invoice_id")
+
+
+def test_registry_values_into_postgres_with_declared_types(brokers, topic, tmp_path, schema_registry, dbs):
+    wants, seals = produce_orders(schema_registry, brokers, topic, n=80, evolve=False)
+    db = dbs("postgres")
+    table, group = db.table("pb"), db.group("pb")
+    spec = write_sql_spec(tmp_path, brokers, topic, group=group, sink={"type": "postgres", "url": db.url, "table": table})
+    doc = yaml.safe_load(spec.read_text())
+    doc["deserializer"] = deserializer(schema_registry)
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # read back with psycopg itself, not through the sink's SQLAlchemy
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=10) as conn:
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_name = %s", (table,)).fetchall())
+        rows = {r[0]: r[1:] for r in conn.execute(
+            f'SELECT order_id, customer, status, created_at, coupon, signature, discount, big, card_token '
+            f'FROM "{table}"').fetchall()}
+    assert types["order_id"] == "bigint" and types["big"] == "bigint"
+    assert types["customer"] == "text" and types["status"] == "text" and types["coupon"] == "text"
+    assert types["created_at"] == "timestamp with time zone"
+    assert types["signature"] == "bytea" and types["discount"] == "double precision"
+    assert len(rows) == 84
+    for want in wants + seals:
+        assert rows[want["order_id"]] == (want["customer"], want["status"], want["created_at"], want["coupon"],
+                                          want["signature"], want["discount"], want["big"], want.get("card_token"))
+
+
+def test_a_registry_outage_is_retried_then_fails_closed(brokers, topic, tmp_path, schema_registry):
+    ser, ctx = serializer(schema_registry, Order), SerializationContext(topic, MessageField.VALUE)
+    outage_fails_closed(brokers, topic, tmp_path, schema_registry, "protobuf", lambda i: ser(small(i)[0], ctx))
