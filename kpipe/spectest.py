@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kpipe.api import KpipeError
+from kpipe.api import FatalError, KpipeError
 from kpipe.runtime.stages import Stages
 from kpipe.transforms.testing import FakeMessage, same
 
@@ -29,10 +29,16 @@ class CaseResult:
     detail: str = ""
 
 
-def _message(spec, inp: dict) -> tuple[FakeMessage, Any, bool]:
+def _message(spec, inp: dict, deserializer=None) -> tuple[FakeMessage, Any, bool]:
     """The case's record as a message, its decoded value, and whether that value is given."""
     if "raw_base64" in inp:
         raw = base64.b64decode(inp["raw_base64"])
+    elif "json" in inp:  # a binary format's value written as JSON (protobuf), encoded by its deserializer
+        encode = getattr(deserializer, "encode_json", None)
+        if encode is None:
+            raise FatalError(f"input 'json' needs a deserializer that encodes JSON (protobuf); "
+                             f"{spec.deserializer_type!r} does not: give 'raw' or 'value'")
+        raw = encode(inp["json"], inp.get("topic", spec.topics[0]))
     elif "raw" in inp:
         raw = None if inp["raw"] is None else inp["raw"].encode()
     else:
@@ -50,7 +56,10 @@ def _message(spec, inp: dict) -> tuple[FakeMessage, Any, bool]:
 def run_case(stages: Stages, spec, case: dict, index: int) -> CaseResult:
     name = case.get("name") or f"case {index + 1}"
     expect = case["expect"]
-    msg, value, given = _message(spec, case["input"])
+    try:
+        msg, value, given = _message(spec, case["input"], stages.values)
+    except KpipeError as exc:  # input 'json' that its deserializer cannot encode
+        return CaseResult(name, False, expect, {"crash": f"{type(exc).__name__}: {exc}"})
     try:
         out = stages.process(msg.topic(), msg.partition(), [msg], [msg.value()],
                              decoded=[value] if given else None)

@@ -288,6 +288,8 @@ def _lint_plugin_files(doc: Document, checker: _Checker, section: str) -> None:
                 continue  # the plugin says so when it starts, as before
             if full.endswith((".avsc", ".json")):  # read it as the plugin will: bounded, not too deep
                 problem = json_problem(full)
+            elif prop.get("x-path") == "directory":  # e.g. protobuf's import_path
+                problem = None if os.path.isdir(full) else f"{full} is not a directory"
             else:
                 problem = regular_file_problem(full)
                 problem = problem and f"cannot read {full}: {problem}"
