@@ -8,7 +8,7 @@ so that noise from other processes spreads over all of them; the table shows the
 the median round.
 
     .venv/bin/python benchmarks/deserializers.py                 # everything, 10,000 records, 30 rounds
-    .venv/bin/python benchmarks/deserializers.py --only json     # json | avro | validate
+    .venv/bin/python benchmarks/deserializers.py --only json     # json | avro | protobuf | validate
     .venv/bin/python benchmarks/deserializers.py --records 100000 --rounds 10 --json
 
 Cases:
@@ -19,6 +19,10 @@ Cases:
             batch) with a local .avsc and with a Schema Registry (schema cached); fastavro's
             container-file reader over the same data as one block (the floor for fastavro)
   validate  kpipe's Validator.check on valid values and with 1 % invalid ones, with jsonschema-rs
+  protobuf  the same orders as Protobuf (schemas/order.proto): kpipe's ProtobufDeserializer with a
+            .proto (plain messages) and with a Schema Registry (Confluent's ProtobufSerializer's
+            wire format, schema cached); for reference, the parse alone (FromString, upb) and
+            FromString + json_format.MessageToDict per value, what a naive decoder does
             answering first (when installed) and with jsonschema only; and jsonschema's iter_errors
             per value, what a naive validator does
 """
@@ -127,8 +131,53 @@ def validate_cases(n: int) -> dict:
     }
     return {"bytes": 0, "cases": cases}
 
+def protobuf_cases(n: int) -> dict:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    from google.protobuf import json_format
 
-GROUPS = {"json": json_cases, "avro": avro_cases, "validate": validate_cases}
+    from kpipe.deserializers.protobuf import ProtobufDeserializer
+    from protokit import classes, compile_texts
+    from schema_registry import SchemaRegistry
+
+    proto = ROOT / "schemas" / "order.proto"
+    Order = classes(compile_texts({"order.proto": proto.read_text()}))["kpipe.example.Order"]
+    utc = dt.timezone.utc
+    values = [{"order_id": i, "customer": f"c{i % 200:03d}", "country": ("DE", "FR", "NL")[i % 3],
+               "amount": i % 500 + (i % 100) / 100,
+               "created_at": dt.datetime(2026, 11, 1 + i % 28, i % 24, i % 60, tzinfo=utc),
+               "status": "STATUS_PLACED", "lines": []} for i in range(n)]
+    msgs = []
+    for v in values:
+        m = Order(order_id=v["order_id"], customer=v["customer"], country=v["country"], amount=v["amount"], status=1)
+        m.created_at.FromDatetime(v["created_at"])
+        msgs.append(m)
+    plain = [m.SerializeToString() for m in msgs]
+    reg = SchemaRegistry().__enter__()
+    ser = ProtobufSerializer(Order, SchemaRegistryClient({"url": reg.url}), {"use.deprecated.format": False})
+    ctx = SerializationContext("orders", MessageField.VALUE)
+    wire = [ser(m, ctx) for m in msgs]
+    from_proto = ProtobufDeserializer({"proto": str(proto), "message": "kpipe.example.Order"})
+    from_registry = ProtobufDeserializer({"registry": {"url": reg.url}})
+    from_registry.deserialize(wire[:1])  # fetch and cache the schema before timing
+    reg.stop()
+    parse, to_dict = Order.FromString, json_format.MessageToDict
+    cases = {
+        "protobuf: kpipe protobuf, proto: file": lambda: from_proto.deserialize(plain),
+        "protobuf: kpipe protobuf, registry (cached)": lambda: from_registry.deserialize(wire),
+        "protobuf: FromString alone (reference)": lambda: [parse(v) for v in plain],
+        "protobuf: FromString + MessageToDict (naive)": lambda: [
+            to_dict(parse(v), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            for v in plain],
+    }
+    for name in ("protobuf: kpipe protobuf, proto: file", "protobuf: kpipe protobuf, registry (cached)"):
+        assert cases[name]() == values, name
+    return {"bytes": sum(map(len, plain)) / n, "cases": cases}
+
+
+
+GROUPS = {"json": json_cases, "avro": avro_cases, "protobuf": protobuf_cases, "validate": validate_cases}
 
 
 def main() -> None:
