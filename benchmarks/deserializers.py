@@ -13,7 +13,8 @@ the median round.
 
 Cases:
   json      stdlib json.loads, orjson.loads, msgspec.json.Decoder.decode, each once per value;
-            kpipe's JsonDeserializer (msgspec, with its tombstone check); plus, for reference only, one decode of all values joined into one
+            kpipe's JsonDeserializer (msgspec, with its tombstone check); kpipe json with a Schema
+            Registry (Confluent's 5-byte header, schema cached); plus, for reference only, one decode of all values joined into one
             JSON array (unsafe for kpipe: values that are not one JSON document each can merge)
   avro      schemaless_reader with a BytesIO per value; kpipe's AvroDeserializer (one buffer per
             batch) with a local .avsc and with a Schema Registry (schema cached); fastavro's
@@ -23,7 +24,8 @@ Cases:
             .proto (plain messages) and with a Schema Registry (Confluent's ProtobufSerializer's
             wire format, schema cached); for reference, the parse alone (FromString, upb) and
             FromString + json_format.MessageToDict per value, what a naive decoder does
-            answering first (when installed) and with jsonschema only; and jsonschema's iter_errors
+            answering first (when installed) and with jsonschema only; validate: registry (each value
+            against its schema id's schema, read from its header); and jsonschema's iter_errors
             per value, what a naive validator does
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import orjson  # noqa: E402
 
 from kpipe.deserializers.avro import AvroDeserializer  # noqa: E402
-from kpipe.deserializers.basic import JsonDeserializer  # noqa: E402
+from kpipe.deserializers.basic import JsonDeserializer, json_plugin  # noqa: E402
 from kpipe.validation import Validator  # noqa: E402
 
 ORDER_AVSC = ROOT / "schemas" / "order.avsc"
@@ -60,12 +62,27 @@ def make_value(i: int) -> bytes:
                1 + i % 28, i % 24, i % 60))
 
 
+def json_registry(raw: list):
+    """(the values in Confluent's JSON Schema wire format, a json deserializer with a registry
+    that has decoded them once, so its schema is cached, and the registry to stop)."""
+    from schema_registry import SchemaRegistry
+
+    reg = SchemaRegistry().__enter__()
+    sid = reg.register("orders-value", ORDER_JSON_SCHEMA.read_text(), schema_type="JSON")
+    wire = [b"\x00" + sid.to_bytes(4, "big") + v for v in raw]
+    deserializer = json_plugin.create({"registry": {"url": reg.url}})
+    deserializer.deserialize(wire)
+    return wire, deserializer, reg
+
+
 def json_cases(n: int) -> dict:
     import msgspec
 
     raw = [make_value(i) for i in range(n)]
     loads, dec = json.loads, msgspec.json.Decoder()
     kpipe_json = JsonDeserializer({})
+    wire, kpipe_registry, reg = json_registry(raw)
+    reg.stop()  # cached: decoding asks it nothing more
     check = [orjson.loads(v) for v in raw]
     oloads, mdecode = orjson.loads, dec.decode
     cases = {
@@ -73,6 +90,7 @@ def json_cases(n: int) -> dict:
         "json: orjson.loads": lambda: [oloads(v) for v in raw],
         "json: msgspec Decoder.decode": lambda: [mdecode(v) for v in raw],
         "json: kpipe json (msgspec, None check)": lambda: kpipe_json.deserialize(raw),
+        "json: kpipe json, registry (cached)": lambda: kpipe_registry.deserialize(wire),
         "json: msgspec, all values as one array (reference)": lambda: dec.decode(b"[" + b",".join(raw) + b"]"),
         "json: orjson, all values as one array (reference)": lambda: orjson.loads(b"[" + b",".join(raw) + b"]"),
     }
@@ -121,10 +139,15 @@ def validate_cases(n: int) -> dict:
     naive = slow._validator
     for v in (fast, slow):
         assert v.check(values) == [] and len(v.check(some_bad)) == n // 100
+    wire, from_registry, reg = json_registry([make_value(i) for i in range(n)])
+    by_id = from_registry.validator()
+    assert by_id.check(values, wire) == [] and len(by_id.check(some_bad, wire)) == n // 100
+    reg.stop()  # compiled: checking asks it nothing more
     tag = "jsonschema-rs first" if fast.accelerated else "jsonschema-rs NOT INSTALLED"
     cases = {
         f"validate: Validator.check ({tag}), all valid": lambda: fast.check(values),
         f"validate: Validator.check ({tag}), 1 % invalid": lambda: fast.check(some_bad),
+        f"validate: registry ({tag}), all valid": lambda: by_id.check(values, wire),
         "validate: Validator.check (jsonschema only), all valid": lambda: slow.check(values),
         "validate: Validator.check (jsonschema only), 1 % invalid": lambda: slow.check(some_bad),
         "validate: jsonschema iter_errors per value (naive)": lambda: [list(naive.iter_errors(x)) for x in values],

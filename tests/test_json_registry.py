@@ -284,3 +284,17 @@ def test_a_valid_spec_sets_the_registry_stage(tmp_path):
                      env={})
     assert spec.validate_registry and spec.validate_schema is None
     assert spec.deserializer_config["registry"]["url"] == "http://sr:8081"
+
+
+def test_a_given_value_is_checked_against_the_latest_schema_decoded(schema_registry, tmp_path):
+    """A ``kpipe test`` case that gives the decoded value has no header (its raw is b"")."""
+    raw = serialize(serializer(schema_registry, V1), [order(0)])
+    stages, msgs = stages_for(schema_registry, [b""], tmp_path=tmp_path)
+    off_schema = {"order_id": "x"}
+    assert stages.process("orders", 0, msgs, [b""], decoded=[off_schema]).values == [off_schema]  # none yet
+    stages.process("orders", 0, [FakeMessage(value=raw[0])], raw)
+    out = stages.process("orders", 0, msgs, [b""], decoded=[off_schema])
+    assert out.values == [] and [(i, s) for i, s, _ in out.rejected] == [(0, "validate")]
+    # a value without a header among values with one: each run against its own schema
+    validator = stages.validator
+    assert validator.check([off_schema, order(1)], [b"", raw[0]]) == [(0, validator.check([off_schema], [b""])[0][1])]

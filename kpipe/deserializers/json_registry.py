@@ -14,6 +14,7 @@ Decoding needs no schema: after the header, it is the plain ``json`` deserialize
 from __future__ import annotations
 
 import json
+from itertools import repeat
 from typing import Any, Mapping
 
 from kpipe.api import BadRecordError, Deserializer, FatalError
@@ -143,22 +144,39 @@ class RegistryValidator:
         self._deserializer = deserializer
         self._compiled: dict[int, Validator | str] = {}  # schema id -> Validator, or why not
 
-    def check(self, values: list, raw: list | None) -> list[tuple[int, str]]:
-        """``(index, message)`` of every value that does not match its schema, in order."""
+    def check(self, values: list, raw: list) -> list[tuple[int, str]]:
+        """``(index, message)`` of every value that does not match its schema, in order;
+        ``raw[i]`` is the value ``values[i]`` was decoded from."""
         bad: list = []
-        lo, n = 0, len(values)
-        while lo < n:
-            sid = self._id(raw[lo] if raw is not None else None)
-            hi = lo + 1
-            while hi < n and self._id(raw[hi] if raw is not None else None) == sid:
-                hi += 1
+        for lo, hi, sid in self._runs(raw):
             validator = self._validator(sid)
             if isinstance(validator, str):
                 bad += [(i, validator) for i in range(lo, hi) if values[i] is not None]
             elif validator is not None:
-                bad += [(lo + i, m) for i, m in validator.check(values[lo:hi])]
-            lo = hi
+                part = values[lo:hi] if hi - lo < len(values) else values
+                bad += [(lo + i, m) for i, m in validator.check(part)]
         return bad
+
+    def _runs(self, raw: list):
+        """``(lo, hi, schema id or None)`` of each run of values with the same header."""
+        n = len(raw)
+        if not n:
+            return
+        header = (raw[0] or b"")[:HEADER_SIZE]
+        try:  # the common case: one header for all, found in one C-level pass
+            if len(header) == HEADER_SIZE and all(map(bytes.startswith, raw, repeat(header))):
+                yield 0, n, self._id(header)
+                return
+        except TypeError:  # not bytes
+            pass
+        lo = 0
+        while lo < n:
+            sid = self._id(raw[lo])
+            hi = lo + 1
+            while hi < n and self._id(raw[hi]) == sid:
+                hi += 1
+            yield lo, hi, sid
+            lo = hi
 
     def _id(self, v) -> int | None:
         if not v or len(v) < HEADER_SIZE or v[0] != 0:
