@@ -130,3 +130,39 @@ def test_a_registry_outage_is_retried_then_fails_closed(brokers, topic, tmp_path
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "decoding records: still failing after 3 attempts" in proc.stderr
     assert not list(out.rglob("*.jsonl"))
+
+
+def test_the_pipelines_example_runs_as_its_comments_say(brokers, topic, schema_registry, dbs):
+    """pipelines/orders-json-registry-to-postgres.yaml, as shipped, on this broker and registry."""
+    import os
+
+    from kit import ROOT
+
+    psycopg = pytest.importorskip("psycopg")
+    db = dbs("postgres")
+    table = db.table("orders_json")
+    db.groups.append("orders-json-registry-to-postgres")
+    dlq = f"{topic}.dlq"
+    create_topic(brokers, dlq, 1)
+    schema = (ROOT / "schemas" / "order.schema.json").read_text()
+    ser = JSONSerializer(schema, SchemaRegistryClient({"url": schema_registry.url}), conf={"validate": False})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    orders = [{"order_id": i, "customer": f"c{i:03d}", "country": "Germany" if i == 5 else "DE",
+               "amount": i / 4, "created_at": f"2026-11-26T12:00:{i % 60:02d}Z"} for i in range(100)]
+    produce_values(brokers, topic, ((i % 4, f"c{i}", ser(o, ctx)) for i, o in enumerate(orders)))
+    seal(brokers, topic, lambda p: ser(orders[p], ctx))  # upserts of orders 0..3: no new rows
+    env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "ORDERS_TABLE": f"public.{table}",
+           "PGURL": PG_URL, "SCHEMA_REGISTRY_URL": schema_registry.url, "DLQ_TOPIC": dlq}
+    proc = run_kpipe("run", "pipelines/orders-json-registry-to-postgres.yaml", "--until-caught-up", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql")) as conn:
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_name = %s", (table,)).fetchall())
+        ids = [r[0] for r in conn.execute(f'SELECT order_id FROM "{table}" ORDER BY order_id').fetchall()]
+    assert {k: types[k] for k in ("order_id", "customer", "country", "amount", "created_at")} == {
+        "order_id": "bigint", "customer": "text", "country": "text", "amount": "double precision",
+        "created_at": "timestamp with time zone"}
+    assert ids == [i for i in range(100) if i != 5]
+    (letter,) = read_topic(brokers, dlq, 1)
+    headers = {k: v.decode() for k, v in letter.headers()}
+    assert headers["kpipe.error.stage"] == "validate" and "$.country" in headers["kpipe.error.message"]
