@@ -23,6 +23,7 @@ def compile_texts(files: dict[str, str], root: Path | None = None) -> list:
     compiled by protoc; imports are also looked up under ``root``. ``ValueError`` with protoc's
     message when it refuses."""
     import grpc_tools
+    from google.type import date_pb2
     from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -33,6 +34,7 @@ def compile_texts(files: dict[str, str], root: Path | None = None) -> list:
         out = os.path.join(tmp, "out.pb")
         args = ["protoc", f"-I{tmp}/src", *([f"-I{root}"] if root else []),
                 f"-I{os.path.join(os.path.dirname(grpc_tools.__file__), '_proto')}",
+                f"-I{Path(date_pb2.__file__).parents[2]}",  # google/type/*.proto, as googleapis-common-protos ships them
                 f"--descriptor_set_out={out}", "--include_imports", *files]
         if protoc.main(args) != 0:
             raise ValueError(f"protoc refused {sorted(files)}")

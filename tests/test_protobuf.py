@@ -103,6 +103,35 @@ def test_message_indexes_pick_nested_and_second_messages(schema_registry):
     assert schema_registry.fetches(int.from_bytes(orders[0][1:5], "big")) == 1
 
 
+@pytest.mark.parametrize("serialized", [True, False], ids=["serialized", "text-only-registry"])
+def test_unregistered_imports_json_values_maps_and_recursion(serialized):
+    from fastavro import parse_schema
+
+    from kpipe.formats.dataset import declared
+
+    Shipment = classes(compile_tree("shop/v1/shipment.proto"))["shop.v1.Shipment"]
+    msg = Shipment(id="s1", due={"year": 2026, "month": 11, "day": 26}, slots={7: "am", -1: "pm"},
+                   notes=[{"string_value": "fragile"}, {"null_value": 0}])
+    msg.attributes.update({"a": 1, "b": [True, None, "x"], "c": {"d": 2.5}})
+    msg.children[True].id = "inner"
+    msg.children[True].weight.value = 12
+    want = {"id": "s1", "due": {"year": 2026, "month": 11, "day": 26},
+            "attributes": {"a": 1.0, "b": [True, None, "x"], "c": {"d": 2.5}}, "weight": None,
+            "slots": {"7": "am", "-1": "pm"}, "notes": ["fragile", None],
+            "children": {"true": {"id": "inner", "due": None, "attributes": None, "weight": 12, "slots": {},
+                                  "children": {}, "notes": []}}}
+    with SchemaRegistry(serialized_format=serialized) as reg:
+        raw = produce(reg, Shipment, [msg], "shipments")
+        assert sorted(reg.subjects) == ["shipments-value"]  # google/* are never registered
+        d = registry_deserializer(reg)
+        assert d.deserialize(raw) == [want]
+    parse_schema(d.schema())  # a valid Avro schema, the recursion by name
+    types = declared(d.schema(), {})
+    assert types["due"] == {"struct": {"year": "integer", "month": "integer", "day": "integer"}}
+    assert types["attributes"] == "json" and types["slots"] == "json" and types["weight"] == "bigint"
+    assert types["notes"] == {"list": "json"}
+
+
 def test_schema_evolution_a_field_added(schema_registry):
     old = produce(schema_registry, Order, [order(i)[0] for i in range(3)], "evolving")
     new = produce(schema_registry, Order2, [order(i, Order2, channel=f"ch{i}")[0] for i in range(3, 6)], "evolving")

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,36 +30,42 @@ __all__ = ["pool_of", "read_descriptor_set", "compile_proto", "compile_file", "f
            "RegistrySchemas", "ProtocError", "PROTOC_TIMEOUT"]
 
 PROTOC_TIMEOUT = 60.0  # seconds one protoc run may take
-_WELL_KNOWN = "google/protobuf/"
+# Imports that serializers never register (Confluent's skip.known.types): the packages that ship
+# their compiled descriptors, by import prefix. protoc (grpcio-tools) has only google/protobuf's text.
+_BUNDLED = (("google/protobuf/", "google.protobuf."), ("google/type/", "google.type."),
+            ("confluent/", "confluent_kafka.schema_registry.confluent."))
+_IMPORT_NAME = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+)*\.proto")
+_IMPORT = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"', re.MULTILINE)
 
 
 class ProtocError(Exception):
     """protoc refused the text (its own message, one line per problem)."""
 
 
-def _well_known(name: str):
-    """The serialized ``FileDescriptorProto`` of a ``google/protobuf/*.proto`` the protobuf
-    package ships, or None."""
-    from google.protobuf import descriptor_pool
+def bundled(name: str):
+    """The ``FileDescriptorProto`` of an import that a package ships compiled
+    (``google/protobuf/*``, ``google/type/*`` from googleapis-common-protos, ``confluent/*``
+    from confluent-kafka), or None."""
+    from google.protobuf import descriptor_pb2
 
-    try:
-        return descriptor_pool.Default().FindFileByName(name).serialized_pb
-    except KeyError:
-        pass
-    import importlib
-
-    module = "google.protobuf." + name[len(_WELL_KNOWN):-len(".proto")] + "_pb2"
-    try:
-        return importlib.import_module(module).DESCRIPTOR.serialized_pb
-    except ImportError:
+    if not _IMPORT_NAME.fullmatch(name):
         return None
+    for prefix, package in _BUNDLED:
+        if name.startswith(prefix):
+            module = package + name[len(prefix):-len(".proto")].replace("/", ".") + "_pb2"
+            try:
+                desc = importlib.import_module(module).DESCRIPTOR
+            except ImportError:
+                return None
+            return descriptor_pb2.FileDescriptorProto.FromString(desc.serialized_pb) if desc.name == name else None
+    return None
 
 
 def pool_of(files: list) -> Any:
     """A new ``DescriptorPool`` holding ``files`` (``FileDescriptorProto`` objects, in any order)
     and the well-known files they import but do not include. ``ValueError`` naming what is
     missing or inconsistent."""
-    from google.protobuf import descriptor_pb2, descriptor_pool
+    from google.protobuf import descriptor_pool
 
     pool = descriptor_pool.DescriptorPool()
     by_name = {f.name: f for f in files}
@@ -68,12 +76,9 @@ def pool_of(files: list) -> Any:
             return
         if name in trail:
             raise ValueError(f"{name} imports itself (through {' -> '.join(trail)})")
-        fdp = by_name.get(name)
+        fdp = by_name.get(name) or bundled(name)
         if fdp is None:
-            data = _well_known(name) if name.startswith(_WELL_KNOWN) else None
-            if data is None:
-                raise ValueError(f"{trail[-1] if trail else 'the schema'} imports {name}, which is not given")
-            fdp = descriptor_pb2.FileDescriptorProto.FromString(data)
+            raise ValueError(f"{trail[-1] if trail else 'the schema'} imports {name}, which is not given")
         for dep in fdp.dependency:
             add(dep, trail + (name,))
         pool.Add(fdp)
@@ -102,8 +107,17 @@ def read_descriptor_set(data: bytes, what: str) -> list:
 def compile_proto(sources: dict[str, str], known: list = ()) -> list:
     """The ``FileDescriptorProto`` of each of ``sources`` (import name -> ``.proto`` text) and of
     what they import, compiled by protoc; ``known``: imports given as ``FileDescriptorProto``
-    objects rather than text. ``ProtocError`` with protoc's message when the text does not
-    compile; ``FatalError`` when grpcio-tools is not installed."""
+    objects rather than text (``bundled`` ones are added). ``ProtocError`` with protoc's message
+    when the text does not compile; ``FatalError`` when grpcio-tools is not installed."""
+    known = list(known)
+    have = {f.name for f in known} | set(sources)
+    for text in sources.values():
+        for name in _IMPORT.findall(text):
+            if name not in have and not name.startswith("google/protobuf/"):  # protoc has those
+                found = bundled(name)
+                if found is not None:
+                    known.append(found)
+                    have.add(name)
     with tempfile.TemporaryDirectory(prefix="kpipe-proto-") as tmp:
         src = os.path.join(tmp, "src")
         for name, text in sources.items():
