@@ -35,6 +35,9 @@ def test_config_errors_point_at_their_line(tmp_path):
     found = spec_problems(tmp_path, "  type: protobuf\n  descriptor_set: o.pb\n  message: 'shop v1'\n")
     assert found == ["spec.yaml:7:12: deserializer.message: expected a message's full name, such as "
                      "shop.v1.Order, got 'shop v1'"], found
+    found = spec_problems(tmp_path, "  type: protobuf\n  registry: {url: http://sr}\n  message: a.B\n")
+    assert found == ["spec.yaml:7:12: deserializer.message: expected no 'message' with a registry (the wire "
+                     "header's message indexes name it), got 'a.B'"], found
     found = spec_problems(tmp_path, "  type: protobuf\n  registry: {url: sr:8081}\n")
     assert found == ["spec.yaml:6:19: deserializer.registry.url: expected an http:// or https:// URL of the "
                      "Schema Registry, got 'sr:8081'"], found

@@ -60,6 +60,8 @@ CONFIG_SCHEMA = {
     },
     "oneOf": [{"required": ["registry"]}, {"required": ["descriptor_set"]}, {"required": ["proto"]}],
     "dependentRequired": {"descriptor_set": ["message"], "proto": ["message"], "import_path": ["proto"]},
+    "dependentSchemas": {"registry": {"properties": {"message": {
+        "not": {}, "x-expected": "no 'message' with a registry (the wire header's message indexes name it)"}}}},
     "additionalProperties": False,
 }
 
