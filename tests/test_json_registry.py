@@ -298,3 +298,23 @@ def test_a_given_value_is_checked_against_the_latest_schema_decoded(schema_regis
     # a value without a header among values with one: each run against its own schema
     validator = stages.validator
     assert validator.check([off_schema, order(1)], [b"", raw[0]]) == [(0, validator.check([off_schema], [b""])[0][1])]
+
+
+def test_kpipe_test_cases_give_json_encoded_with_the_subjects_latest_schema(schema_registry, tmp_path):
+    """``input: {json: ...}``: the value in the wire format of the latest schema of TOPIC-value,
+    then decoded and validated as a value on the topic would be."""
+    from kit import run_kpipe
+
+    serialize(serializer(schema_registry, V1), [order(0)], topic="t")  # registers V1 under t-value
+    spec = write(tmp_path, f"  type: json\n  registry: {{url: '{schema_registry.url}'}}\n  validate: registry\n",
+                 "tests:\n"
+                 "  - name: good\n    input: {json: {order_id: 1, amount: 2.5}}\n"
+                 "    expect: {value: {order_id: 1, amount: 2.5}}\n"
+                 "  - name: off its schema\n    input: {json: {order_id: 1}}\n"
+                 "    expect: {error: {stage: validate, message: \"'amount' is a required property\"}}\n"
+                 "  - name: no such subject\n    input: {json: {order_id: 1}, topic: nope}\n"
+                 "    expect: {value: {order_id: 1}}\n")
+    proc = run_kpipe("test", spec)
+    assert "PASS  good" in proc.stdout and "PASS  off its schema" in proc.stdout, proc.stdout + proc.stderr
+    assert "FAIL  no such subject" in proc.stdout and "no schema under subject nope-value" in proc.stdout, proc.stdout
+    assert proc.returncode == 1
