@@ -296,3 +296,5 @@ def test_encode_json_round_trips_through_the_json_mapping(tmp_path, schema_regis
     produce(schema_registry, Order, [order(0)[0]], "json-in")
     r = registry_deserializer(schema_registry)
     assert r.deserialize([r.encode_json(given, "json-in")]) == [want]
+    with pytest.raises(FatalError, match="no usable Protobuf schema under subject 'elsewhere-value'"):
+        r.encode_json(given, "elsewhere")

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError, KpipeError
 
-from .registry import REGISTRY_SCHEMA, SchemaCache, client_from_config, split_header
+from .registry import REGISTRY_SCHEMA, NotFound, SchemaCache, client_from_config, split_header
 
 __all__ = ["ProtobufDeserializer", "protobuf_plugin", "CONFIG_SCHEMA"]
 
@@ -209,17 +209,19 @@ class ProtobufDeserializer(Deserializer):
         from google.protobuf import json_format
 
         if self.registry is not None:
-            subject = urllib.parse.quote(f"{topic}-value", safe="")
-            doc = self.registry.get(f"/subjects/{subject}/versions/latest")
-            sid = int(doc["id"])
-            t = self._types.get((sid, (0,))) or self._type(sid, (0,), 0)
+            subject = f"{topic}-value"
+            try:
+                doc = self.registry.get(f"/subjects/{urllib.parse.quote(subject, safe='')}/versions/latest")
+                sid = int(doc["id"])
+                t = self._types.get((sid, (0,))) or self._type(sid, (0,), 0)
+            except (NotFound, BadRecordError, KeyError, TypeError, ValueError) as exc:
+                raise FatalError(f"input.json: no usable Protobuf schema under subject {subject!r} in "
+                                 f"{self.registry.display_url}: {exc}") from None
             header = b"\x00" + sid.to_bytes(4, "big") + b"\x00"
         else:
             t, header = self._latest, b""
-        from google.protobuf import message_factory
-
         try:
-            msg = json_format.ParseDict(value, message_factory.GetMessageClass(t.desc)())
+            msg = json_format.ParseDict(value, t.parse(b""))
         except json_format.ParseError as exc:
             raise FatalError(f"input.json is not a {t.desc.full_name} in protobuf's JSON mapping: {exc}") from None
         return header + msg.SerializeToString()
