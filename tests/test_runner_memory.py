@@ -268,9 +268,14 @@ def test_prefetch_is_bounded_from_the_setting_and_the_spec_options_win():
     assert conf["queued.max.messages.kbytes"] == 16 << 10
     assert conf["fetch.max.bytes"] == 16 << 20
     assert conf["max.partition.fetch.bytes"] == 1 << 20
+    # Small values: a message count bounds the queue too, at 1 KiB a message (16 MiB / 1 KiB).
+    assert conf["queued.min.messages"] == 16 << 10
     tiny = prefetch_bounds(fake_spec(max_buffered_bytes=1 << 20))
     assert tiny["fetch.max.bytes"] == 1_000_000  # librdkafka's floor: message.max.bytes
     assert tiny["max.partition.fetch.bytes"] == 1_000_000
-    mine = {"queued.max.messages.kbytes": 1000, "fetch.max.bytes": 123_456_789, "fetch.message.max.bytes": 5000}
+    assert tiny["queued.min.messages"] == 1000  # a floor, so that fetches stay batched
+    assert prefetch_bounds(fake_spec(max_buffered_bytes=1 << 40))["queued.min.messages"] == 100_000  # librdkafka's default
+    mine = {"queued.max.messages.kbytes": 1000, "fetch.max.bytes": 123_456_789, "fetch.message.max.bytes": 5000,
+            "queued.min.messages": 7}
     conf = consumer_config(fake_spec(options=mine))
     assert {k: conf[k] for k in mine} == mine and "max.partition.fetch.bytes" not in conf
