@@ -5,6 +5,7 @@ message descriptor declares."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import orjson
 import psycopg
@@ -14,7 +15,7 @@ import yaml
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from conftest import write_spec
-from kit import produce_values, run_kpipe, seal, unique
+from kit import ROOT, produce_values, run_kpipe, seal, unique
 from schema_registry import schema_registry  # noqa: F401 (a fixture)
 from sqlkit import PG_URL, dbs, write_sql_spec  # noqa: F401 (dbs: a fixture)
 from test_deserializers_e2e import outage_fails_closed
@@ -152,3 +153,35 @@ def test_registry_values_into_postgres_with_declared_types(brokers, topic, tmp_p
 def test_a_registry_outage_is_retried_then_fails_closed(brokers, topic, tmp_path, schema_registry):
     ser, ctx = serializer(schema_registry, Order), SerializationContext(topic, MessageField.VALUE)
     outage_fails_closed(brokers, topic, tmp_path, schema_registry, "protobuf", lambda i: ser(small(i)[0], ctx))
+
+
+def test_the_pipelines_example_lands_the_types_its_comment_names(brokers, tmp_path):
+    from kpipe.kafka_admin import create_topic
+    from protokit import classes, compile_texts
+    from test_pipelines import postgres_cleanup
+
+    example = classes(compile_texts({"order.proto": (ROOT / "schemas" / "order.proto").read_text()}))
+    Example = example["kpipe.example.Order"]
+    topic, table = unique("orders-pb"), unique("orders_pb").replace("-", "_")
+    create_topic(brokers, topic, 4)
+    msgs = []
+    for i in range(40):
+        m = Example(order_id=i % 20, customer=f"c{i}", country="DE", amount=i / 4, status=2)
+        m.created_at.FromDatetime(dt.datetime(2026, 11, 26, 12, 0, i))
+        m.lines.add(sku=f"s{i}", quantity=i)
+        msgs.append(m)
+    produce_values(brokers, topic, ((i % 4, f"k{i % 20}", m.SerializeToString()) for i, m in enumerate(msgs)))
+    seal(brokers, topic, lambda p: Example(order_id=100 + p).SerializeToString())
+    env = {**os.environ, "KAFKA_BROKERS": brokers, "ORDERS_TOPIC": topic, "ORDERS_TABLE": f"public.{table}",
+           "PGURL": PG_URL}
+    with postgres_cleanup("orders-protobuf-to-postgres", topic, table):
+        proc = run_kpipe("run", "pipelines/orders-protobuf-to-postgres.yaml", "--until-caught-up", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=10) as conn:
+            types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                      "WHERE table_name = %s", (table,)).fetchall())
+            rows = dict(conn.execute(f"SELECT order_id, customer FROM {table}").fetchall())
+    assert {k: types[k] for k in ("order_id", "customer", "country", "amount", "created_at", "status", "lines")} == {
+        "order_id": "bigint", "customer": "text", "country": "text", "amount": "double precision",
+        "created_at": "timestamp with time zone", "status": "text", "lines": "jsonb"}
+    assert rows == {**{i: f"c{i + 20}" for i in range(20)}, **{100 + p: "" for p in range(4)}}  # upsert: last wins
