@@ -100,7 +100,9 @@ class Tracker:
         if rec is None or rec.get("remaining") is None:
             return None
         if self.baseline == 0:
-            return 1.0 if rec.get("assigned") else 0.0
+            # Nothing was seen left to read: done once assigned, or once the run ended having
+            # written something (a small drain ends between two samples).
+            return 1.0 if rec.get("assigned") or (rec.get("phase") == "done" and rec.get("written")) else 0.0
         return 1.0 - rec["remaining"] / self.baseline
 
     def eta(self) -> float | None:

@@ -5,9 +5,15 @@ sizes were, which is what makes a replay of the same offsets produce the same fi
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from kpipe.api import Batch
 
 __all__ = ["PartitionBuffer"]
+
+
+def _offset(msg) -> int:
+    return msg.offset()
 
 
 class PartitionBuffer:
@@ -58,24 +64,42 @@ class PartitionBuffer:
                 self.first_at = now
             self.position = position
 
-    def cut(self, max_records: int, max_bytes: int, out: list) -> None:
+    def cut(self, max_records: int, max_bytes: int, out: list, end: int | None = None) -> None:
         """Move every full batch to ``out``.
 
         A batch is the longest prefix within both limits (at least one record). It is cut only
         once the buffer holds more than that prefix could grow to, so the cut point is a
         function of the records alone.
+
+        No batch crosses ``end`` (the offset --until-caught-up drains to): once the buffer has
+        read up to it, the records before it go as the last batch, ending at ``end``, however
+        many records past it the same consume call brought.
         """
-        while self.msgs and (len(self.msgs) >= max_records or self.nbytes > max_bytes):
-            if self.nbytes <= max_bytes:  # every prefix fits in bytes
-                out.append(self._take(max_records))
-                continue
-            n = total = 0
-            for size in self.sizes[:max_records]:
-                if total + size > max_bytes:
-                    break
-                n += 1
-                total += size
-            out.append(self._take(max(n, 1)))  # one record larger than max_bytes goes alone
+        if end is not None and self.start < end <= self.position:
+            n = bisect_left(self.msgs, end, key=_offset)
+            left = self._cut(max_records, max_bytes, out, n, sum(self.sizes[:n]))
+            if self.start < end:  # a full batch may have ended there already
+                out.append(self._take(left, end))
+        self._cut(max_records, max_bytes, out, len(self.msgs), self.nbytes)
+
+    def _cut(self, max_records: int, max_bytes: int, out: list, n: int, nbytes: int) -> int:
+        """Cut full batches from the first ``n`` records (``nbytes`` raw bytes); how many are left."""
+        while n and (n >= max_records or nbytes > max_bytes):
+            if nbytes <= max_bytes:  # every prefix fits in bytes
+                take = max_records
+            else:
+                take = total = 0
+                for size in self.sizes[:max_records]:
+                    if total + size > max_bytes:
+                        break
+                    take += 1
+                    total += size
+                take = max(take, 1)  # one record larger than max_bytes goes alone
+            batch = self._take(take)
+            out.append(batch)
+            n -= take
+            nbytes -= batch.nbytes
+        return n
 
     def take_all(self, out: list) -> None:
         """Move everything buffered to ``out``, including a range that produced no records."""

@@ -43,6 +43,7 @@ class GroupCommits:
         self.consumer = None  # set once it exists
         self.inflight: deque = deque()  # (sent at, perf counter) of unanswered commits, in order
         self.failing_since: float | None = None  # the first of the commits failing in a row
+        self.answered_at = float("-inf")  # when the group last acknowledged a commit (monotonic)
 
     def commit(self, tps) -> None:
         """Send the durable positions of the held partitions among ``tps`` to the group."""
@@ -85,6 +86,8 @@ class GroupCommits:
                 log.warning("commit %s[%d]@%d failed: %s", o.topic, o.partition, o.offset, o.error)
             self.book.commit_failed(tp, o.offset)
         self.failing_since = (self.failing_since or sent) if failed else None
+        if not failed:
+            self.answered_at = time.monotonic()
 
     def await_answers(self, poll, timeout: float, give_up) -> None:
         """Before closing: ``poll()`` until the commits in flight are answered, at most

@@ -15,6 +15,12 @@ message carrying a ``KafkaError``), ``"client_error"`` (``error_cb``), ``"stop"`
 answered at the next ``consume``; ``fail_commits`` makes the next answers errors, and
 ``raise_commits`` makes ``commit`` itself raise. Nothing here sleeps longer than 5 ms.
 
+A real consumer's ``consume(n, timeout)`` returns early only once it has ``n`` messages: every
+call that hands out fewer would have waited its whole timeout, and ``FakeConsumer.waits``
+records those timeouts. ``cluster.listed_ends`` makes the end offsets a consumer asks the broker
+for (``cached=False``) differ from the true ends that fetches report (``cached=True``), as
+Tansu's end-offset answer stops short of the last batch.
+
 Messages are real ``confluent_kafka.Message`` objects, so the runner's C-level paths run too.
 """
 from __future__ import annotations
@@ -51,6 +57,7 @@ class FakeCluster:
         self.consumers: list = []
         self.chunk: int | None = None  # at most this many messages per consume call
         self.max_calls = 5000  # a runner that never ends fails the test instead of hanging it
+        self.listed_ends: dict = {}  # (topic, partition) -> the end offset a request answers
 
     # -- the script -------------------------------------------------------------------------
 
@@ -97,6 +104,7 @@ class FakeConsumer:
         self.closed = False
         self.paused: set = set()     # partitions paused: consume hands out none of their messages
         self.pauses: list = []       # every pause and resume call: ("pause" | "resume", [tp])
+        self.waits: list = []        # timeouts of the calls a real consumer would have waited out
 
     def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None) -> None:
         self.topics = list(topics)
@@ -131,6 +139,7 @@ class FakeConsumer:
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list:
         self.calls += 1
+        asked = num_messages
         num_messages = min(num_messages, self.cluster.chunk or num_messages)
         if self.calls > self.cluster.max_calls:
             raise RuntimeError(f"fake consumer: the run went on past {self.cluster.max_calls} consume calls")
@@ -153,6 +162,8 @@ class FakeConsumer:
             self.assignment[tp] = pos + len(take)
         if not out:
             time.sleep(min(max(timeout, 0), 0.005))
+        if len(out) < asked:
+            self.waits.append(timeout)
         return out
 
     def commit(self, offsets=None, asynchronous: bool = True) -> None:
@@ -178,7 +189,10 @@ class FakeConsumer:
         return SimpleNamespace(topics=topics, brokers={1: None})
 
     def get_watermark_offsets(self, partition, timeout: float = -1, cached: bool = False) -> tuple:
-        return 0, self.cluster.end((partition.topic, partition.partition))
+        tp = (partition.topic, partition.partition)
+        if not cached and tp in self.cluster.listed_ends:
+            return 0, self.cluster.listed_ends[tp]
+        return 0, self.cluster.end(tp)
 
     def assign(self, partitions) -> None:
         self.assignment = {(p.topic, p.partition): p.offset for p in partitions}

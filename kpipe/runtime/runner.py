@@ -57,10 +57,16 @@ _CHUNK = 10_000  # messages per Consumer.consume call, at most
 # Records per consume call are also bounded by bytes: their estimated held size at most this
 # fraction of batch.max_buffered_bytes (10,000 values of 1 MB would be 10 GB in one call).
 _CHUNK_SHARE = 8
-# Before any value was seen, consume calls take _CHUNK messages (within the prefetch bound), as
-# they always did: --until-caught-up cuts where a chunk ends when a broker's end offsets fall
-# short (Tansu's do), so replays keep their file boundaries. A large first chunk is bounded where
-# it is decoded instead (``_ingest`` writes between slices once over the bound).
+# Before any value was seen, a consume call takes as many values of the largest size a broker
+# sends by default (message.max.bytes) as fill half of batch.max_buffered_bytes in raw bytes (33
+# by default): 10,000 values of 1 MB would be 10 GB. The next calls are sized from what it
+# brought, and the chunk is decoded slice by slice within the bound (``_ingest``).
+_FIRST_VALUE_BYTES = 1_000_000
+_FIRST_SHARE = 2
+# --until-caught-up, no partition assigned yet: how long a consume call waits. The assignment
+# arrives inside a call, which then waits for its count of messages: a long wait would be
+# waited out whenever the topic holds fewer.
+_JOIN_POLL = 0.1
 # Over batch.max_buffered_bytes with writes in flight: wait this long for one to complete before
 # pausing. A pause makes librdkafka drop what it prefetched and fetch it again on resume, which
 # cost a fast sink 5 x its throughput (measured); a sink slower than this is paused.
@@ -88,6 +94,7 @@ DEFAULT_ATTEMPT_TIMEOUT = 60.0
 # what the sink made durable (a sink without offsets of its own replays what was not committed).
 COMMIT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 2.0  # before closing the consumer: do the brokers answer a metadata request?
+ANSWERED_JUST_NOW = 0.2  # seconds: a commit answered this recently stands in for the probe
 
 
 class _KafkaTimeout(Exception):
@@ -174,6 +181,7 @@ class Runner:
         self.book = OffsetBook(self.result.positions, self.result.committed)
         self.targets = self.result.targets       # end offsets to reach with --until-caught-up
         self._next_ends = 0.0
+        self._fetched_ends: set = set()  # partitions whose target was checked against a fetch
         self.housekeep_every = HOUSEKEEP_EVERY
         self._next_housekeep = 0.0  # set when the sink exists
         self._housekeeping: Future | None = None
@@ -286,12 +294,16 @@ class Runner:
         request shows the brokers answer: librdkafka's close waits on them without a bound,
         holding the interpreter meanwhile, so it cannot be bounded from another thread. When
         they do not answer, the consumer is left unclosed (``abandoned``: the CLI then exits
-        without running its destructor) and the group rebalances after session.timeout.ms."""
-        try:
-            self.consumer.list_topics(timeout=PROBE_TIMEOUT)
-        except KafkaException:
-            self._kafka_silent = True
-            raise _KafkaTimeout() from None
+        without running its destructor) and the group rebalances after session.timeout.ms.
+        A commit answered ``ANSWERED_JUST_NOW`` ago shows it as well (the usual end of a drain),
+        and the probe would wait behind the fetch the broker holds open (up to fetch.wait.max.ms,
+        500 ms: measured 0.48 s on Tansu)."""
+        if time.monotonic() - self.commits.answered_at > ANSWERED_JUST_NOW:
+            try:
+                self.consumer.list_topics(timeout=PROBE_TIMEOUT)
+            except KafkaException:
+                self._kafka_silent = True
+                raise _KafkaTimeout() from None
         try:
             # Records consumed meanwhile are dropped.
             self.commits.await_answers(lambda: self.consumer.consume(1, 0.1), COMMIT_TIMEOUT,
@@ -353,6 +365,8 @@ class Runner:
             # Paused for memory: wait briefly too, to resume as soon as a write completes.
             wait = _COMMIT_POLL if self.commits.inflight or self.pressure.paused else timeout
             count = self._chunk()
+            if self.until_caught_up:
+                count, wait = self._drain_ask(count, wait)
             msgs = self.consumer.consume(count if budget is None else max(1, min(count, budget)), wait)
             if self._callback_error is not None:
                 raise self._callback_error
@@ -408,9 +422,10 @@ class Runner:
 
     def _chunk(self) -> int:
         """Messages to ask of the next consume call: ``_CHUNK``, or fewer when that many would
-        hold more than a ``_CHUNK_SHARE``-th of ``batch.max_buffered_bytes``."""
+        hold more than a ``_CHUNK_SHARE``-th of ``batch.max_buffered_bytes``. Before any value
+        was seen: as many values of ``_FIRST_VALUE_BYTES`` as fill a ``_FIRST_SHARE``-th of it."""
         if self._value_bytes is None:
-            return _CHUNK
+            return max(1, min(_CHUNK, self.spec.max_buffered_bytes // _FIRST_SHARE // _FIRST_VALUE_BYTES))
         per = self.sizes.held(1, int(self._value_bytes))
         return max(1, min(_CHUNK, int(self.spec.max_buffered_bytes // _CHUNK_SHARE // per)))
 
@@ -531,6 +546,8 @@ class Runner:
             if buf is None:
                 left -= len(lst)
                 continue  # not ours (any more): a revoke raced this chunk
+            if self.until_caught_up and tp not in self._fetched_ends:
+                self._learn_end(tp)
             if lst[0].offset() < buf.position:
                 # Stale messages from before a seek; never buffer an offset twice.
                 left -= len(lst)
@@ -636,17 +653,16 @@ class Runner:
             return fail_cut(m, stage, stage, exc, i)
         buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
         self.book.read(tp, buf.position)
-        buf.cut(spec.max_records, spec.max_bytes, ready)
+        # --until-caught-up: the last batch ends at the target, wherever the consume calls ended.
+        buf.cut(spec.max_records, spec.max_bytes, ready, self.targets.get(tp) if self.until_caught_up else None)
         return None
 
     def _collect_due(self, now: float, ready: list, drain: bool = False) -> None:
         max_age = self.spec.max_age
-        for tp, buf in self.buffers.items():
+        for buf in self.buffers.values():
             if drain:
                 buf.take_all(ready)
             elif (buf.msgs or buf.position > buf.start) and now - buf.first_at >= max_age:
-                buf.take_all(ready)
-            elif self.until_caught_up and buf.position > buf.start and buf.position >= self.targets.get(tp, 0):
                 buf.take_all(ready)
 
     def _reject(self, msg, stage: str, exc: BaseException) -> None:
@@ -795,9 +811,37 @@ class Runner:
             return "(unknown)"
 
     def _all_read(self) -> bool:
-        """Every partition we hold is read up to its target and nothing is left buffered."""
-        return all(not buf.msgs and buf.position >= self.targets.get(tp, 0)
-                   for tp, buf in self.buffers.items())
+        """Every partition we hold is read up to its target, and handed to the Writer up to it
+        (records past it may stay buffered: they are not ours to write in this run)."""
+        return all(buf.start >= self.targets.get(tp, 0) for tp, buf in self.buffers.items())
+
+    def _drain_ask(self, count: int, wait: float) -> tuple[int, float]:
+        """The next consume call's count and wait under --until-caught-up. consume() returns
+        early only once it has ``count`` messages: asking for more than is left to read would
+        wait out ``wait`` (1 s) at the end of every small drain."""
+        if self.buffers:
+            return min(count, max(1, self._left_to_read())), wait
+        return count, min(wait, _JOIN_POLL)
+
+    def _left_to_read(self) -> int:
+        """Messages left to read up to the targets, over the partitions we hold."""
+        targets = self.targets
+        return sum(max(0, targets.get(tp, 0) - buf.position) for tp, buf in self.buffers.items())
+
+    def _learn_end(self, tp) -> None:
+        """Raise ``tp``'s target to the end offset its first fetch reported. Tansu answers the
+        end-offset request short of the last produced batch (its base offset + 1); a fetch
+        response carries the true end, which for a topic nobody produces to is where the drain
+        must end, so that every record is written and the last batch ends at the same offset
+        however the consume calls fell."""
+        try:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        except KafkaException:
+            return
+        if high >= 0:
+            self._fetched_ends.add(tp)
+            if high > self.targets.get(tp, 0):
+                self.targets[tp] = high
 
     def _caught_up(self) -> bool:
         """Our partitions are written and committed up to their targets, and so are the
