@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from kpipe.api import Capabilities, WriteOutcome
+import pytest
+
+from kpipe.api import BadRecordError, Capabilities, FatalError, RetryableError, WriteOutcome
 from kpipe.runtime.fakes import FakeCluster, Store, fake_spec, recording_registry
 from kpipe.runtime.retry import Backoff
 from kpipe.runtime.runner import Runner
@@ -112,3 +114,31 @@ def test_what_a_write_outcome_made_durable_is_committed_when_the_rest_never_is()
     assert "not durable yet: t[1]" in result.reason
     assert cluster.committed.get(("t", 0)) == 3 and cluster.committed.get(("t", 1), 0) == 0
     assert ("t", 1) not in store.rows
+
+
+@pytest.mark.parametrize("then, code", [
+    (FatalError("the table was dropped"), 2),
+    (RuntimeError("a bug in the sink"), 2),
+    (BadRecordError("refused, but not located"), 2),  # the sink names no record: FatalError
+    (RetryableError("connection refused"), 3),          # the retry budget runs out
+])
+def test_what_a_partial_write_made_durable_is_committed_when_the_retry_of_the_rest_fails(then, code):
+    cluster, store = FakeCluster({"t": 3}), Store()
+    for p in range(3):
+        cluster.produce("t", p, [b"{}"] * 3)
+    calls: list = []
+
+    def partial_then_fail(sink, batches):
+        calls.append(sorted({(b.topic, b.partition) for b in batches}))
+        if len(calls) == 1:
+            return WriteOutcome(frozenset({("t", 0), ("t", 2)}), "t[1]: upload failed")
+        raise then
+
+    result = run(fake_spec(sink_config={"hook": partial_then_fail}), cluster, store)
+    assert result.exit_code == code, result.reason
+    assert calls[0] == [("t", 0), ("t", 1), ("t", 2)] and all(c == [("t", 1)] for c in calls[1:]), calls
+    # The durable partitions are committed (the run stops all the same); the other is not.
+    assert store.durable == {("t", 0): 3, ("t", 2): 3}
+    assert cluster.committed.get(("t", 0)) == 3 and cluster.committed.get(("t", 2)) == 3
+    assert cluster.committed.get(("t", 1), 0) == 0
+

@@ -226,13 +226,16 @@ class Writer:
 
         while pending:
             try:
-                self.retry(self.what, attempt)
-            except BadRecordError as exc:
-                pending = self._narrow(pending, exc, out)
-            except DependencyUnavailable as exc:
+                try:
+                    self.retry(self.what, attempt)
+                except BadRecordError as exc:
+                    pending = self._narrow(pending, exc, out)
+            except Exception as exc:  # retries spent (exit 3), fatal (exit 2), or a sink's bug
                 if not out.durable:
                     raise
-                out.failure = exc  # what a partial outcome made durable is still committed
+                # What an earlier attempt made durable is committed all the same: it is durable,
+                # and committing it saves the next run a replay.
+                out.failure = exc
                 break
         return out
 
