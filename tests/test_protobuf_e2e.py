@@ -185,3 +185,27 @@ def test_the_pipelines_example_lands_the_types_its_comment_names(brokers, tmp_pa
         "order_id": "bigint", "customer": "text", "country": "text", "amount": "double precision",
         "created_at": "timestamp with time zone", "status": "text", "lines": "jsonb"}
     assert rows == {**{i: f"c{i + 20}" for i in range(20)}, **{100 + p: "" for p in range(4)}}  # upsert: last wins
+
+
+def test_registry_values_into_delta_with_declared_types(brokers, topic, tmp_path, schema_registry):
+    from deltalake import DeltaTable
+
+    wants, seals = produce_orders(schema_registry, brokers, topic, n=60, evolve=False)
+    spec = write_spec(tmp_path, brokers, topic, tmp_path / "unused", name=unique("pb-delta"))
+    doc = yaml.safe_load(spec.read_text())
+    doc["deserializer"] = deserializer(schema_registry)
+    doc["sink"] = {"type": "delta", "uri": str(tmp_path / "table")}
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = DeltaTable(str(tmp_path / "table")).to_pyarrow_table()  # delta-rs reads it back
+    types = {f.name: f.type for f in table.schema}
+    assert types["order_id"] == pa.int64() and types["status"] == pa.string()
+    assert types["created_at"] == pa.timestamp("us", tz="UTC") and types["signature"] == pa.binary()
+    assert types["discount"] == pa.float64() and types["tags"] == pa.list_(pa.string())
+    rows = {r["order_id"]: r for r in table.to_pylist()}
+    assert len(rows) == 64
+    for want in wants + seals:
+        got = rows[want["order_id"]]
+        assert (got["created_at"], got["status"], got["signature"], got["coupon"]) == \
+            (want["created_at"], want["status"], want["signature"], want["coupon"])
