@@ -33,13 +33,17 @@ def test_two_writes_run_at_once_for_different_partitions_and_never_for_one():
     cluster.produce("t", 1, [b'{"a": 1}'] * 9)
     cluster.produce("t", 2, [b'{"a": 2}'] * 9)
     cluster.chunk = 3  # one batch per consume: t[0] first, then t[1] while it is written
-    second = threading.Event()
+    first, second = threading.Event(), threading.Event()
     active: set = set()
     lock = threading.Lock()
     overlapped: list = []
 
     def hook(sink, batches):
         parts = {(b.topic, b.partition) for b in batches}
+        if parts == {("t", 0)}:
+            first.set()
+        else:  # submitted while t[0] is written, but its thread may not have reached here yet
+            first.wait(5)
         with lock:
             assert not parts & active, f"two writes at once for {parts & active}"
             if active:
