@@ -190,6 +190,45 @@ def test_an_unwritable_table_fails_at_open_not_at_the_first_batch(moto_server): 
         sink({"uri": "s3://kp-no-such-bucket/t", "storage_options": options})
 
 
+def test_a_store_that_does_not_answer_is_retryable_a_refusal_fatal(tmp_path):
+    """By deltalake's exception types first; delta-rs reports every object store failure as a
+    plain OSError, so within it the store's own words tell a refusal from no answer."""
+    from kpipe.api import RetryableError
+    from kpipe.broker import free_port
+
+    options = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_REGION": "us-east-1",
+               "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    with pytest.raises(RetryableError, match="delta: reading s3://kp-any/t: OSError"):
+        sink({"uri": "s3://kp-any/t", "storage_options": options})
+    table = tmp_path / "file-in-the-way"
+    table.write_text("not a directory")
+    with pytest.raises(FatalError, match="file-in-the-way"):
+        sink({"uri": str(table / "t")})
+
+
+@pytest.mark.parametrize("exc, kind", [
+    ("CommitFailedError('Transaction failed: version already exists')", "RetryableError"),
+    ("DeltaProtocolError('Invariant violations')", "FatalError"),
+    ("SchemaMismatchError('Cannot cast schema')", "FatalError"),
+    ("TableNotFoundError('Could not create local directory: /x\\nPermission denied')", "FatalError"),
+    ("DeltaError('Failed to parse parquet: External: Generic S3 error: Error performing PUT http://h/b')",
+     "RetryableError"),
+    ("DeltaError('Generic error: unsupported feature')", "FatalError"),
+    ("OSError('Generic S3 error\\n  Error performing GET http://h/b in 3s, after 10 retries')", "RetryableError"),
+    ("OSError('Generic LocalFileSystem error\\n  Permission denied (os error 13)')", "FatalError"),
+    ("OSError('Generic S3 error: Client error with status 403 Forbidden: AccessDenied')", "FatalError"),
+    ("FileNotFoundError('Object at location t/_p not found')", "FatalError"),
+    ("ValueError('a pyarrow cast')", "FatalError"),
+])
+def test_errors_are_classified_by_deltalake_type_then_by_the_stores_words(tmp_path, exc, kind):
+    from deltalake.exceptions import (CommitFailedError, DeltaError, DeltaProtocolError,  # noqa: F401
+                                      SchemaMismatchError, TableNotFoundError)
+
+    got = DeltaSink({"uri": str(tmp_path)}, SinkContext(pipeline="p", group="g"))._classify("writing", eval(exc))
+    assert type(got).__name__ == kind, got
+    assert str(got).startswith(f"delta: writing {tmp_path}: {exc.split('(')[0]}: ")
+
+
 def test_the_orders_to_delta_pipeline_keeps_one_row_per_order(brokers, tmp_path):
     """pipelines/orders-to-delta.yaml end to end: every order twice, the later copy wins."""
     import os

@@ -4,11 +4,21 @@ differs), and ``records_table``, a batch's records as an Arrow table of the colu
 can hold."""
 from __future__ import annotations
 
+import errno
+import os
+import re
+
 from kpipe.formats.base import EncodeError
 from kpipe.formats.schema import FORMAT_PROPERTIES
 
 __all__ = ["mode_property", "KEY_PROPERTY", "COLUMNS_PROPERTY", "evolve_property", "UPSERT_NEEDS_KEY",
-           "untyped", "records_table"]
+           "TABLE_DEFAULTS", "untyped", "records_table", "storage_fatal", "storage_error", "remove_empty_dirs"]
+
+# Each write is a table commit (a snapshot or a version, and at least one data file), so the
+# runner's 5 s would make a table of small files. Kafka Connect's Iceberg sink commits every
+# 5 minutes (iceberg.control.commit.interval-ms = 300000), kafka-delta-ingest every 300 s
+# (allowed_latency); a spec's own batch.max_age still wins.
+TABLE_DEFAULTS = {"batch": {"max_age": "5m"}}
 
 KEY_PROPERTY = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True,
                 "description": "Key columns; required for upsert."}
@@ -70,3 +80,42 @@ def records_table(pa, schema: dict, values: list, fmt: str):
             raise EncodeError(f"a value no {fmt} column type holds", i)
     return typed_table(pa, typed, [{k: x for k, x in v.items() if k in typed} if isinstance(v, dict) else v
                                    for v in values])
+
+
+_FATAL_OS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+_FATAL_ERRNO = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR}
+# delta-rs turns every object store failure into a plain OSError, and pyarrow's S3 client does
+# much the same, so past the OSError subclasses only the text (Rust's "(os error N)", the HTTP
+# status, S3's error code) tells a refused request from a dropped connection.
+_FATAL_TEXT = ("permission denied", "access denied", "accessdenied", "access_denied", "403 forbidden", "nosuchbucket",
+               "no_such_bucket", "bucket does not exist",
+               "no such bucket", "404 not found", "read-only file system", "no space left", "quota exceeded",
+               "invalidaccesskeyid", "signaturedoesnotmatch", "(os error 13)", "(os error 30)", "(os error 28)")
+# The names object_store gives its failures, inside an error that wraps one (a DeltaError of a write).
+_STORE_TEXT = re.compile(r"generic \w+ error|error performing \w+ |object store", re.IGNORECASE)
+
+
+def storage_fatal(exc: BaseException) -> bool:
+    """A file system or object store failure that a retry cannot fix: permission or credentials
+    refused, a missing bucket or directory, a read-only or full file system."""
+    if isinstance(exc, _FATAL_OS) or getattr(exc, "errno", None) in _FATAL_ERRNO:
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in _FATAL_TEXT)
+
+
+def storage_error(exc: BaseException) -> bool:
+    """``exc`` is (or wraps) a file system or object store failure."""
+    return isinstance(exc, OSError) or bool(_STORE_TEXT.search(str(exc)))
+
+
+def remove_empty_dirs(path: str, stop: str) -> None:
+    """Remove ``path``'s empty parent directories up to (not including) ``stop``: what a probe
+    file's write created on a local file system."""
+    d = os.path.dirname(path)
+    while len(d) > len(stop) and d.startswith(stop):
+        try:
+            os.rmdir(d)
+        except OSError:  # not empty, or not ours
+            return
+        d = os.path.dirname(d)

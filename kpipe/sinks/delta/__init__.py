@@ -3,7 +3,8 @@ commit as its rows (a ``txn`` action per partition), exactly once."""
 from kpipe.api import Capabilities, SinkPlugin
 from kpipe.spec.units import DURATION_PATTERN
 
-from ..tables import COLUMNS_PROPERTY, KEY_PROPERTY, UPSERT_NEEDS_KEY, evolve_property, mode_property
+from ..tables import (COLUMNS_PROPERTY, KEY_PROPERTY, TABLE_DEFAULTS, UPSERT_NEEDS_KEY, evolve_property,
+                      mode_property)
 
 __all__ = ["plugin", "CONFIG_SCHEMA"]
 
@@ -42,4 +43,5 @@ CONFIG_SCHEMA = {
 plugin = SinkPlugin(
     name="delta", config_schema=CONFIG_SCHEMA, factory="kpipe.sinks.delta.sink:DeltaSink", extra="delta",
     capabilities=Capabilities(stores_offsets=True, deletes=True, alter_offsets=True),
+    defaults=TABLE_DEFAULTS,
     description="Delta Lake table (delta-rs), offsets as txn actions in the same commit (exactly once).")

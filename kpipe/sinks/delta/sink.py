@@ -10,6 +10,7 @@ loser reloads: a partition whose version moved is fenced (``OffsetConflict``), t
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Sequence
 
@@ -18,6 +19,8 @@ from kpipe.api import (Batch, BadRecordError, FatalError, OffsetConflict, Retrya
 from kpipe.formats.arrowtypes import dataset_schema
 from kpipe.formats.dataset import parse_columns
 from kpipe.spec.units import parse_duration
+
+from kpipe.sinks.tables import storage_error, storage_fatal
 
 from .safety import check_storage_options
 from .schema import EncodeError, records_table, write_schema
@@ -32,6 +35,16 @@ _INTEGERS = {"bigint", "integer", "smallint"}
 
 def app_id(group: str, topic: str, partition: int) -> str:
     return f"kpipe:{group}:{topic}:{partition}"
+
+
+def _gist(exc: BaseException) -> str:
+    """delta-rs's error on one line: its first line and, after it, the root cause (the last
+    line of the ``↳`` chain), without the terminal colours."""
+    lines = [ln.strip().lstrip("↳").strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    return lines[0] if len(lines) == 1 else f"{lines[0]}: {lines[-1]}"
 
 
 def _require():
@@ -108,13 +121,20 @@ class DeltaSink(Sink):
         return self.table
 
     def _classify(self, doing: str, exc: Exception):
-        msg = f"delta: {doing} {self.uri}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        text = str(exc).lower()
-        if any(w in text for w in ("nosuchbucket", "404 not found", "403 forbidden", "accessdenied", "access denied")):
-            return FatalError(msg + (" (the bucket does not exist)" if "nosuchbucket" in text else ""))
-        if isinstance(exc, OSError) or any(w in text for w in ("timeout", "timed out", "connection", "temporar", "throttl", "slow down",
-                                   "503", "500 internal", "dispatch")):
+        """``exc`` as kpipe's error kind, by deltalake's exception types; an object store failure
+        arrives as a plain OSError (or a DeltaError wrapping one), whose text alone says whether
+        the store refused (fatal) or did not answer (retryable)."""
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        msg = f"delta: {doing} {self.uri}: {type(exc).__name__}: {_gist(exc)}"
+        if isinstance(exc, CommitFailedError):  # a commit lost to another writer's: reload and retry
             return RetryableError(msg)
+        if storage_fatal(exc):
+            return FatalError(msg + (" (the bucket does not exist)" if "nosuchbucket" in str(exc).lower() else ""))
+        if isinstance(exc, OSError) or (isinstance(exc, DeltaError) and storage_error(exc)):
+            return RetryableError(msg)  # timeouts, refused connections, 5xx, throttling
+        # DeltaProtocolError, SchemaMismatchError, TableNotFoundError (a location that cannot
+        # hold a table), other DeltaErrors, and pyarrow's: retrying cannot help
         return FatalError(msg)
 
     def load_offsets(self, partitions):
@@ -186,10 +206,8 @@ class DeltaSink(Sink):
                                         commit_properties=props)
         except CommitFailedError:
             return False
-        except OSError as exc:
-            raise RetryableError(f"delta: writing {self.uri}: {exc}") from None
         except Exception as exc:
-            if table is None and "already exists" in str(exc).lower():
+            if table is None and not isinstance(exc, OSError) and "already exists" in str(exc).lower():
                 return False  # another writer created the table first
             raise self._classify("writing", exc) from None
         return True

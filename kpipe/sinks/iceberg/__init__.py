@@ -3,7 +3,8 @@ summary of the same snapshot as its rows, exactly once."""
 from kpipe.api import Capabilities, SinkPlugin
 from kpipe.spec.units import DURATION_PATTERN
 
-from ..tables import COLUMNS_PROPERTY, KEY_PROPERTY, UPSERT_NEEDS_KEY, evolve_property, mode_property
+from ..tables import (COLUMNS_PROPERTY, KEY_PROPERTY, TABLE_DEFAULTS, UPSERT_NEEDS_KEY, evolve_property,
+                      mode_property)
 
 __all__ = ["plugin", "CONFIG_SCHEMA"]
 
@@ -47,4 +48,5 @@ CONFIG_SCHEMA = {
 plugin = SinkPlugin(
     name="iceberg", config_schema=CONFIG_SCHEMA, factory="kpipe.sinks.iceberg.sink:IcebergSink", extra="iceberg",
     capabilities=Capabilities(stores_offsets=True, deletes=True, alter_offsets=True),
+    defaults=TABLE_DEFAULTS,
     description="Apache Iceberg table (pyiceberg), offsets in the snapshot summary of the same commit (exactly once).")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from kpipe.api import FatalError, RetryableError
+from kpipe.sinks.tables import storage_fatal
 
 try:
     from pyiceberg.catalog import load_catalog
@@ -17,7 +18,8 @@ _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "TimeoutError", "Conne
 
 
 def transient(exc: BaseException) -> bool:
-    return any(c.__name__ in _TRANSIENT_NAMES for c in type(exc).__mro__)
+    """A later attempt may succeed: not a refused permission, a missing bucket or a full disk."""
+    return any(c.__name__ in _TRANSIENT_NAMES for c in type(exc).__mro__) and not storage_fatal(exc)
 
 
 def open_catalog(props: dict):

@@ -15,6 +15,7 @@ from kpipe.spec.units import parse_duration
 from .catalog import load_table, open_catalog, transient
 from .offsets import carriers, encode, stored_positions, summary_key
 from .partition import transform
+from .probe import probe_location, write_and_delete
 from .rows import Rows
 from .schema import EncodeError, records_table, table_types, write_types
 
@@ -43,6 +44,20 @@ class IcebergSink(Sink):
         if self.catalog is None:
             self.catalog = open_catalog(dict(cfg["catalog"]))
         self._reload()
+        self._probe()
+
+    def _probe(self) -> None:
+        """Write and delete a file where the table's data files go, with the table's own FileIO:
+        an unwritable warehouse fails at start (and in ``kpipe check``), not at the first batch.
+        Nothing is committed, so the table gains no snapshot, and no reader sees the file."""
+        where = None
+        try:
+            where = probe_location(self.catalog, self.table, self.identifier)
+            if where is not None:
+                write_and_delete(*where)
+        except Exception as exc:
+            doing = f"cannot write to {where[1]}" if where is not None else "finding the table's location"
+            raise self._translate(exc, doing) from exc
 
     def _reload(self) -> None:
         try:
