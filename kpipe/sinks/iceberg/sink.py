@@ -17,7 +17,7 @@ from .offsets import carriers, encode, stored_positions, summary_key
 from .partition import transform
 from .probe import probe_location, write_and_delete
 from .rows import Rows
-from .schema import EncodeError, records_table, table_types, write_types
+from .schema import EncodeError, arrow_schema, records_table, table_types, uuid_columns, write_types
 
 from pyiceberg.exceptions import CommitFailedException, ValidationException  # noqa: E402  (catalog.py explains a missing extra)
 
@@ -137,25 +137,21 @@ class IcebergSink(Sink):
         """The records as an Arrow table of the table's types, creating or evolving the table."""
         have = table_types(pa, self.table.schema()) if self.table is not None else {}
         types = write_types(have, self.context.value_schema(), self.columns, rows.values)
+        uuids = uuid_columns(have, types, self.key)
         if self.table is None:
-            self._create(types)
+            self._create(types, uuids)
         elif types.keys() - have.keys():
-            self._evolve(types, have, rows)
+            self._evolve(types, have, rows, uuids)
         try:
-            return records_table(pa, types, rows.values)
+            return records_table(pa, types, rows.values, uuids)
         except EncodeError as exc:
             b, i = rows.where(exc.index)
             raise BadRecordError.in_batch(f"does not fit the iceberg table {self.identifier}: {exc}", b, i) from exc
 
-    def _arrow_schema(self, types: dict):
-        from kpipe.formats.arrowtypes import arrow_type
-
-        return pa.schema([pa.field(k, arrow_type(pa, t)) for k, t in types.items() if not untyped(t)])
-
-    def _create(self, types: dict) -> None:
+    def _create(self, types: dict, uuids: set = frozenset()) -> None:
         ns = self.identifier.rsplit(".", 1)[0]
         self.catalog.create_namespace_if_not_exists(ns)
-        schema = self._arrow_schema(types)
+        schema = arrow_schema(pa, types, uuids)
         self.catalog.create_table_if_not_exists(self.identifier, schema=schema)
         self._reload()
         parts = self.config.get("partition_by") or []
@@ -165,7 +161,7 @@ class IcebergSink(Sink):
                     update.add_field(p["field"], transform(p.get("transform", "identity")))
             self._reload()
 
-    def _evolve(self, types: dict, have: dict, rows) -> None:
+    def _evolve(self, types: dict, have: dict, rows, uuids: set) -> None:
         new = [k for k in types if k not in have and not untyped(types[k])]
         if not new:
             return
@@ -175,7 +171,7 @@ class IcebergSink(Sink):
             raise BadRecordError.in_batch(f"field(s) {new} have no column in iceberg table {self.identifier} "
                                           "and evolve is fail", b, i)
         with self.table.update_schema() as update:  # a schema-only commit: it adds no snapshot
-            update.union_by_name(self._arrow_schema({k: types[k] for k in new}))
+            update.union_by_name(arrow_schema(pa, {k: types[k] for k in new}, uuids))
         self._reload()
 
     def _commit(self, data, dels: list, positions: dict, group: str) -> bool:
