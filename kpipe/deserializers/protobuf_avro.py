@@ -5,7 +5,8 @@ so a message descriptor becomes the Avro schema that describes the dicts ``proto
 builds: int32 -> int, int64 -> long, uint32 -> long, uint64 -> long (values past 2^63 - 1 do
 not fit a signed column), float, double, boolean, string, bytes, an enum -> string, a Timestamp
 -> long timestamp-micros, a wrapper -> its value or null, a message -> a nullable record,
-repeated -> array, a map -> map, Struct / Value / ListValue -> a wide union (JSON columns).
+repeated -> array, a map -> map, Struct / Value / ListValue and a message of no fields (Empty,
+which Parquet could not store as a struct) -> a wide union (JSON columns).
 Fields that may be missing or null (oneof members, fields with presence, and every field when
 ``including_default_values`` is off) are unions with null.
 """
@@ -66,6 +67,8 @@ def avro_schema(desc, including_default_values: bool = True) -> dict:
         return t
 
     def record(d):
+        if not d.fields:  # google.protobuf.Empty: no column format holds a struct of no fields
+            return list(_JSON_UNION)
         if d.full_name in seen:  # defined already (or contains itself): by name
             return d.full_name
         seen.add(d.full_name)

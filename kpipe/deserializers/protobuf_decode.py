@@ -9,8 +9,11 @@ The values, keyed by the ``.proto`` field names:
 - integers stay ``int`` (int64 and uint64 too), floats ``float``, bytes ``bytes``;
 - an enum is its value's name (an unknown number, which proto3 keeps, stays the number);
 - ``google.protobuf.Timestamp`` is a timezone-aware ``datetime`` in UTC (microseconds: Python's
-  resolution); the wrappers (``Int64Value``, ``StringValue``...) are their value, or None when
-  unset; ``Struct``, ``Value`` and ``ListValue`` are the JSON values they hold;
+  resolution; nanoseconds below one are cut, not rounded; nanos outside 0 to 999,999,999, which
+  the Timestamp spec forbids, make the value a bad record);
+- the wrappers (``Int64Value``, ``StringValue``...) are their value, or None when unset;
+  ``Struct``, ``Value`` and ``ListValue`` are the JSON values they hold; the other well-known
+  types (``Any``, ``Duration``, ``Empty``...) are plain messages;
 - a repeated field is a list, a map a dict (keys as text, as in the JSON mapping);
 - of a oneof, only the set field is there;
 - ``including_default_values`` (the default): every other field is there, its default when
@@ -42,7 +45,10 @@ def repeated(f) -> bool:
 
 
 def _timestamp(ts) -> dt.datetime:
-    return _EPOCH + _TD(0, ts.seconds, ts.nanos // 1000)  # positional: ~10 % faster than keywords
+    nanos = ts.nanos
+    if not 0 <= nanos < 1_000_000_000:  # timedelta would carry it into the seconds: a wrong time
+        raise ValueError(f"Timestamp nanos {nanos} out of range (0 to 999,999,999)")
+    return _EPOCH + _TD(0, ts.seconds, nanos // 1000)  # positional: ~10 % faster than keywords
 
 
 def _json_value(m) -> Any:
