@@ -154,12 +154,13 @@ def wire(sid: int, rest: bytes) -> bytes:
     (lambda sid, good: wire(sid, b""), "message-index varint is cut short"),
     (lambda sid, good: wire(sid, b"\x04\x80"), "message-index varint is cut short"),
     (lambda sid, good: wire(sid, b"\x01"), "-1 message indexes"),
+    (lambda sid, good: wire(sid, b"\x04\x02\x01") + good[6:], "a negative message index (-1)"),
     (lambda sid, good: wire(sid, b"\x02\x0a") + good[6:], "message index 5 of [5]"),
     (lambda sid, good: wire(sid, b"\x04\x02\x08") + good[6:], "message index 4 of [1, 4]"),
     (lambda sid, good: good[:6] + b"\xff\xff\xff", "invalid Protobuf value of 3 bytes"),
     (lambda sid, good: good[:-1], "not a shop.v1.Order"),
     (lambda sid, good: wire(999, good[5:]), "schema id 999 is not in the schema registry"),
-], ids=["magic", "short", "no-indexes", "truncated-varint", "negative-count", "index-out-of-range",
+], ids=["magic", "short", "no-indexes", "truncated-varint", "negative-count", "negative-index", "index-out-of-range",
         "nested-index-out-of-range", "garbage-payload", "truncated-payload", "unknown-id"])
 def test_bad_values_are_bad_records_at_their_index(schema_registry, make, expect):
     good = produce(schema_registry, Order, [order(i)[0] for i in range(3)], "bad")
