@@ -166,3 +166,35 @@ def test_the_pipelines_example_runs_as_its_comments_say(brokers, topic, schema_r
     (letter,) = read_topic(brokers, dlq, 1)
     headers = {k: v.decode() for k, v in letter.headers()}
     assert headers["kpipe.error.stage"] == "validate" and "$.country" in headers["kpipe.error.message"]
+
+
+def test_keys_through_key_deserializer_in_a_real_run(brokers, topic, tmp_path, schema_registry):
+    """Keys written by JSONSerializer (subject TOPIC-key) decode through key_deserializer in a
+    run; a key that is not wire format dead-letters its record at stage deserialize."""
+    key_schema = {"$schema": DRAFT7, "type": "object", "properties": {"customer": {"type": "string"}},
+                  "required": ["customer"]}
+    keys = JSONSerializer(json.dumps(key_schema), SchemaRegistryClient({"url": schema_registry.url}))
+    values = JSONSerializer(json.dumps(V1), SchemaRegistryClient({"url": schema_registry.url}))
+    kctx, ctx = SerializationContext(topic, MessageField.KEY), SerializationContext(topic, MessageField.VALUE)
+    n, bad = 40, 13
+    items = [(i % 4, keys({"customer": f"c{i}"}, kctx), values({"order_id": i, "amount": i / 2}, ctx))
+             for i in range(n)]
+    items[bad] = (bad % 4, json.dumps({"customer": "plain"}).encode(), items[bad][2])  # no header: magic 0x7b
+    produce_values(brokers, topic, items)
+    seal(brokers, topic, lambda p: values({"order_id": 1000 + p, "amount": 0}, ctx))
+    dlq = f"{topic}.dlq"
+    create_topic(brokers, dlq, 1)
+    key_deserializer = {"type": "json", "registry": {"url": schema_registry.url, "timeout": "5s"}}
+    proc, out = run(tmp_path, brokers, topic, schema_registry, {"type": "files", "path": str(tmp_path / "out"),
+                                                                "format": "jsonl"}, dlq=dlq,
+                    extra={"key_deserializer": key_deserializer,
+                           "transforms": [{"set": {"key_customer": "_meta.key == null ? null : _meta.key.customer"}}]})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["order_id"]: r for f in out.rglob("*.jsonl") for r in map(json.loads, f.read_bytes().splitlines())}
+    assert sorted(rows) == [i for i in range(n) if i != bad] + [1000 + p for p in range(4)]
+    assert all(rows[i]["key_customer"] == f"c{i}" for i in range(n) if i != bad)
+    assert all(rows[1000 + p]["key_customer"] is None for p in range(4))
+    (letter,) = read_topic(brokers, dlq, 1)
+    headers = {k: v.decode() for k, v in letter.headers()}
+    assert headers["kpipe.error.stage"] == "deserialize" and "magic byte 0x7b" in headers["kpipe.error.message"]
+    assert letter.key() == json.dumps({"customer": "plain"}).encode() and json.loads(letter.value()[5:])["order_id"] == bad
