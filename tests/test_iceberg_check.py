@@ -28,12 +28,14 @@ PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 TABLE = "lake.orders"
 
 
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork
+
+
 def _bound_by_modes() -> None:
     """In the child before exec: lose root's right to ignore file modes."""
     if os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
         for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-            if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            if _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
