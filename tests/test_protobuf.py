@@ -89,7 +89,7 @@ def test_serializer_values_decode_with_imports_and_references(serialized):
         assert len(asked) == 2  # the schema and its one reference, each in serialized form
 
 
-def test_message_indexes_pick_nested_and_second_messages(schema_registry):
+def test_message_indexes_pick_nested_and_second_messages(schema_registry, caplog):
     orders = produce(schema_registry, Order, [order(1)[0]], "mixed")
     refunds = produce(schema_registry, Refund, [Refund(order_id=7, amount={"units": 3})], "mixed-refunds")
     details = produce(schema_registry, Detail, [Detail(text="late")], "mixed-details")
@@ -101,6 +101,14 @@ def test_message_indexes_pick_nested_and_second_messages(schema_registry):
                    {"order_id": 7, "amount": {"currency": "", "units": 3, "nanos": 0}}, {"text": "late"}]
     assert d.schema()["name"] == "shop.v1.Refund.Reason.Detail"  # the most recent type
     assert schema_registry.fetches(int.from_bytes(orders[0][1:5], "big")) == 1
+    # one message class per (schema id, message indexes), built once however the values alternate
+    caplog.set_level("INFO", logger="kpipe.protobuf")
+    assert d.deserialize([orders[0], refunds[0], details[0]] * 3)[3:6] == got[1:3] + got[:1]
+    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == []
+    fresh = registry_deserializer(schema_registry)
+    fresh.deserialize([orders[0], refunds[0], details[0], orders[0]] * 2)
+    assert sorted(r.getMessage().split(": ")[-1] for r in caplog.records) == [
+        "shop.v1.Order", "shop.v1.Refund", "shop.v1.Refund.Reason.Detail"]
 
 
 @pytest.mark.parametrize("serialized", [True, False], ids=["serialized", "text-only-registry"])

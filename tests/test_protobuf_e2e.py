@@ -123,23 +123,34 @@ def test_registry_values_into_parquet_with_declared_types(brokers, topic, tmp_pa
         assert got.get("card_token") == want.get("card_token") and got.get("invoice_id") == want.get("invoice_id")
 
 
-def test_registry_values_into_postgres_with_declared_types(brokers, topic, tmp_path, schema_registry, dbs):
-    wants, seals = produce_orders(schema_registry, brokers, topic, n=80, evolve=False)
-    db = dbs("postgres")
-    table, group = db.table("pb"), db.group("pb")
-    spec = write_sql_spec(tmp_path, brokers, topic, group=group, sink={"type": "postgres", "url": db.url, "table": table})
+def run_sql_spec(tmp_path, brokers: str, topic: str, reg, group: str, sink: dict) -> None:
+    """``kpipe run --until-caught-up`` of a sqlkit spec into ``sink``, values via ``reg``; exit 0."""
+    spec = write_sql_spec(tmp_path, brokers, topic, group=group, sink=sink)
     doc = yaml.safe_load(spec.read_text())
-    doc["deserializer"] = deserializer(schema_registry)
+    doc["deserializer"] = deserializer(reg)
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
     proc = run_kpipe("run", str(spec), "--until-caught-up", timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # read back with psycopg itself, not through the sink's SQLAlchemy
+
+
+def read_postgres(table: str, columns: str) -> tuple[dict, list]:
+    """(column name -> data_type, the rows of ``columns``), read with psycopg itself, not
+    through the sink's SQLAlchemy."""
     with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=10) as conn:
         types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
                                   "WHERE table_name = %s", (table,)).fetchall())
-        rows = {r[0]: r[1:] for r in conn.execute(
-            f'SELECT order_id, customer, status, created_at, coupon, signature, discount, big, card_token '
-            f'FROM "{table}"').fetchall()}
+        return types, conn.execute(f'SELECT {columns} FROM "{table}"').fetchall()
+
+
+def test_registry_values_into_postgres_with_declared_types(brokers, topic, tmp_path, schema_registry, dbs):
+    wants, seals = produce_orders(schema_registry, brokers, topic, n=80, evolve=False)
+    db = dbs("postgres")
+    table = db.table("pb")
+    run_sql_spec(tmp_path, brokers, topic, schema_registry, db.group("pb"),
+                 {"type": "postgres", "url": db.url, "table": table})
+    types, found = read_postgres(table, "order_id, customer, status, created_at, coupon, signature, discount, big, "
+                                        "card_token")
+    rows = {r[0]: r[1:] for r in found}
     assert types["order_id"] == "bigint" and types["big"] == "bigint"
     assert types["customer"] == "text" and types["status"] == "text" and types["coupon"] == "text"
     assert types["created_at"] == "timestamp with time zone"
@@ -209,3 +220,34 @@ def test_registry_values_into_delta_with_declared_types(brokers, topic, tmp_path
         got = rows[want["order_id"]]
         assert (got["created_at"], got["status"], got["signature"], got["coupon"]) == \
             (want["created_at"], want["status"], want["signature"], want["coupon"])
+
+
+def test_v1_and_v2_values_interleaved_into_postgres_and_parquet(brokers, topic, tmp_path, schema_registry, dbs):
+    """order.proto v2 adds 'channel' while v1 values keep arriving, one after the other on each
+    partition: schema() follows the latest value, and yet both sinks keep every row and the
+    column (NULL for v1 rows), typed as v2 declares it."""
+    v1, v2 = serializer(schema_registry, Order), serializer(schema_registry, Order2)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    n, wants = 60, {}
+    items = []
+    for i in range(n):
+        msg, want = small(i, Order2, channel=f"c{i}") if (i // 4) % 2 else small(i)
+        items.append((i % 4, str(i), (v2 if (i // 4) % 2 else v1)(msg, ctx)))
+        wants[want["order_id"]] = want
+    produce_values(brokers, topic, items)
+    seals = [small(10_000 + p) for p in range(4)]  # v1 last: the declared schema has no channel
+    seal(brokers, topic, lambda p: v1(seals[p][0], ctx))
+    wants.update({w["order_id"]: w for _, w in seals})
+    db = dbs("postgres")
+    table = db.table("pbev")
+    for sink in ({"type": "postgres", "url": db.url, "table": table},
+                 {"type": "files", "path": str(tmp_path / "out"), "format": "parquet"}):
+        run_sql_spec(tmp_path, brokers, topic, schema_registry, db.group("pbev"), sink)
+    types, found = read_postgres(table, "order_id, channel")
+    pg = dict(found)
+    assert types["channel"] == "text" and types["order_id"] == "bigint"
+    parquet = ds.dataset(str(tmp_path / "out"), format="parquet", exclude_invalid_files=True).to_table()
+    assert parquet.schema.field("channel").type == pa.string()
+    pq_rows = {r["order_id"]: r["channel"] for r in parquet.select(["order_id", "channel"]).to_pylist()}
+    expected = {k: w.get("channel") for k, w in wants.items()}
+    assert pg == expected and pq_rows == expected

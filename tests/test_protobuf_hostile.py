@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from kpipe.api import BadRecordError, SinkContext
+from kpipe.api import SinkContext
 from kpipe.deserializers import registry
 from protokit import classes, compile_tree
 from schema_registry import schema_registry  # noqa: F401 (a fixture)
@@ -122,7 +122,7 @@ def test_an_id_registered_after_a_miss_is_refused_until_the_miss_expires(schema_
 
 
 def test_a_timestamps_nanoseconds_below_a_microsecond_are_cut_not_rounded(schema_registry):
-    msg, want = order(0)
+    msg, _ = order(0)
     msg.created_at.nanos = 123_456_999  # rounding would give .123457
     raw = serializer(schema_registry, Order)(msg, SerializationContext("nanos", MessageField.VALUE))
     (got,) = registry_deserializer(schema_registry).deserialize([raw])

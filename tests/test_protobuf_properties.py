@@ -1,12 +1,16 @@
 """Properties of the protobuf deserializer against simple models: the wire header against
-Confluent's own encoder, decoded messages against the values they were built from, and any
-bytes at all against the rule that a value decodes or is a bad record, nothing else."""
+Confluent's own encoder, decoded messages against the values they were built from and against
+json_format's own reading of them, and any bytes at all against the rule that a value decodes
+or is a bad record, nothing else."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
+import struct
 
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -149,11 +153,6 @@ def _wire_deserializer():
 # seconds and nanos (kpipe maps Duration as a plain message), a float field the float32 it holds
 # (json_format prints the shortest text), and None for an unset field with presence (with
 # including_default_values) where MessageToDict leaves it out.
-
-import base64  # noqa: E402
-import struct  # noqa: E402
-
-from google.protobuf import json_format  # noqa: E402
 
 Envelope = classes(compile_tree("shop/v1/envelope.proto"))["shop.v1.Envelope"]
 _INT64 = {"TYPE_INT64", "TYPE_SINT64", "TYPE_SFIXED64", "TYPE_UINT64", "TYPE_FIXED64"}
