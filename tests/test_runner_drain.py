@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from kpipe.runtime.fakes import FakeCluster, Store, fake_spec, recording_registry
 from kpipe.runtime.retry import Backoff
-from kpipe.runtime.runner import _COMMIT_POLL, _JOIN_POLL, Runner
+from kpipe.runtime.drain import JOIN_POLL
+from kpipe.runtime.runner import _COMMIT_POLL, Runner
 
 FAST = Backoff(attempts=3, base=0.001, cap=0.001, max_elapsed=0.0)
 
@@ -53,7 +54,7 @@ def test_a_small_drain_waits_out_no_consume_timeout(size):
     assert store.rows == {("t", p): [0, 1] for p in range(4)}
     # At most: the short wait of the call the assignment arrives in, and the commit's answer.
     waits = cluster.consumers[0].waits
-    assert sum(waits) <= _JOIN_POLL + 2 * _COMMIT_POLL, waits
+    assert sum(waits) <= JOIN_POLL + 2 * _COMMIT_POLL, waits
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,3 +112,44 @@ def test_the_first_consume_call_is_small_and_the_next_ones_grow():
     # holds at most half of batch.max_buffered_bytes; once sizes are known, calls grow.
     assert asked[0] * 1_000_000 <= spec.max_buffered_bytes // 2, asked
     assert max(asked) >= 1000, asked
+
+
+# -- the Drain alone ----------------------------------------------------------------------------
+
+def _drain(cluster, positions: dict):
+    from kpipe.runtime.buffer import PartitionBuffer
+    from kpipe.runtime.drain import Drain
+
+    buffers = {tp: PartitionBuffer(tp[0], tp[1], pos) for tp, pos in positions.items()}
+    d = Drain({}, buffers, book=None, commits=None, retry=lambda what, fn: fn(), stored_positions=dict)
+    d.consumer = cluster.factory({})
+    return d, buffers
+
+
+def test_the_drain_asks_for_what_is_left_and_waits_briefly_before_any_assignment():
+    cluster = FakeCluster({"t": 2})
+    cluster.produce("t", 0, [value(i) for i in range(10)])
+    cluster.produce("t", 1, [value(i) for i in range(4)])
+    d, buffers = _drain(cluster, {("t", 0): 3, ("t", 1): 4})
+    d.snapshot([("t", 0), ("t", 1)])
+    assert d.targets == {("t", 0): 10, ("t", 1): 4}
+    assert d.ask(10_000, 1.0) == (7, 1.0) and d.left_to_read() == 7
+    assert not d.all_read()
+    buffers[("t", 0)].start = buffers[("t", 0)].position = 10  # read and handed to the Writer
+    assert d.all_read() and d.ask(10_000, 1.0) == (1, 1.0)
+    buffers.clear()  # nothing assigned (yet, or after an eager revoke)
+    assert d.ask(33, 1.0) == (33, JOIN_POLL)
+
+
+def test_a_short_end_is_raised_once_to_what_the_first_fetch_reports():
+    cluster = FakeCluster({"t": 1})
+    cluster.produce("t", 0, [value(i) for i in range(10)])
+    cluster.listed_ends[("t", 0)] = 4  # Tansu: the last batch's base offset + 1
+    d, _ = _drain(cluster, {("t", 0): 0})
+    d.snapshot([("t", 0)])
+    assert d.end(("t", 0)) == 4
+    d.learn_end(("t", 0))
+    assert d.end(("t", 0)) == 10
+    cluster.produce("t", 0, [value(i) for i in range(10, 15)])  # produced after: not this run's
+    d.learn_end(("t", 0))
+    assert d.end(("t", 0)) == 10

@@ -1,9 +1,11 @@
 """The consumer loop: consume in chunks, run the stages, buffer per partition, cut batches.
 
-It has three helpers, each with one job: the ``Writer`` (kpipe.runtime.writer) makes every sink
-call, with retries, bad-record narrowing and the sink stage of the error policy; the
-``OffsetBook`` (kpipe.runtime.offsets) holds every position, and ``GroupCommits``
-(kpipe.runtime.commits) mirrors its durable ones to the group. The consumer comes from an
+Its helpers each have one job: the ``Writer`` (kpipe.runtime.writer) makes every sink call,
+with retries, bad-record narrowing and the sink stage of the error policy; the ``OffsetBook``
+(kpipe.runtime.offsets) holds every position, and ``GroupCommits`` (kpipe.runtime.commits)
+mirrors its durable ones to the group; ``Rebalance`` (kpipe.runtime.rebalance) handles the
+group's assignment, and ``Drain`` (kpipe.runtime.drain) the end offsets --until-caught-up
+reads to. The consumer comes from an
 injected factory (kpipe.runtime.consumer) and the plugins from a registry passed in, so the loop
 runs in tests on a fake consumer (kpipe.runtime.fakes).
 
@@ -41,8 +43,10 @@ from kpipe.runtime.commits import GroupCommits
 from kpipe.runtime.consumer import (KAFKA_DEFAULTS, ConsumerFactory, consumer_config, group_offsets, kafka_consumer,
                                     topic_partitions)
 from kpipe.runtime.dlq import DeadLetterQueue
+from kpipe.runtime.drain import Drain
 from kpipe.runtime.memory import Backpressure, SizeEstimate
-from kpipe.runtime.offsets import OffsetBook, resume_positions, start_position
+from kpipe.runtime.offsets import OffsetBook, resume_positions
+from kpipe.runtime.rebalance import Rebalance
 from kpipe.runtime.stages import Stages
 from kpipe.runtime.stats import RunResult
 from kpipe.runtime.retry import Backoff, DependencyUnavailable
@@ -63,10 +67,6 @@ _CHUNK_SHARE = 8
 # brought, and the chunk is decoded slice by slice within the bound (``_ingest``).
 _FIRST_VALUE_BYTES = 1_000_000
 _FIRST_SHARE = 2
-# --until-caught-up, no partition assigned yet: how long a consume call waits. The assignment
-# arrives inside a call, which then waits for its count of messages: a long wait would be
-# waited out whenever the topic holds fewer.
-_JOIN_POLL = 0.1
 # Over batch.max_buffered_bytes with writes in flight: wait this long for one to complete before
 # pausing. A pause makes librdkafka drop what it prefetched and fetch it again on resume, which
 # cost a fast sink 5 x its throughput (measured); a sink slower than this is paused.
@@ -179,34 +179,31 @@ class Runner:
         self.result = RunResult()                # totals and live figures, read by watchers
         # Every position of every partition; watchers read its consumed and committed ones.
         self.book = OffsetBook(self.result.positions, self.result.committed)
-        self.targets = self.result.targets       # end offsets to reach with --until-caught-up
         self._next_ends = 0.0
-        self._fetched_ends: set = set()  # partitions whose target was checked against a fetch
         self.housekeep_every = HOUSEKEEP_EVERY
         self._next_housekeep = 0.0  # set when the sink exists
         self._housekeeping: Future | None = None
         self._housekeeps = False  # whether the sink has housekeeping at all (set once it exists)
-        self.assigned_once = False
-        self._next_group_check = 0.0
-        self._next_waiting_log = 0.0
-        self.rebalancing = False
         self.stop_requested = 0
         self._in_stages = False  # the main thread is inside Stages.process: a signal interrupts it
         self._slice = 1           # records per Stages.process call; follows the time per record
         self._stop_deadline: float | None = None  # sink calls are given up after it
         self._stop_at = 0.0                       # when the first stop was requested
-        self._unassigned_since: float | None = None  # in the group, waiting for an assignment
-        self._unassigned_warned = False
         self._mute_kafka_log = False
-        self._callback_error: BaseException | None = None
         # Every sink call goes through the Writer, on threads of its own: a write in progress
         # overlaps the next consume (the COPY or upload wait was ~25% of a PostgreSQL run).
         self.writer: Writer | None = None
         self._kafka_silent = False  # the brokers did not answer at the end: the consumer is not closed
         # The book's durable positions, mirrored to the group.
         self.commits = GroupCommits(self.book, self.result, spec.brokers, self.stall_timeout)
-        # The Python client cannot report the negotiated protocol; the strategy decides it.
-        self.cooperative = "cooperative" in str(spec.options.get("partition.assignment.strategy", ""))
+        # --until-caught-up: the end offsets to reach, and whether they are reached.
+        self.drain = (Drain(self.result.targets, self.buffers, self.book, self.commits, retry=self._retry,
+                            stored_positions=self._stored_positions) if until_caught_up else None)
+        # The group's assignment: the rebalance callbacks, and the watch on one that never comes.
+        self.rebalance = Rebalance(spec, buffers=self.buffers, book=self.book, result=self.result,
+                                   commits=self.commits, pressure=self.pressure, settle=self._settle,
+                                   stored_positions=self._stored_positions, drain=self.drain,
+                                   on_assigned=self._refresh_ends)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -258,10 +255,15 @@ class Runner:
             self.consumer = self.consumer_factory({**consumer_config(spec), "error_cb": self._on_kafka_error,
                                                    "on_commit": self.commits.answered, "logger": kafka_log})
             self.commits.consumer = self.consumer
-            self._snapshot_targets()
-            self._unassigned_since = time.monotonic()
-            self.consumer.subscribe(list(spec.topics), on_assign=self._on_assign,
-                                    on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self.rebalance.writer = self.writer
+            parts = self._reach_brokers()
+            if self.drain is not None:
+                self.drain.consumer = self.consumer
+                self.drain.snapshot(parts)
+            self.rebalance.joining(self.consumer)
+            rebalance = self.rebalance
+            self.consumer.subscribe(list(spec.topics), on_assign=rebalance.on_assign,
+                                    on_revoke=rebalance.on_revoke, on_lost=rebalance.on_lost)
             self.result.phase = "running"
             self._loop()
         except DependencyUnavailable as exc:
@@ -365,13 +367,13 @@ class Runner:
             # Paused for memory: wait briefly too, to resume as soon as a write completes.
             wait = _COMMIT_POLL if self.commits.inflight or self.pressure.paused else timeout
             count = self._chunk()
-            if self.until_caught_up:
-                count, wait = self._drain_ask(count, wait)
+            if self.drain is not None:
+                count, wait = self.drain.ask(count, wait)
             msgs = self.consumer.consume(count if budget is None else max(1, min(count, budget)), wait)
-            if self._callback_error is not None:
-                raise self._callback_error
+            if self.rebalance.error is not None:
+                raise self.rebalance.error
             now = time.monotonic()
-            self._check_assignment(now)
+            self.rebalance.check(now)
             self.commits.check(now)
             self.writer.check_stall()
             ready: list = []
@@ -393,10 +395,10 @@ class Runner:
                 self._tick(force=True)
                 log.info("reached --max-messages %d", self.max_messages)
                 return
-            if self.until_caught_up:
-                if self.writer.in_flight and self._all_read():
+            if self.drain is not None:
+                if self.writer.in_flight and self.drain.all_read():
                     self._settle()  # nothing left to overlap the last write with
-                if self._caught_up():
+                if self.drain.caught_up(self.rebalance.steady):
                     self._settle()
                     self._tick(force=True)
                     log.info("caught up with the end offsets recorded at start")
@@ -517,6 +519,10 @@ class Runner:
             if high >= 0:
                 ends[tp] = high
 
+    def _refresh_ends(self) -> None:
+        """New partitions: their end offsets at the next turn."""
+        self._next_ends = 0.0
+
     def _housekeep(self) -> None:
         """On the sink thread: the sink's background duties, which never stop the run."""
         try:
@@ -546,8 +552,8 @@ class Runner:
             if buf is None:
                 left -= len(lst)
                 continue  # not ours (any more): a revoke raced this chunk
-            if self.until_caught_up and tp not in self._fetched_ends:
-                self._learn_end(tp)
+            if self.drain is not None:
+                self.drain.learn_end(tp)
             if lst[0].offset() < buf.position:
                 # Stale messages from before a seek; never buffer an offset twice.
                 left -= len(lst)
@@ -654,7 +660,7 @@ class Runner:
         buf.skip_to(lst[-1].offset() + 1, now)  # filtered and rejected records count as read
         self.book.read(tp, buf.position)
         # --until-caught-up: the last batch ends at the target, wherever the consume calls ended.
-        buf.cut(spec.max_records, spec.max_bytes, ready, self.targets.get(tp) if self.until_caught_up else None)
+        buf.cut(spec.max_records, spec.max_bytes, ready, None if self.drain is None else self.drain.end(tp))
         return None
 
     def _collect_due(self, now: float, ready: list, drain: bool = False) -> None:
@@ -732,11 +738,11 @@ class Runner:
             except KafkaException as exc:
                 log.warning("seek %s[%d]@%d failed (%s); expecting a rebalance", tp[0], tp[1], head, exc)
 
-    # -- --until-caught-up -----------------------------------------------------------------
+    # -- reaching the brokers ---------------------------------------------------------------
 
-    def _snapshot_targets(self) -> None:
-        """Record the end offset of every partition of the source topics, once, at start."""
-
+    def _reach_brokers(self) -> list:
+        """The partitions of the source topics, once the brokers answer a metadata request
+        (within ``source.connect_timeout``). Under --until-caught-up a missing topic is fatal."""
         deadline = time.monotonic() + self.spec.connect_timeout
 
         def fetch():
@@ -765,113 +771,18 @@ class Runner:
                     raise DependencyUnavailable(f"cannot reach the brokers at {self.spec.brokers} {when}: {exc}") from None
                 log.debug("connecting to Kafka at %s: %s", self.spec.brokers, exc)
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        if self.until_caught_up:
-            for tp in parts:
-                self.targets[tp] = self._high_watermark(tp)
-
-    def _high_watermark(self, tp) -> int:
-        def fetch():
-            try:
-                return self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
-            except KafkaException as exc:
-                raise RetryableError(f"end offset of {tp[0]}[{tp[1]}]: {exc.args[0].str()}")
-        return self._retry("reading end offsets", fetch)
+        return parts
 
     # -- the group's assignment ------------------------------------------------------------
 
     def unassigned_for(self, now: float | None = None) -> float | None:
         """Seconds the consumer has been in its group without an assignment (None: it has one)."""
-        since = self._unassigned_since
-        return None if since is None else (time.monotonic() if now is None else now) - since
+        return self.rebalance.unassigned_for(now)
 
-    def _check_assignment(self, now: float) -> None:
-        """Exit 3 when the group never assigns partitions (a wedged group), or never gives
-        them back after a rebalance, within ``source.assignment_timeout``."""
-        waited = self.unassigned_for(now)
-        if waited is None:
-            return
-        limit = self.spec.assignment_timeout
-        if waited > limit:
-            from kpipe.kafka_admin import describe_group
-
-            what = "received no partitions" if not self.assigned_once else "got no partitions back after a rebalance"
-            raise DependencyUnavailable(
-                f"consumer group {self.spec.group!r} {what} within {limit:g}s (source.assignment_timeout); "
-                f"we are member {self._member_id()}; the broker reports: "
-                f"{describe_group(self.spec.brokers, self.spec.group, self.spec.options, timeout=3.0)}")
-        if waited > limit / 2 and not self._unassigned_warned:
-            self._unassigned_warned = True
-            log.warning("consumer group %r: no partitions assigned for %.0fs; exit 3 at %gs "
-                        "(source.assignment_timeout)", self.spec.group, waited, limit)
-
-    def _member_id(self) -> str:
-        try:
-            return self.consumer.memberid() or "(none yet)"
-        except (RuntimeError, KafkaException):
-            return "(unknown)"
-
-    def _all_read(self) -> bool:
-        """Every partition we hold is read up to its target, and handed to the Writer up to it
-        (records past it may stay buffered: they are not ours to write in this run)."""
-        return all(buf.start >= self.targets.get(tp, 0) for tp, buf in self.buffers.items())
-
-    def _drain_ask(self, count: int, wait: float) -> tuple[int, float]:
-        """The next consume call's count and wait under --until-caught-up. consume() returns
-        early only once it has ``count`` messages: asking for more than is left to read would
-        wait out ``wait`` (1 s) at the end of every small drain."""
-        if self.buffers:
-            return min(count, max(1, self._left_to_read())), wait
-        return count, min(wait, _JOIN_POLL)
-
-    def _left_to_read(self) -> int:
-        """Messages left to read up to the targets, over the partitions we hold."""
-        targets = self.targets
-        return sum(max(0, targets.get(tp, 0) - buf.position) for tp, buf in self.buffers.items())
-
-    def _learn_end(self, tp) -> None:
-        """Raise ``tp``'s target to the end offset its first fetch reported. Tansu answers the
-        end-offset request short of the last produced batch (its base offset + 1); a fetch
-        response carries the true end, which for a topic nobody produces to is where the drain
-        must end, so that every record is written and the last batch ends at the same offset
-        however the consume calls fell."""
-        try:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-        except KafkaException:
-            return
-        if high >= 0:
-            self._fetched_ends.add(tp)
-            if high > self.targets.get(tp, 0):
-                self.targets[tp] = high
-
-    def _caught_up(self) -> bool:
-        """Our partitions are written and committed up to their targets, and so are the
-        partitions other members hold: exit 0 means the topic was drained, not our share of
-        it. A member that died holding partitions keeps us waiting until the group hands
-        them to us, instead of leaving them unwritten behind a success code."""
-        if not self.assigned_once or self.rebalancing or self.commits.inflight:
-            return False
-        if not all(self.book.settled(tp, self.targets.get(tp, 0)) for tp in self.buffers):
-            return False
-        others = [tp for tp, target in self.targets.items() if tp not in self.buffers and target > 0]
-        if not others:
-            return True
-        now = time.monotonic()
-        if now < self._next_group_check:
-            return False
-        self._next_group_check = now + 1.0  # a query, not a lookup: once a second is plenty
-        try:
-            positions = self._stored_positions(others)
-        except KafkaException as exc:  # not known now is not caught up; ask again in a second
-            log.debug("reading committed offsets: %s", exc)
-            return False
-        behind = [tp for tp in others if positions.get(tp, -1) < self.targets[tp]]
-        if behind:
-            if now > self._next_waiting_log:
-                self._next_waiting_log = now + 30
-                log.info("our partitions are caught up; waiting for %s, held by other members",
-                         ", ".join(f"{t}[{p}]" for t, p in sorted(behind)))
-            return False
-        return True
+    @property
+    def assigned_once(self) -> bool:
+        """Whether the group has assigned us partitions (possibly none) at least once."""
+        return self.rebalance.assigned_once
 
     def _stored_positions(self, tps: list) -> dict:
         """Where the pipeline stands on ``tps``: the sink's stored offset, else the group's
@@ -884,89 +795,6 @@ class Runner:
                                  lambda tps: group_offsets(self.consumer, tps))
         return {tp: o for tp, (o, _) in found.items()}
 
-    # -- rebalance callbacks (run inside consume) ------------------------------------------
-
-    def _settle_in_callback(self) -> None:
-        """Settle the write in flight before the assignment changes; a failure it raises is
-        surfaced from the loop (raising inside a callback would be swallowed)."""
-        try:
-            self._settle()
-        except BaseException as exc:
-            self._callback_error = self._callback_error or exc
-
-    def _on_assign(self, consumer, partitions) -> None:
-        self._settle_in_callback()
-        if self._callback_error is not None:
-            return  # the loop raises it; assigning now would only load offsets for nothing
-        try:
-            self._assign(consumer, partitions)
-        except BaseException as exc:
-            self._callback_error = exc
-
-    def _assign(self, consumer, partitions) -> None:
-        tps = [(p.topic, p.partition) for p in partitions]
-        starts = self._stored_positions(tps)
-        for tp in tps:
-            if tp not in starts:
-                low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)
-                starts[tp] = start_position(None, low, high, self.spec.start)
-            if self.until_caught_up and tp not in self.targets:
-                self.targets[tp] = self._high_watermark(tp)
-        for p in partitions:
-            tp = (p.topic, p.partition)
-            p.offset = starts[tp]
-            self.buffers[tp] = PartitionBuffer(p.topic, p.partition, p.offset)
-            self.book.assign(tp, p.offset)
-        if self.cooperative:
-            consumer.incremental_assign(partitions)
-        else:
-            consumer.assign(partitions)
-        self.assigned_once = True
-        self.rebalancing = False
-        self._unassigned_since = None
-        self._unassigned_warned = False
-        self.result.assigned = frozenset(self.buffers)
-        self._next_ends = 0.0  # new partitions: their end offsets at the next turn
-        if tps:
-            log.info("assigned %s", ", ".join(f"{t}[{p}]@{starts[(t, p)]}" for t, p in sorted(tps)))
-
-    def _on_revoke(self, consumer, partitions) -> None:
-        # A write in flight may cover these partitions: let it finish and commit it while
-        # they are still ours, so the next owner starts after it.
-        self._settle_in_callback()
-        try:
-            tps = [(p.topic, p.partition) for p in partitions]
-            # Buffered records are dropped, not written: the next owner reads them again from
-            # the last durable position. Mirror that position for lag tools while we still can.
-            self.commits.commit([tp for tp in tps if tp in self.book])
-            self._drop(tps)
-            self.rebalancing = not self.cooperative
-            if not self.cooperative:  # everything is revoked: wait for the next assignment
-                self._unassigned_since = time.monotonic()
-            if self.cooperative:
-                consumer.incremental_unassign(partitions)
-            if tps:
-                log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
-        except BaseException as exc:
-            self._callback_error = exc
-
-    def _on_lost(self, consumer, partitions) -> None:
-        tps = [(p.topic, p.partition) for p in partitions]
-        log.warning("lost %s without a clean revoke; dropping their buffers",
-                    ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
-        self._settle_in_callback()  # the sink must be idle before it is told to forget them
-        self._unassigned_since = self._unassigned_since or time.monotonic()
-        self._drop(tps)
-
-    def _drop(self, tps) -> None:
-        self.pressure.forget(tps)
-        for tp in tps:
-            self.buffers.pop(tp, None)
-            self.book.drop(tp)
-        self.result.assigned = frozenset(self.buffers)
-        if self.sink is not None and not self.writer.abandoned:
-            self.writer.call(self.sink.revoke, tps)
-
     # -- errors from librdkafka ------------------------------------------------------------
 
     def _on_message_error(self, m) -> None:
@@ -978,8 +806,8 @@ class Runner:
         kafka_log.warning("%s", err.str())
 
     def _on_kafka_error(self, err) -> None:
-        if err.fatal():
-            self._callback_error = FatalError(f"Kafka: {err}")
+        if err.fatal():  # raised by the loop, like an error inside a rebalance callback
+            self.rebalance.error = FatalError(f"Kafka: {err}")
         else:
             kafka_log.warning("%s", err.str())
 
