@@ -344,7 +344,8 @@ def write_spec(tmp: Path, bootstrap: str, topic: str, out: Path, kind: str, opti
         sink = {"type": "s3", "bucket": s3["bucket"], "endpoint_url": s3["endpoint"], "region": "us-east-1",
                 "format": fmt, "compression": compression, **s3.get("options", {})}
     else:
-        sink = {"type": "postgres", "url": pg_url, "table": pg_table, "mode": mode, "columns": "auto"}
+        sink = {"type": "postgres", "url": pg_url, "table": pg_table, "mode": mode, "columns": "auto",
+                **(s3 or {}).get("options", {})}  # -S parse=server
         if mode == "upsert":
             sink["key"] = PG_KEY
     doc = {
@@ -545,7 +546,8 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
         if not ok:
             say(f"!! {kind}: {check['rows_in_table']} rows, {result.written} written, {n} expected; "
                 f"offsets {check['offsets']} vs end offsets {end_offsets(topic, n, partitions)}")
-        what = f"kpipe postgres {mode} ({deserializer})" + (f" key {PG_KEY}" if mode == "upsert" else "")
+        what = f"kpipe postgres {mode} ({deserializer})" + (f" key {PG_KEY}" if mode == "upsert" else "") \
+            + "".join(f" {k}={v}" for k, v in s3.get("options", {}).items())
         extra = {"table": pg_table, "batches": result.batches, **check}
     row = result_row(what, n, r.t_first - r.t_sub,
                      r.t_loop_end - r.t_first, r.cpu_loop_end - r.cpu_first, t_end - r.t_loop_end,
@@ -719,7 +721,8 @@ def main(argv=None) -> int:
                     help=f"batch.max_age of every pipeline (default {BATCH['max_age']}; e.g. 200ms: "
                          "small writes, as with many partitions at a low rate)")
     ap.add_argument("--sink-option", "-S", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra s3 sink setting for the s3 variants, e.g. -S compression_level=6; repeatable")
+                    help="extra sink setting for the s3 and postgres variants, e.g. -S compression_level=6, "
+                         "-S parse=server; repeatable")
     ap.add_argument("--pg-url", default=os.environ.get("KPIPE_BENCH_PG_URL", DEFAULT_PG_URL),
                     help=f"database for the postgres variants (default $KPIPE_BENCH_PG_URL or {DEFAULT_PG_URL}); "
                          "each run drops and recreates table kpipe_bench_<mode>")
