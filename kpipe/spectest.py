@@ -97,7 +97,7 @@ def _default(obj):
 
 def run_spec_tests(spec) -> list[CaseResult]:
     try:
-        stages = Stages(spec)
+        stages = Stages(spec, sink_parses=False)  # a case shows the decoded value
     except KpipeError as exc:  # e.g. an .avsc the deserializer cannot use: every case fails, no crash
         crash = {"crash": f"{type(exc).__name__}: {exc}"}
         return [CaseResult(case.get("name") or f"case {i + 1}", False, case["expect"], crash)

@@ -11,6 +11,8 @@ import random
 import time
 from contextlib import contextmanager
 
+import pytest
+
 from kit import (ALL, FAST_SESSION, MID_STREAM_KILLS, BurstProducer, Proc, final_run, kill_rounds, kill_when, mid_stream, no_traceback, ownership,
                  produce_events, run_kpipe, seal_events, split, stop_cleanly, summary, wait_for)
 from sqlkit import (TcpProxy, assert_rows_exactly_once, committed, dbs, offsets_state,  # noqa: F401
@@ -19,8 +21,9 @@ from sqlkit import (TcpProxy, assert_rows_exactly_once, committed, dbs, offsets_
 META = ["_topic", "_partition", "_offset", "_key"]
 
 
-def pg_sink(db, table, url=None) -> dict:
-    return {"type": "postgres", "url": url or db.url, "table": table, "mode": "insert", "metadata_columns": META}
+def pg_sink(db, table, url=None, parse: str = "client") -> dict:
+    return {"type": "postgres", "url": url or db.url, "table": table, "mode": "insert", "metadata_columns": META,
+            "parse": parse}
 
 
 def per_partition(db, table) -> dict[int, int]:
@@ -39,7 +42,8 @@ def finish_exactly_once(db, brokers, topic, table, group, produced):
 # -- 2. SIGKILL at random moments ----------------------------------------------------------
 
 
-def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, tmp_path, dbs):
+@pytest.mark.parametrize("parse", ["client", "server"])  # server: PostgreSQL parses the JSON
+def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, tmp_path, dbs, parse):
     seed = int(os.environ.get("KPIPE_SQL_CRASH_SEED", random.randrange(2**32)))
     print(f"sql crash test seed: {seed} (rerun with KPIPE_SQL_CRASH_SEED={seed})")
     rng = random.Random(seed)
@@ -48,7 +52,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_no_row(brokers, topic, t
     logs = tmp_path / "logs"
     batch = 500
     spec = write_sql_spec(tmp_path, brokers, topic, group=group, max_records=batch, max_age="1s",
-                          options=FAST_SESSION, sink=pg_sink(db, table))
+                          options=FAST_SESSION, sink=pg_sink(db, table, parse=parse))
     produced = 40_000
     produce_events(brokers, topic, produced)
 

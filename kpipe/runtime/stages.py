@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kpipe.api import DROP, BadRecordError, FatalError, Metadata
+from kpipe.deserializers.basic import JsonDeserializer
+from kpipe.deserializers.json_check import check_json
 from kpipe.plugins import registry
 from kpipe.spec.model import STAGES
 from kpipe.validation import Validator
@@ -38,7 +40,9 @@ class Outcome:
 
 
 class Stages:
-    def __init__(self, spec, reg=None):
+    def __init__(self, spec, reg=None, sink_parses: bool = True):
+        """``sink_parses``: hand a sink that parses the values itself (``SinkPlugin.raw_values``)
+        their bytes; ``kpipe test`` says False, to show the decoded values."""
         reg = reg or registry()
         self.spec = spec
         self.values = reg.get("deserializer", spec.deserializer_type).create(spec.deserializer_config)
@@ -61,6 +65,15 @@ class Stages:
         self.delete_tombstones = spec.tombstones == "delete"
         # Nothing to do beyond decoding: the hot path stays one call.
         self.simple = self.keys is None and self.validator is None and not self.transforms
+        # The sink parses the values itself (SinkPlugin.raw_values): check them, hand it the bytes.
+        sink = reg.get("sink", spec.sink_type) if sink_parses else None
+        self.check = None
+        if sink is not None and self.simple and sink.raw_values(spec.sink_config):
+            if type(self.values) is not JsonDeserializer:  # spec validation refuses it first
+                raise FatalError(f"{spec.where(('sink',))}: sink {spec.sink_type!r} parses the values "
+                                 f"itself ({sink.raw_values(spec.sink_config)}), which needs the json "
+                                 f"deserializer without registry")
+            self.check = check_json
 
     def value_schema(self):
         """The schema sinks may build on: the deserializer's (Avro, a registry's JSON Schema), else
@@ -82,6 +95,8 @@ class Stages:
         """
         n = len(msgs)
         rejected: list = []
+        if self.check is not None and decoded is None:
+            return self._checked(raw)
         if self.simple and decoded is None and None not in raw:
             values, bad = _isolated(lambda lo, hi: self.values.deserialize(raw[lo:hi]), n, "deserializer")
             if not bad:
@@ -139,6 +154,18 @@ class Stages:
         kept = None if len(work) == n else work
         out_keys = None if keys is None else [keys[i] for i in work]
         return Outcome(kept, values, out_keys, rejected, dropped)
+
+    def _checked(self, raw: list) -> Outcome:
+        """The raw values the deserializer accepts, undecoded, for a sink that parses them;
+        tombstones are dropped or kept (as None) as on the decoding path."""
+        rejected = [(i, "deserialize", e) for i, e in self.check(raw)]
+        tombstones = None in raw and not self.delete_tombstones
+        if not rejected and not tombstones:
+            return Outcome(None, raw, None, [])
+        gone = {i for i, _, _ in rejected}
+        kept = [i for i, v in enumerate(raw) if i not in gone and not (tombstones and v is None)]
+        dropped = raw.count(None) if tombstones else 0
+        return Outcome(kept, [raw[i] for i in kept], None, rejected, dropped)
 
 
 def _isolated(fn, n: int, what: str):

@@ -349,6 +349,9 @@ def _lint(doc: Document, checker: _Checker) -> None:
 
     sink = data.get("sink")
     sink_plugin = _installed_sink(sink)
+    setting = sink_plugin.raw_values({k: v for k, v in sink.items() if k != "type"}) if sink_plugin else ""
+    if setting:
+        _lint_raw_values(doc, checker, sink["type"], setting)
     if data.get("tombstones") == "delete" and sink_plugin is not None and not sink_plugin.capabilities.deletes:
         path = ("tombstones",)
         checker.report(doc.value_at(path), path,

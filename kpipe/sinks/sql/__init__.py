@@ -48,6 +48,13 @@ CONFIG_SCHEMA = {
         "offsets_table": {"type": "string", "default": "kpipe_offsets",
                           "pattern": r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$",
                           "description": "Where (group, topic, partition) -> next offset is kept, in the same database."},
+        "parse": {"enum": ["client", "server"], "default": "client",
+                  "description": "Where the JSON values are parsed. client: kpipe decodes them and sends typed rows. "
+                                 "server (PostgreSQL, mode insert, the json deserializer with no validate, "
+                                 "key_deserializer or transforms): kpipe only checks them, PostgreSQL parses them "
+                                 "(COPY into jsonb, then INSERT ... SELECT): less CPU in kpipe, more in the "
+                                 "database. A write the server cannot land exactly as client would goes as client "
+                                 "(docs/sinks/postgres.md)."},
         "pool_size": {"type": "integer", "minimum": 1, "default": 2},
         "connect_timeout": {"type": "string", "pattern": DURATION_PATTERN, "default": "10s",
                             "description": "How long opening a connection may take (libpq and PyMySQL connect_timeout)."},
@@ -59,15 +66,27 @@ CONFIG_SCHEMA = {
     },
     "required": ["url", "table"],
     "additionalProperties": False,
-    "if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
-    "then": {"required": ["key"]},
+    "allOf": [
+        {"if": {"properties": {"mode": {"const": "upsert"}}, "required": ["mode"]},
+         "then": {"required": ["key"]}},
+        {"if": {"properties": {"parse": {"const": "server"}}, "required": ["parse"]},
+         "then": {"properties": {"mode": {"const": "insert",
+                                          "x-expected": "'insert' (parse: server writes with mode insert only)"}}}},
+    ],
 }
+
+
+class _SqlPlugin(SinkPlugin):
+    def raw_values(self, config) -> str:
+        """``parse: server``: PostgreSQL parses the JSON (``SqlSink`` writes it through jsonb)."""
+        return "parse: server" if config.get("parse") == "server" else ""
+
 
 _CAPS = Capabilities(stores_offsets=True, idempotent_writes=True, deletes=True, alter_offsets=True)
 
-postgres_plugin = SinkPlugin(
+postgres_plugin = _SqlPlugin(
     name="postgres", config_schema=CONFIG_SCHEMA, factory="kpipe.sinks.sql.sink:SqlSink", capabilities=_CAPS, extra="postgres",
     description="PostgreSQL via COPY, offsets in the same transaction (exactly once).")
-sql_plugin = SinkPlugin(
+sql_plugin = _SqlPlugin(
     name="sql", config_schema=CONFIG_SCHEMA, factory="kpipe.sinks.sql.sink:SqlSink", capabilities=_CAPS, extra="sql",
     description="Any SQLAlchemy database (SQLite, MySQL/MariaDB, PostgreSQL), offsets in the same transaction.")

@@ -16,7 +16,7 @@ from kpipe.formats.jsontext import NotJson, dumps
 
 from .columns import Column, field_getter, parse_timestamp
 
-__all__ = ["coerce_key", "copy_text", "copy_chunks", "copy_text_lines", "param_rows", "metadata_values", "JsonText",
+__all__ = ["coerce_key", "copy_text", "copy_chunks", "copy_text_lines", "param_rows", "metadata_values", "metadata_text", "JsonText",
            "json_serializer"]
 
 _UTC = dt.timezone.utc
@@ -267,7 +267,8 @@ def metadata_values(batch: Batch, name: str) -> list:
     raise ValueError(name)
 
 
-def _metadata_text(batch: Batch, name: str) -> list[str]:
+def metadata_text(batch: Batch, name: str) -> list[str]:
+    """The COPY text of one metadata column, a value per record."""
     n = len(batch.values)
     if name == "_topic":
         return [_esc(batch.topic)] * n
@@ -479,7 +480,7 @@ def _text_columns(batch: Batch, columns: list[Column]) -> list[list[str]]:
     cols = []
     for c in columns:
         if not c.path:
-            cols.append(_metadata_text(batch, c.name))
+            cols.append(metadata_text(batch, c.name))
             continue
         if len(c.path) == 1:
             vals = list(map(dict.get, values, repeat(c.path[0])))
@@ -523,7 +524,7 @@ def _metadata_by_record(batch: Batch, name: str):
     if name == "_key":
         keys = batch.keys
         return lambda n: _c_text(_key_text(keys[n]))
-    col = _metadata_text(batch, name)
+    col = metadata_text(batch, name)
     return col.__getitem__
 
 

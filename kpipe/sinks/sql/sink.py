@@ -22,7 +22,9 @@ from .columns import SQLITE_JSON, METADATA_TYPES, Column, infer_columns, json_ty
 from .errors import is_data_error, is_database_error, is_retryable, is_schema_error
 from .guard import delete_where, refuse_unbounded_writes
 from .names import describe_limit, namer
-from .rows import CHUNK_CHARS, JsonText, coerce_key, copy_chunks, copy_text_lines, json_serializer, param_rows
+from .rows import (CHUNK_CHARS, JsonText, coerce_key, copy_chunks, copy_text_lines, json_serializer, metadata_text,
+                   param_rows)
+from .server_parse import copy_pieces, negative_zero, plan
 
 __all__ = ["SqlSink", "normalize_url"]
 
@@ -79,6 +81,11 @@ def _ping_when_idle(engine: sa.Engine, sink: "SqlSink") -> None:
 class _Redo(Exception):
     """A row the database rejected in a write without savepoints: roll back, write again
     with one around each insert, so the bad record can be narrowed inside the transaction."""
+
+
+class _ClientPath(Exception):
+    """``parse: server`` cannot write this batch exactly as the client path would: roll back,
+    and write it through the client path."""
 
 
 class _Unbatched(Exception):
@@ -164,6 +171,9 @@ class SqlSink(Sink):
         self.columns: list[Column] = []     # every column kpipe may write, in table order
         self.offsets: sa.Table | None = None
         self.fast = False                   # PostgreSQL + psycopg: COPY
+        self.parse_server = config.get("parse") == "server"  # values come raw (server_parse.py)
+        self._plans: dict = {}              # columns -> server_parse.Plan, or None: client path
+        self.parsed_writes = 0              # writes PostgreSQL parsed (the rest: client path)
         self._stage = itertools.count()
         self.log = context.log
         self.deletes = context.tombstones == "delete"
@@ -208,6 +218,9 @@ class SqlSink(Sink):
     def _prepare(self) -> None:
         if self.deletes and self.mode != "upsert":
             raise FatalError(f"tombstones: delete needs mode: upsert with a key (table {self.table_name})")
+        if self.parse_server and not self.fast:
+            raise FatalError(f"parse: server needs PostgreSQL through psycopg, not {self.url.drivername} "
+                             f"(table {self.table_name})")
         dialect = self.engine.dialect.name
         self.name_of = namer(dialect)
         self.key_columns = [self.name_of(k) for k in self.key]
@@ -317,7 +330,7 @@ class SqlSink(Sink):
         if not cols:
             return
         prep = self.engine.dialect.identifier_preparer
-        target = prep.format_table(sa.table(self.table_name, schema=self.schema))
+        target = self._quoted()
         adds = [f"ADD COLUMN {prep.quote(c.name)} {sql_type(c.type).compile(dialect=self.engine.dialect)}"
                 for c in cols]
         ddls = ([f"ALTER TABLE {target} {a}" for a in adds] if self.engine.dialect.name == "sqlite"
@@ -354,6 +367,10 @@ class SqlSink(Sink):
         self._guard("writing to", self._write, batches)
 
     def _write(self, batches: list[Batch]) -> None:
+        if self.parse_server:  # the values are the raw JSON (SinkPlugin.raw_values)
+            if self._write_parsed(batches):
+                return
+            batches = [_decoded(b) for b in batches]  # the client path decides
         # Each batch is zero or more parts applied in offset order: runs of rows, and runs of
         # tombstones (deletions) when `tombstones: delete`. A batch without records (all
         # filtered, skipped or dead-lettered) has no part: its write only moves the offset.
@@ -415,23 +432,8 @@ class SqlSink(Sink):
         ``batched``: one offsets statement, or ``_Unbatched``. Not ``careful``: consecutive parts
         with the same columns go in one insert (one COPY), and a data error rolls everything
         back and raises ``_Redo``."""
-        conflicts = {}
-        group = self.context.group
         with self.engine.begin() as conn:
-            if batched:
-                moves = [(b.topic, b.partition, b.start_offset, b.next_offset) for b, _ in plans]
-                if not offsets.advance_all(conn, self.offsets, group, moves):
-                    raise _Unbatched()
-                live = plans
-            else:
-                live = []
-                for b, parts in plans:
-                    found = offsets.compare_and_set(conn, self.offsets, group, b.topic, b.partition,
-                                                    b.start_offset, b.next_offset)
-                    if found is not None:
-                        conflicts[(b.topic, b.partition)] = found
-                    else:
-                        live.append((b, parts))
+            live, conflicts = self._advance(conn, plans, batched)
             if careful:
                 for b, parts in live:
                     for p in parts:
@@ -452,6 +454,92 @@ class SqlSink(Sink):
                         raise _Redo() from exc
                     raise
         return conflicts
+
+    def _advance(self, conn, plans: list, batched: bool) -> tuple[list, dict]:
+        """Move the offsets of ``plans`` ((batch, anything) pairs); returns the pairs whose batch
+        is to be written and the conflicts. ``batched``: one statement, or ``_Unbatched``."""
+        group = self.context.group
+        if batched:
+            moves = [(b.topic, b.partition, b.start_offset, b.next_offset) for b, _ in plans]
+            if not offsets.advance_all(conn, self.offsets, group, moves):
+                raise _Unbatched()
+            return plans, {}
+        live, conflicts = [], {}
+        for b, parts in plans:
+            found = offsets.compare_and_set(conn, self.offsets, group, b.topic, b.partition,
+                                            b.start_offset, b.next_offset)
+            if found is not None:
+                conflicts[(b.topic, b.partition)] = found
+            else:
+                live.append((b, parts))
+        return live, conflicts
+
+    # -- parse: server (server_parse.py) ---------------------------------------------------
+
+    def _write_parsed(self, batches: list[Batch]) -> bool:
+        """Write ``batches`` (raw JSON values) with PostgreSQL parsing them; False, with nothing
+        written, when the client path must write them instead."""
+        if self.table is None or any(None in b.values for b in batches):
+            return False  # the client path creates the table from the values
+        batched = len({(b.topic, b.partition) for b in batches}) == len(batches)
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    found = self._parsed_plan(conn)
+                    if found is None or (found.doubles and any(negative_zero(b.values) for b in batches)):
+                        return False
+                    live, conflicts = self._advance(conn, [(b, None) for b in batches], batched)
+                    rows = [b for b, _ in live if b.values]
+                    if rows:
+                        self._insert_parsed(conn, found, rows)
+                break
+            except _Unbatched:
+                batched = False
+            except _ClientPath:
+                return False
+            except Exception as exc:  # a value the server would not take as the client does
+                if not is_data_error(exc):
+                    raise
+                self.log and self.log.debug("parse: server: %s; writing through the client path",
+                                            _first_line(exc))
+                return False
+        self.parsed_writes += 1
+        if conflicts:
+            raise OffsetConflict(conflicts)
+        return True
+
+    def _parsed_plan(self, conn):
+        """The server_parse.Plan for the table's columns now, or None (cached per columns)."""
+
+        key = tuple(self.columns)
+        if key not in self._plans:
+            rows = conn.exec_driver_sql(
+                "SELECT attname, format_type(atttypid, atttypmod), atthasdef OR attidentity <> '' "
+                "OR attgenerated <> '' FROM pg_attribute WHERE attrelid = to_regclass(%(t)s) "
+                "AND attnum > 0 AND NOT attisdropped", {"t": self._quoted()}).all()
+            types = {name: pg for name, pg, _ in rows}
+            defaults = {name for name, _, has in rows if has}
+            self._plans[key] = plan(self._quoted(), self.columns, types, defaults, self.declared == "auto")
+        return self._plans[key]
+
+    def _insert_parsed(self, conn, found, batches: list[Batch]) -> None:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(found.create)
+            staged = 0
+            with cur.copy(found.copy) as cp:
+                for b in batches:
+                    meta = [metadata_text(b, name) for name in found.meta]
+                    for piece in copy_pieces(b.values, meta, CHUNK_CHARS):
+                        cp.write(piece)
+                    staged += len(b.values)
+            cur.execute(found.insert)
+            if cur.rowcount != staged:
+                raise _ClientPath()  # a field with no column yet, or a value that is no object
+
+    def _quoted(self) -> str:
+        prep = self.engine.dialect.identifier_preparer
+        return prep.format_table(sa.table(self.table_name, schema=self.schema))
 
     def _runs(self, plans, prepared: dict):
         """The parts in offset order as (rows?, columns, payload): in insert mode, consecutive
@@ -727,6 +815,15 @@ def _send(cp, chunks: list[str]) -> None:
             run, size = [], 0
     if run:
         cp.write("".join(run).encode())
+
+
+def _decoded(b: Batch) -> Batch:
+    """``b`` with its raw JSON values decoded by the json deserializer (the runner checked them
+    with it: none fails)."""
+    from kpipe.deserializers.basic import JsonDeserializer
+
+    values = JsonDeserializer({}).deserialize(b.values)
+    return Batch(b.topic, b.partition, b.start_offset, b.next_offset, values, b._messages, b.nbytes, b._keys)
 
 
 class _Part(NamedTuple):
