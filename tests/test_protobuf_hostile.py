@@ -136,3 +136,20 @@ def test_a_timestamp_with_nanos_out_of_range_is_a_bad_record(schema_registry, na
     raw = serializer(schema_registry, Order)(msg, SerializationContext("nanos", MessageField.VALUE))
     err = bad_at(registry_deserializer(schema_registry), [raw])
     assert err.index == 0 and "nanos" in str(err), str(err)
+
+
+def test_garbage_with_ever_new_unknown_ids_keeps_a_bounded_memory_of_them(schema_registry, monkeypatch):
+    """Each unknown id is remembered for MISSING_TTL seconds; once that many misses pile up,
+    the expired ones are dropped, so a stream of garbage cannot grow the cache without bound."""
+    now = [1000.0]
+    monkeypatch.setattr(registry.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(registry, "MISSING_SWEEP", 40)
+    d = registry_deserializer(schema_registry)
+    for sid in range(1000, 1040):
+        assert bad_at(d, [b"\x00" + sid.to_bytes(4, "big") + b"\x00"]).index == 0
+    now[0] += registry.MISSING_TTL + 1  # all 40 expired
+    for sid in range(2000, 2010):
+        bad_at(d, [b"\x00" + sid.to_bytes(4, "big") + b"\x00"])
+    assert len(d._schemas._missing) == 10
+    assert bad_at(d, [b"\x00" + (2000).to_bytes(4, "big") + b"\x00"]).index == 0  # still remembered
+    assert schema_registry.fetches(2000) == 1

@@ -18,12 +18,13 @@ from typing import Any, Callable, Mapping
 from kpipe.api import BadRecordError, FatalError, RetryableError
 
 __all__ = ["REGISTRY_SCHEMA", "RegistryClient", "NotFound", "SchemaCache", "split_header",
-           "client_from_config", "seconds", "HEADER_SIZE", "MISSING_TTL"]
+           "client_from_config", "seconds", "HEADER_SIZE", "MISSING_TTL", "MISSING_SWEEP"]
 
 log = logging.getLogger("kpipe.registry")
 
 HEADER_SIZE = 5  # magic byte 0 + 4-byte big-endian schema id
 MISSING_TTL = 60.0  # seconds a "no such schema id" answer is remembered
+MISSING_SWEEP = 1024  # remembered misses past which the expired ones are dropped
 _DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"  # kpipe.spec.units.DURATION_PATTERN
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -88,8 +89,10 @@ class NotFound(Exception):
 class SchemaCache:
     """Schemas by id: ``load(sid)`` runs once per id and its result is kept for the life of the
     process. ``load`` raises ``NotFound`` for an id that cannot be used; that answer is kept for
-    ``MISSING_TTL`` seconds, so a topic full of one unknown id asks the registry once a minute.
-    Any other error (``RetryableError`` from the registry) passes through, remembered by nobody."""
+    ``MISSING_TTL`` seconds, so a topic full of one unknown id asks the registry once a minute;
+    expired answers are dropped as misses pile up, so values with ever new unknown ids (garbage
+    with a zero first byte) cannot grow the memory of them without bound. Any other error
+    (``RetryableError`` from the registry) passes through, remembered by nobody."""
 
     def __init__(self, load: Callable[[int], Any], name: str, display_url: str):
         self._load = load
@@ -97,6 +100,7 @@ class SchemaCache:
         self._display_url = display_url
         self.by_id: dict[int, Any] = {}
         self._missing: dict[int, tuple[float, str]] = {}  # schema id -> (until, message)
+        self._sweep_at = MISSING_SWEEP  # doubles with the live misses: sweeping stays amortized O(1)
 
     def get(self, sid: int, index: int) -> Any:
         """The loaded schema of ``sid``; ``BadRecordError`` at ``index`` when it cannot be had."""
@@ -109,7 +113,11 @@ class SchemaCache:
         try:
             entry = self._load(sid)
         except NotFound as exc:
-            self._missing[sid] = (time.monotonic() + MISSING_TTL, str(exc))
+            now = time.monotonic()
+            if len(self._missing) >= self._sweep_at:
+                self._missing = {k: e for k, e in self._missing.items() if e[0] > now}
+                self._sweep_at = max(MISSING_SWEEP, 2 * len(self._missing))
+            self._missing[sid] = (now + MISSING_TTL, str(exc))
             raise BadRecordError(str(exc), index=index) from None
         self.by_id[sid] = entry
         log.info("%s: schema id %d from %s cached", self._name, sid, self._display_url)
