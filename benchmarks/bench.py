@@ -768,7 +768,9 @@ def main(argv=None) -> int:
             key, sep, value = kv.partition("=")
             if not sep:
                 ap.error(f"{flag} wants KEY=VALUE, got {kv!r}")
-            out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+            value = value.strip()
+            out[key.strip()] = int(value) if value.lstrip("-").isdigit() else \
+                {"true": True, "false": False}.get(value, value)  # -S verbatim=true
         return out
 
     options = key_values(args.consumer_option, "--consumer-option")
