@@ -198,3 +198,32 @@ def test_keys_through_key_deserializer_in_a_real_run(brokers, topic, tmp_path, s
     headers = {k: v.decode() for k, v in letter.headers()}
     assert headers["kpipe.error.stage"] == "deserialize" and "magic byte 0x7b" in headers["kpipe.error.message"]
     assert letter.key() == json.dumps({"customer": "plain"}).encode() and json.loads(letter.value()[5:])["order_id"] == bad
+
+
+def test_v1_and_v2_values_interleaved_keep_every_row_and_column(brokers, topic, tmp_path, schema_registry, dbs):
+    """V2 adds 'channel' while V1 values keep arriving, alternating on each partition, the
+    seals V1 (so schema(), the latest id decoded, has no channel at the end): PostgreSQL and
+    parquet still keep every row, and channel typed as V2 declares it (NULL in V1 rows)."""
+    psycopg = pytest.importorskip("psycopg")
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    v1, v2 = (JSONSerializer(json.dumps(s), SchemaRegistryClient({"url": schema_registry.url})) for s in (V1, V2))
+    values = [order(i) | ({"channel": f"ch{i}"} if (i // 4) % 2 else {}) for i in range(48)]  # i < N // 2: no channel
+    values[BAD_AMOUNT]["amount"] = 1.0  # the serializers validate here
+    produce_values(brokers, topic, ((i % 4, str(i), (v2 if (i // 4) % 2 else v1)(o, ctx)) for i, o in enumerate(values)))
+    seals = [{"order_id": 10_000 + p, "amount": 0.5} for p in range(4)]
+    seal(brokers, topic, lambda p: v1(seals[p], ctx))
+    want = {o["order_id"]: o.get("channel") for o in values + seals}
+    db = dbs("postgres")
+    table = db.table("jsrev")
+    for sink in ({"type": "postgres", "url": PG_URL, "table": table},
+                 {"type": "files", "path": str(tmp_path / "out"), "format": "parquet"}):
+        proc, _ = run(tmp_path, brokers, topic, schema_registry, sink)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql")) as conn:
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_name = %s", (table,)).fetchall())
+        pg = dict(conn.execute(f'SELECT order_id, channel FROM "{table}"').fetchall())
+    parquet = pads.dataset(str(tmp_path / "out"), format="parquet", exclude_invalid_files=True).to_table()
+    assert types["channel"] == "text" and str(parquet.schema.field("channel").type) == "string"
+    assert pg == want
+    assert {r["order_id"]: r["channel"] for r in parquet.select(["order_id", "channel"]).to_pylist()} == want
