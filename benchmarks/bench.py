@@ -148,6 +148,8 @@ def make_value(i: int) -> bytes:
     With ``--value-bytes`` the same order padded to that size: by an ``items`` list of small
     objects (shape ``items``: the decoded value costs about 10 times its bytes, as nested records
     do), or by one long ``note`` string (shape ``text``: about its bytes)."""
+    if VALUE_BYTES > 120 and VALUE_SHAPE == "wide":  # many top-level fields: a column each
+        return _wide_value(i)
     if VALUE_BYTES > 120 and VALUE_SHAPE == "text":
         head = _small_value(i)
         note = (b"%08d " % i) * ((VALUE_BYTES - len(head) - 10) // 9)
@@ -164,6 +166,21 @@ def make_value(i: int) -> bytes:
             k += 1
         return head[:-1] + b',"items":[' + b",".join(items) + b"]}"
     return _small_value(i)
+
+
+def _wide_value(i: int) -> bytes:
+    """The order record widened to about ``VALUE_BYTES`` with fields ``f000``, ``f001``, ... of
+    about 12 bytes each, cycling integer, float, string and boolean (shape ``wide``)."""
+    head = _small_value(i)
+    fields, size, k = [], len(head), 0
+    while size < VALUE_BYTES:
+        kind = k % 4
+        value = (b"%d" % (i + k) if kind == 0 else b"%d.%02d" % (k, i % 100) if kind == 1
+                 else b'"s%d"' % (i % 1000) if kind == 2 else (b"true" if (i + k) % 2 else b"false"))
+        fields.append(b'"f%03d":%s' % (k, value))
+        size += len(fields[-1]) + 1
+        k += 1
+    return head[:-1] + b"," + b",".join(fields) + b"}"
 
 
 def _small_value(i: int) -> bytes:
@@ -699,9 +716,10 @@ def main(argv=None) -> int:
     ap.add_argument("--value-bytes", type=int, default=0,
                     help="pad every value to about this many bytes with an `items` list of small objects "
                          "(default: the ~100 B order record)")
-    ap.add_argument("--value-shape", choices=["items", "text"], default="items",
+    ap.add_argument("--value-shape", choices=["items", "text", "wide"], default="items",
                     help="how --value-bytes pads a value: a list of small objects (items, ~10 x its bytes "
-                         "once decoded) or one long string (text)")
+                         "once decoded), one long string (text) or many top-level fields of ~12 B (wide: "
+                         "a column each in postgres)")
     ap.add_argument("--brokers", help="bootstrap servers of an external broker (default: start Tansu)")
     ap.add_argument("--sink", choices=["files", "postgres", "s3", "all"], default="files",
                     help="which sink's variants to run when --variants is not given: files -> "
