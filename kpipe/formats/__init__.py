@@ -91,7 +91,7 @@ class _Compressed(Writer):
 
 def open_writer(fmt: str, target, compression: str | None = None, *, level: int | None = None,
                 seed: str = "", avro_schema: dict | None = None, value_schema=None,
-                dataset_schema: dict | None = None) -> Writer:
+                dataset_schema: dict | None = None, verbatim: bool = False) -> Writer:
     """A writer of ``fmt`` records into ``target``.
 
     ``compression`` defaults to the format's own default (``snappy`` for parquet, else none);
@@ -100,12 +100,13 @@ def open_writer(fmt: str, target, compression: str | None = None, *, level: int 
     is the deserializer's schema, which Avro uses when ``avro_schema`` is not set and every record
     fits it. ``dataset_schema`` (``kpipe.formats.dataset``) is the schema every file of the
     dataset shares: Parquet's column types, Avro's writer schema (unless one is declared), CSV's
-    header order.
+    header order. ``verbatim`` (jsonl): the records are raw JSON values, written as they came
+    (``encode_verbatim``).
     """
     compression = compression or DEFAULT_COMPRESSION[fmt]
     if fmt in ("jsonl", "csv"):
         stream = open_stream(target, compression, level)
-        inner = JsonlWriter(stream) if fmt == "jsonl" else CsvWriter(
+        inner = JsonlWriter(stream, verbatim) if fmt == "jsonl" else CsvWriter(
             stream, columns=list(dataset_schema) if dataset_schema is not None else None)
         return inner if stream is target else _Compressed(inner, stream)
     if fmt == "avro":
@@ -128,6 +129,7 @@ class FileFormat:
     level: int | None = None
     avro_schema: Any = None
     columns: Any = None  # declared column types (kpipe.formats.dataset.parse_columns), or None
+    verbatim: bool = False  # jsonl of the raw JSON values, as they came (the files sink's verbatim)
 
     @property
     def has_schema(self) -> bool:
@@ -145,7 +147,8 @@ class FileFormat:
             from .avro import load_schema
             schema = load_schema(config["avro_schema"], spec_file)
         columns = parse_columns(config.get("columns") or {})
-        return cls(name, compression, config.get("compression_level"), schema, columns)
+        return cls(name, compression, config.get("compression_level"), schema, columns,
+                   bool(config.get("verbatim")) and name == "jsonl")
 
     def reader_files(self, doc: dict) -> dict[str, bytes]:
         """The files a dataset root holds for readers after a schema change (``doc``, see
@@ -178,4 +181,4 @@ class FileFormat:
             return AvroWriter(target, self.compression, self.level, seed, dataset["avro"], remembered=True)
         return open_writer(self.name, target, self.compression, level=self.level, seed=seed,
                            avro_schema=self.avro_schema, value_schema=declared_schema,
-                           dataset_schema=columns)
+                           dataset_schema=columns, verbatim=self.verbatim)

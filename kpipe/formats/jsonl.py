@@ -1,5 +1,6 @@
 """jsonl: one JSON document per line, each line ending in a newline, written by orjson, with
-``jsontext``'s exact fallback (msgspec) for what orjson refuses."""
+``jsontext``'s exact fallback (msgspec) for what orjson refuses; or, verbatim (``encode_verbatim``),
+the JSON text each value came with."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,7 @@ import orjson
 from .base import EncodeError, Writer, encode_in_steps, json_default
 from .jsontext import NotJson, _nonfinite, dumps_exact, short_time
 
-__all__ = ["encode_jsonl", "JsonlWriter"]
+__all__ = ["encode_jsonl", "encode_verbatim", "JsonlWriter"]
 
 
 def encode_jsonl(values: list) -> bytes:
@@ -100,14 +101,43 @@ def _check_finite(values: list, data: bytes) -> None:
             raise EncodeError("cannot write as JSON: Infinity and NaN have no JSON form", i)
 
 
-class JsonlWriter(Writer):
-    __slots__ = ("out",)
+def encode_verbatim(values: list) -> bytes:
+    """Each value's own JSON text on a line: raw bytes the ``json`` deserializer has checked
+    (``SinkPlugin.raw_values``) as they came, a tombstone (None) as ``null``. A text with a line
+    break in it (whitespace between tokens; JSON strings escape theirs) is decoded and written
+    again by ``encode_jsonl``, and so is any value that is not bytes, so every line holds exactly
+    one value. Raises ``EncodeError`` as ``encode_jsonl`` does."""
+    try:
+        text = b"\n".join(values) + b"\n"
+    except TypeError:  # a tombstone or a decoded value among them
+        pass
+    else:
+        if text.count(b"\n") == len(values) and text.find(b"\r") < 0:
+            return text
+    out = []
+    for i, v in enumerate(values):
+        if type(v) is bytes and v.find(b"\n") < 0 and v.find(b"\r") < 0:
+            out.append(v + b"\n")
+            continue
+        try:
+            out.append(encode_jsonl([_decode_json(v) if type(v) is bytes else v]))
+        except EncodeError as exc:
+            raise EncodeError(str(exc), i) from None
+    return b"".join(out)
 
-    def __init__(self, out):
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+class JsonlWriter(Writer):
+    __slots__ = ("out", "_encode")
+
+    def __init__(self, out, verbatim: bool = False):
         self.out = out
+        self._encode = encode_verbatim if verbatim else encode_jsonl
 
     def write(self, values: list) -> None:
-        encode_in_steps(values, encode_jsonl, self.out.write)
+        encode_in_steps(values, self._encode, self.out.write)
 
     def close(self) -> None:
         pass  # jsonl has no trailer
