@@ -302,7 +302,8 @@ RAW_PLAIN = "raw-defaults"
 # -- b. the kpipe pipeline -------------------------------------------------------------------
 
 FILES_VARIANTS = ("json", "string", "bytes")
-FILES_GZIP = ("json-gzip",)  # the json variant with compression: gzip (issue 16's files target); not in --sink files
+# the json variant with compression: gzip (issue 16's files target), and with verbatim: true; not in --sink files
+FILES_GZIP = ("json-gzip", "json-gzip-verbatim")
 POSTGRES_VARIANTS = ("postgres-insert", "postgres-upsert")
 S3_VARIANTS = ("s3-jsonl-gzip", "s3-jsonl", "s3-parquet")
 S3_FORMATS = {"s3-jsonl-gzip": ("jsonl", "gzip"), "s3-jsonl": ("jsonl", "none"), "s3-parquet": ("parquet", "snappy")}
@@ -355,7 +356,8 @@ def write_spec(tmp: Path, bootstrap: str, topic: str, out: Path, kind: str, opti
     group = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
     if sink_type == "files":
         sink = {"type": "files", "path": str(out), "format": "jsonl", "fsync": True,
-                **({"compression": "gzip"} if kind in FILES_GZIP else {}), **(s3 or {}).get("options", {})}
+                **({"compression": "gzip"} if kind in FILES_GZIP else {}),
+                **({"verbatim": True} if kind.endswith("-verbatim") else {}), **(s3 or {}).get("options", {})}
     elif sink_type == "s3":
         fmt, compression = S3_FORMATS[kind]
         sink = {"type": "s3", "bucket": s3["bucket"], "endpoint_url": s3["endpoint"], "region": "us-east-1",
@@ -546,6 +548,7 @@ def bench_pipeline(bootstrap: str, topic: str, n: int, kind: str, tmp: Path,
         if not ok:
             say(f"!! {kind}: {records} records in files, {result.written} written, {n} expected")
         what = f"kpipe files (jsonl{', gzip' if kind in FILES_GZIP else ''}, fsync) {deserializer}" \
+            + (" verbatim" if kind.endswith("-verbatim") else "") \
             + "".join(f" {k}={v}" for k, v in (s3 or {}).get("options", {}).items())
         extra = {"files": files, "records_in_files": records, "drain90_msg_per_s": drain90(landed, n, r.w_first)}
     elif sink_type == "s3":
