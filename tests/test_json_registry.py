@@ -318,3 +318,18 @@ def test_kpipe_test_cases_give_json_encoded_with_the_subjects_latest_schema(sche
     assert "PASS  good" in proc.stdout and "PASS  off its schema" in proc.stdout, proc.stdout + proc.stderr
     assert "FAIL  no such subject" in proc.stdout and "no schema under subject nope-value" in proc.stdout, proc.stdout
     assert proc.returncode == 1
+
+
+@pytest.mark.parametrize("kind", ["json", "avro"])
+def test_a_registry_answer_with_unusable_references_is_a_bad_record_not_a_crash(schema_registry, kind):
+    from kpipe.deserializers.avro import avro_plugin
+
+    if kind == "json":
+        sid = schema_registry.register("j-value", {"type": "object"}, "JSON")
+        d, payload = deserializer(schema_registry), b"{}"
+    else:
+        sid = schema_registry.register("a-value", {"type": "record", "name": "R", "fields": []})
+        d, payload = avro_plugin.create({"registry": {"url": schema_registry.url, "timeout": 2}}), b""
+    schema_registry.schemas[sid - 1]["references"] = ["bogus"]  # the registry now serves this
+    err = bad_at(d, [b"\x00" + sid.to_bytes(4, "big") + payload])
+    assert err.index == 0 and "references that are not a list" in str(err), str(err)

@@ -12,7 +12,7 @@ from kpipe.api import SinkContext
 from kpipe.deserializers import registry
 from protokit import classes, compile_tree
 from schema_registry import schema_registry  # noqa: F401 (a fixture)
-from test_protobuf import Order, bad_at, order, registry_deserializer, serializer
+from test_protobuf import Order, bad_at, order, produce, registry_deserializer, serializer
 
 Shipment = classes(compile_tree("shop/v1/shipment.proto"))["shop.v1.Shipment"]
 ENVELOPE_TYPES = classes(compile_tree("shop/v1/envelope.proto"))
@@ -153,3 +153,16 @@ def test_garbage_with_ever_new_unknown_ids_keeps_a_bounded_memory_of_them(schema
     assert len(d._schemas._missing) == 10
     assert bad_at(d, [b"\x00" + (2000).to_bytes(4, "big") + b"\x00"]).index == 0  # still remembered
     assert schema_registry.fetches(2000) == 1
+
+
+@pytest.mark.parametrize("refs", [["bogus"], {"name": "x"}, [{"name": "x.proto", "subject": None, "version": 1}]])
+def test_a_registry_answer_with_unusable_references_is_that_ids_bad_record(schema_registry, refs):
+    """Not a crash, and not blamed on the value before it: the schema id's own bad record."""
+    raw = produce(schema_registry, Order, [order(0)[0]], "good")
+    ships = produce(schema_registry, Shipment, [Shipment(id="x")], "ships")
+    sid = int.from_bytes(ships[0][1:5], "big")
+    schema_registry.schemas[sid - 1]["references"] = refs  # the registry now serves this
+    for batch in ([ships[0]], [raw[0], ships[0]]):
+        err = bad_at(registry_deserializer(schema_registry), batch)
+        assert err.index == len(batch) - 1 and f"schema id {sid}" in str(err), str(err)
+        assert "references that are not a list" in str(err), str(err)

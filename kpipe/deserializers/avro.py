@@ -211,7 +211,7 @@ def _avro_schema(registry: RegistryClient, sid: int) -> tuple[Any, dict, Any]:
     doc = registry.by_id(sid)
     named: dict = {}
     defs: dict = {}
-    _load_references(registry, doc.get("references") or [], named, set(), defs)
+    _load_references(registry, registry.references(doc, f"schema id {sid}"), named, set(), defs)
     writer_json = _schema_json(registry, doc, f"schema id {sid}")
     return writer_json, named, standalone(writer_json, defs)
 
@@ -227,7 +227,7 @@ def _load_references(registry: RegistryClient, refs: list, named: dict, seen: se
             continue
         seen.add(key)
         doc = registry.version(ref.get("subject"), ref.get("version"))
-        _load_references(registry, doc.get("references") or [], named, seen, defs)
+        _load_references(registry, registry.references(doc, f"reference {ref['name']!r}"), named, seen, defs)
         ref_json = _schema_json(registry, doc, f"reference {ref.get('name')!r}")
         parse_schema(ref_json, named)
         name = fullname(ref_json)

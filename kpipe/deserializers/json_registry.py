@@ -93,7 +93,7 @@ class JsonRegistryDeserializer(Deserializer):
         doc = self.registry.by_id(sid)
         schema = _parse(self.registry, doc, f"schema id {sid}")
         refs: dict = {}
-        self._references(doc.get("references") or [], refs)
+        self._references(self.registry.references(doc, f"schema id {sid}"), refs)
         if not refs:
             return schema, schema
         return _bundle(schema, refs), _inline(schema, refs)
@@ -101,12 +101,12 @@ class JsonRegistryDeserializer(Deserializer):
     def _references(self, refs: list, into: dict) -> None:
         """Every schema ``refs`` names, depth first, by the name the ``$ref`` uses."""
         for ref in refs:
-            name = ref.get("name")
-            if not isinstance(name, str) or name in into:
+            name = ref["name"]
+            if name in into:
                 continue
-            doc = self.registry.version(ref.get("subject"), ref.get("version"))
+            doc = self.registry.version(ref["subject"], ref["version"])
             into[name] = _parse(self.registry, doc, f"reference {name!r}")
-            self._references(doc.get("references") or [], into)
+            self._references(self.registry.references(doc, f"reference {name!r}"), into)
 
 
 def _parse(registry: RegistryClient, doc: Any, what: str) -> Any:

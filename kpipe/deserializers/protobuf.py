@@ -19,7 +19,7 @@ import logging
 import urllib.parse
 from typing import Any, Mapping
 
-from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError, KpipeError
+from kpipe.api import BadRecordError, Deserializer, DeserializerPlugin, FatalError
 
 from .registry import REGISTRY_SCHEMA, NotFound, SchemaCache, client_from_config, split_header
 
@@ -165,28 +165,25 @@ class ProtobufDeserializer(Deserializer):
         head = None  # the previous value's header: a value that starts with it needs no lookups
         t = parse = to_dict = None
         start = sid = 0
-        i = 0
-        try:
-            for i, v in enumerate(raw):
-                if v is None:
-                    append(None)
-                    continue
-                if head is None or not v.startswith(head):
-                    sid = split_header(v, i)
-                    try:
-                        indexes, start = read_indexes(v, 5)
-                    except WireError as exc:
-                        raise BadRecordError(f"invalid Protobuf wire header (schema id {sid}): {exc}",
-                                             index=i) from None
-                    t = self._types.get((sid, indexes)) or self._type(sid, indexes, i)
-                    parse, to_dict = t.parse, t.to_dict
-                    head = v[:start]
-                    self._latest = t
+        for i, v in enumerate(raw):
+            if v is None:
+                append(None)
+                continue
+            if head is None or not v.startswith(head):
+                sid = split_header(v, i)
+                try:
+                    indexes, start = read_indexes(v, 5)
+                except WireError as exc:
+                    raise BadRecordError(f"invalid Protobuf wire header (schema id {sid}): {exc}",
+                                         index=i) from None
+                t = self._types.get((sid, indexes)) or self._type(sid, indexes, i)
+                parse, to_dict = t.parse, t.to_dict
+                head = v[:start]
+                self._latest = t
+            try:  # only the message itself: a registry failure is never this value's fault
                 append(to_dict(parse(v[start:])))
-        except KpipeError:  # a bad header, or the registry's RetryableError / FatalError
-            raise
-        except Exception as exc:  # DecodeError, or a value no Python type holds
-            raise _bad(exc, i, raw[i][start:], t.desc.full_name, sid) from None
+            except Exception as exc:  # DecodeError, or a value no Python type holds
+                raise _bad(exc, i, v[start:], t.desc.full_name, sid) from None
         return out
 
     def _type(self, sid: int, indexes: tuple, index: int) -> _Type:

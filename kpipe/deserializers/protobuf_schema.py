@@ -218,7 +218,7 @@ class RegistrySchemas:
         texts: dict[str, str] = {}
         files: dict[str, Any] = {}
         main_fdp = self._file(doc, main, what, texts, files)
-        self._references(doc, texts, files, set())
+        self._references(doc, what, texts, files, set())
         try:
             if texts:  # some came as text: compile all of it (serialized ones as their text)
                 compiled = compile_proto(texts, known=list(files.values()))
@@ -247,10 +247,10 @@ class RegistrySchemas:
         files[fdp.name] = fdp
         return fdp
 
-    def _references(self, doc: Any, texts: dict, files: dict, seen: set) -> None:
-        for ref in doc.get("references") or ():
-            name, subject, version = ref.get("name"), ref.get("subject"), ref.get("version")
-            if name in seen or not isinstance(name, str):
+    def _references(self, doc: Any, of: str, texts: dict, files: dict, seen: set) -> None:
+        for ref in self.client.references(doc, of):
+            name, subject, version = ref["name"], ref["subject"], ref["version"]
+            if name in seen:
                 continue
             seen.add(name)
             quoted = urllib.parse.quote(str(subject), safe="")
@@ -264,4 +264,4 @@ class RegistrySchemas:
                 del files[fdp.name]
                 fdp.name = name
                 files[name] = fdp
-            self._references(ref_doc, texts, files, seen)
+            self._references(ref_doc, what, texts, files, seen)

@@ -193,6 +193,20 @@ class RegistryClient:
         doc = self.get(f"/subjects/{urllib.parse.quote(str(subject), safe='')}/versions/{version}")
         return doc if isinstance(doc, dict) else {}
 
+    def references(self, doc: Any, what: str) -> list[dict]:
+        """The ``references`` of a registry answer (none: ``[]``), each an object with a
+        ``name``, ``subject`` and ``version``; ``NotFound`` when they are anything else, so that
+        a registry answer no client could use is that id's bad record, not a crash."""
+        refs = doc.get("references") if isinstance(doc, dict) else None
+        if not refs:
+            return []
+        if isinstance(refs, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                          and isinstance(r.get("subject"), str)
+                                          and isinstance(r.get("version"), (int, str)) for r in refs):
+            return refs
+        raise NotFound(f"{what} in {self.display_url} has references that are not a list of "
+                       f"{{name, subject, version}} objects")
+
     def schema_text(self, doc: Any, kind: str, what: str) -> str:
         """The ``schema`` string of a registry answer whose ``schemaType`` is ``kind`` (absent
         means AVRO); ``NotFound`` when it is another kind, or has none."""
