@@ -275,6 +275,11 @@ def test_registry_basic_auth():
             msg = str(info.value)
             assert reg.url in msg and "HTTP 401" in msg and "registry.username" in msg, msg
             assert "pa55" not in msg
+        # basic_auth as Confluent's clients take it (basic.auth.user.info): USER:PASSWORD
+        assert registry_deserializer(reg, basic_auth="sr-user:pa55word").deserialize([enc(order(3))]) == [order(3)]
+        with pytest.raises(FatalError, match="HTTP 401") as info:
+            registry_deserializer(reg, basic_auth="sr-user:pa55").deserialize([enc(order(3))])
+        assert "pa55" not in str(info.value)
         # credentials in the URL work too, and are not printed either
         d = AvroDeserializer({"registry": {"url": reg.url.replace("//", "//sr-user:pa55word@")}})
         assert d.deserialize([enc(order(2))]) == [order(2)]
@@ -339,6 +344,12 @@ def test_avro_config_errors_point_at_the_spec(tmp_path):
     found = spec_problems(tmp_path, "  type: avro\n  registry: {url: http://sr, username: u, timeout: soon}\n")
     assert any("registry.timeout: expected a duration" in p for p in found), found
     assert any("'password' is a dependency of 'username'" in p for p in found), found
+    found = spec_problems(tmp_path, "  type: avro\n  registry: {url: http://sr, basic_auth: u:p, username: u,"
+                                    " password: p}\n")
+    assert found and all("registry" in p for p in found), found
+    found = spec_problems(tmp_path, "  type: avro\n  registry: {url: http://sr, basic_auth: no-colon}\n")
+    assert any("registry.basic_auth: expected USER:PASSWORD" in p for p in found), found
+    assert all("no-colon" not in p for p in found), found  # a secret is never echoed
     # `validate` is the runner's own key, for every deserializer: checked here for the file.
     assert spec_problems(tmp_path, "  type: bytes\n  validate: s.json\n") == [
         f"deserializer.validate: no such file: {tmp_path / 's.json'}"]

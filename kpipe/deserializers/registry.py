@@ -39,6 +39,10 @@ REGISTRY_SCHEMA = {
         "username": {"type": "string", "description": "Basic auth user (e.g. ${SR_USER})."},
         "password": {"type": "string", "x-secret": True,
                      "description": "Basic auth password (e.g. ${SR_PASSWORD}); never printed."},
+        "basic_auth": {"type": "string", "pattern": "^[^:]*:", "x-secret": True,
+                       "x-expected": "USER:PASSWORD, e.g. ${SR_USER}:${SR_PASSWORD}",
+                       "description": "Basic auth as one USER:PASSWORD string, as Confluent's clients take it "
+                                      "(basic.auth.user.info); instead of username and password. Never printed."},
         "timeout": {"default": "10s",
                     "anyOf": [{"type": "number", "exclusiveMinimum": 0},
                               {"type": "string", "pattern": _DURATION}],
@@ -47,6 +51,9 @@ REGISTRY_SCHEMA = {
     },
     "required": ["url"],
     "dependentRequired": {"username": ["password"], "password": ["username"]},
+    "dependentSchemas": {"basic_auth": {"properties": {
+        k: {"not": {}, "x-expected": f"no {k} beside basic_auth (which holds USER:PASSWORD)"}
+        for k in ("username", "password")}}},
     "additionalProperties": False,
 }
 
@@ -66,7 +73,10 @@ def seconds(value, what: str = "registry.timeout") -> float:
 
 def client_from_config(reg: Mapping[str, Any], what: str) -> "RegistryClient":
     """The client a ``registry:`` block (``REGISTRY_SCHEMA``) describes; ``what`` prefixes errors."""
-    return RegistryClient(reg["url"], reg.get("username"), reg.get("password"),
+    username, password = reg.get("username"), reg.get("password")
+    if reg.get("basic_auth") is not None:
+        username, _, password = reg["basic_auth"].partition(":")  # the password may hold colons
+    return RegistryClient(reg["url"], username, password,
                           seconds(reg.get("timeout", "10s"), f"{what} registry.timeout"))
 
 
