@@ -117,7 +117,7 @@ def test_readers_see_the_same_rows_whichever_engine_gzipped_them(tmp_path_factor
         try:
             with pa.input_stream(str(path), compression="gzip") as f:
                 arrow = pj.read_json(f).to_pylist()
-        except pa.ArrowException as exc:  # pyarrow refuses (or trips on) some shapes: alike for both
+        except Exception as exc:  # pyarrow 26 refuses or trips on some shapes (lists of nulls)
             arrow = type(exc).__name__
         seen.append((repr(duck), repr(arrow)))
     assert seen[0] == seen[1]
