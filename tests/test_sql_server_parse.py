@@ -254,3 +254,25 @@ def test_wide_records_find_new_fields_too(dbs):
     client = land(db, records, "client", "auto", later)
     server = land(db, records, "server", "auto", later)
     assert server[:3] == client[:3] and server[3] == 0
+
+
+def test_a_kafka_timestamp_past_year_9999_is_reported_as_on_the_client_path(dbs):
+    from kpipe.api import Batch
+
+    db = dbs("postgres")
+    found = []
+    for parse in ("client", "server"):
+        table, group = db.table("spt"), db.group("spt")
+        sink = open_sink(db, table, group, parse=parse, metadata_columns=["_timestamp"])
+        try:
+            first = fake_batch(0, 1, [(0, None, {"id": 1} if parse == "client" else b'{"id": 1}')])
+            sink.write([first])  # the table
+            late = fake_batch(1, 3, [(1, None, b'{"id": 2}'), (2, None, b'{"id": 3}')])
+            if parse == "client":
+                late = Batch(late.topic, 0, 1, 3, [{"id": 2}, {"id": 3}], late._messages)
+            late._messages[1]._timestamp = 253_402_300_800_000  # 10000-01-01
+            found.append(write_like_runner(sink, [late]))
+        finally:
+            sink.close()
+        assert sorted(db.rows(f"SELECT id FROM {db.q(table)}")) == [(1,), (2,)]
+    assert found[0] == found[1] == [("orders", 0, 2)]

@@ -495,8 +495,9 @@ class SqlSink(Sink):
                 break
             except _Unbatched:
                 batched = False
-            except _ClientPath:
-                return False
+            except (_ClientPath, ValueError, TypeError, OverflowError):
+                return False  # ValueError...: a metadata value that does not fit (a Kafka timestamp
+                # past year 9999); the client path reports its record
             except Exception as exc:  # a value the server would not take as the client does
                 if not is_data_error(exc):
                     raise
@@ -510,7 +511,6 @@ class SqlSink(Sink):
 
     def _parsed_plan(self, conn):
         """The server_parse.Plan for the table's columns now, or None (cached per columns)."""
-
         key = tuple(self.columns)
         if key not in self._plans:
             rows = conn.exec_driver_sql(
