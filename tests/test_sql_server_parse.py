@@ -276,3 +276,11 @@ def test_a_kafka_timestamp_past_year_9999_is_reported_as_on_the_client_path(dbs)
             sink.close()
         assert sorted(db.rows(f"SELECT id FROM {db.q(table)}")) == [(1,), (2,)]
     assert found[0] == found[1] == [("orders", 0, 2)]
+
+
+def test_parse_server_needs_postgresql(dbs):
+    from kpipe.api import FatalError
+
+    db = dbs("sqlite")
+    with pytest.raises(FatalError, match="parse: server needs PostgreSQL"):
+        open_sink(db, db.table("sps"), db.group("sps"), parse="server")
