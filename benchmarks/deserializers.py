@@ -19,11 +19,11 @@ Cases:
   avro      schemaless_reader with a BytesIO per value; kpipe's AvroDeserializer (one buffer per
             batch) with a local .avsc and with a Schema Registry (schema cached); fastavro's
             container-file reader over the same data as one block (the floor for fastavro)
-  validate  kpipe's Validator.check on valid values and with 1 % invalid ones, with jsonschema-rs
   protobuf  the same orders as Protobuf (schemas/order.proto): kpipe's ProtobufDeserializer with a
             .proto (plain messages) and with a Schema Registry (Confluent's ProtobufSerializer's
             wire format, schema cached); for reference, the parse alone (FromString, upb) and
             FromString + json_format.MessageToDict per value, what a naive decoder does
+  validate  kpipe's Validator.check on valid values and with 1 % invalid ones, with jsonschema-rs
             answering first (when installed) and with jsonschema only; validate: registry (each value
             against its schema id's schema, read from its header); and jsonschema's iter_errors
             per value, what a naive validator does
@@ -131,29 +131,6 @@ def avro_cases(n: int) -> dict:
     return {"bytes": sum(map(len, plain)) / n, "cases": cases}
 
 
-def validate_cases(n: int) -> dict:
-    values = [orjson.loads(make_value(i)) for i in range(n)]
-    some_bad = [dict(v, country="Germany") if i % 100 == 50 else v for i, v in enumerate(values)]
-    fast = Validator(str(ORDER_JSON_SCHEMA))
-    slow = Validator(str(ORDER_JSON_SCHEMA), accelerate=False)
-    naive = slow._validator
-    for v in (fast, slow):
-        assert v.check(values) == [] and len(v.check(some_bad)) == n // 100
-    wire, from_registry, reg = json_registry([make_value(i) for i in range(n)])
-    by_id = from_registry.validator()
-    assert by_id.check(values, wire) == [] and len(by_id.check(some_bad, wire)) == n // 100
-    reg.stop()  # compiled: checking asks it nothing more
-    tag = "jsonschema-rs first" if fast.accelerated else "jsonschema-rs NOT INSTALLED"
-    cases = {
-        f"validate: Validator.check ({tag}), all valid": lambda: fast.check(values),
-        f"validate: Validator.check ({tag}), 1 % invalid": lambda: fast.check(some_bad),
-        f"validate: registry ({tag}), all valid": lambda: by_id.check(values, wire),
-        "validate: Validator.check (jsonschema only), all valid": lambda: slow.check(values),
-        "validate: Validator.check (jsonschema only), 1 % invalid": lambda: slow.check(some_bad),
-        "validate: jsonschema iter_errors per value (naive)": lambda: [list(naive.iter_errors(x)) for x in values],
-    }
-    return {"bytes": 0, "cases": cases}
-
 def protobuf_cases(n: int) -> dict:
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
@@ -198,6 +175,29 @@ def protobuf_cases(n: int) -> dict:
         assert cases[name]() == values, name
     return {"bytes": sum(map(len, plain)) / n, "cases": cases}
 
+
+def validate_cases(n: int) -> dict:
+    values = [orjson.loads(make_value(i)) for i in range(n)]
+    some_bad = [dict(v, country="Germany") if i % 100 == 50 else v for i, v in enumerate(values)]
+    fast = Validator(str(ORDER_JSON_SCHEMA))
+    slow = Validator(str(ORDER_JSON_SCHEMA), accelerate=False)
+    naive = slow._validator
+    for v in (fast, slow):
+        assert v.check(values) == [] and len(v.check(some_bad)) == n // 100
+    wire, from_registry, reg = json_registry([make_value(i) for i in range(n)])
+    by_id = from_registry.validator()
+    assert by_id.check(values, wire) == [] and len(by_id.check(some_bad, wire)) == n // 100
+    reg.stop()  # compiled: checking asks it nothing more
+    tag = "jsonschema-rs first" if fast.accelerated else "jsonschema-rs NOT INSTALLED"
+    cases = {
+        f"validate: Validator.check ({tag}), all valid": lambda: fast.check(values),
+        f"validate: Validator.check ({tag}), 1 % invalid": lambda: fast.check(some_bad),
+        f"validate: registry ({tag}), all valid": lambda: by_id.check(values, wire),
+        "validate: Validator.check (jsonschema only), all valid": lambda: slow.check(values),
+        "validate: Validator.check (jsonschema only), 1 % invalid": lambda: slow.check(some_bad),
+        "validate: jsonschema iter_errors per value (naive)": lambda: [list(naive.iter_errors(x)) for x in values],
+    }
+    return {"bytes": 0, "cases": cases}
 
 
 GROUPS = {"json": json_cases, "avro": avro_cases, "protobuf": protobuf_cases, "validate": validate_cases}
