@@ -481,7 +481,7 @@ def test_full_spec_normalizes():
         transforms=[],
         policies={"deserialize": "fail", "validate": "fail", "transform": "fail", "sink": "fail"},
         sink_type="files",
-        sink_config={"path": "/data/orders", "format": "csv", "fsync": True},
+        sink_config={"path": "/data/orders", "format": "csv", "verbatim": False, "fsync": True},
         max_records=500,
         max_bytes=1572864,
         max_age=0.25,
@@ -509,7 +509,7 @@ def test_minimal_spec_gets_every_default():
     assert (spec.deserializer_type, spec.deserializer_config) == ("json", {})
     assert spec.transforms == []
     assert spec.sink_type == "files"
-    assert spec.sink_config == {"path": "./out", "format": "jsonl", "fsync": True}
+    assert spec.sink_config == {"path": "./out", "format": "jsonl", "verbatim": False, "fsync": True}
     assert (spec.max_records, spec.max_bytes, spec.max_age) == (10000, 16 * 1024 * 1024, 5.0)
     assert spec.locate(("source", "topics", 0)) == (4, 10)  # `topic:` stands in for topics[0]
 
@@ -547,7 +547,7 @@ def test_merge_keys_fill_in_missing_keys():
           <<: {type: files, path: ./base, format: csv}
           path: ./mine
     """), env={})
-    assert spec.sink_config == {"path": "./mine", "format": "csv", "fsync": True}
+    assert spec.sink_config == {"path": "./mine", "format": "csv", "verbatim": False, "fsync": True}
 
 
 def test_max_bytes_as_integer():
