@@ -84,6 +84,33 @@ def test_a_batch_whose_records_are_all_dead_lettered_only_moves_the_offset(dbs, 
 
 
 @pytest.mark.parametrize("kind", ALL_DBS)
+def test_a_first_batch_of_records_with_no_fields(dbs, kind):
+    """Records of no fields ({}) before the table exists: with nothing to create a column from,
+    each is a bad record saying so (not a SQL syntax error or a crash), and the policy decides;
+    once a record with fields created the table, {} lands as a row of NULLs."""
+    db = dbs(kind)
+    table, group = db.table("nofields"), db.group("nofields")
+    empty = [(o, o, {}) for o in range(3)]
+    with sink_on(db, table, group) as sink:
+        assert write_like_runner(sink, [fake_batch(0, 3, empty)]) == [("orders", 0, o) for o in range(3)]
+        engine = sa.create_engine(db.url)
+        try:
+            assert not sa.inspect(engine).has_table(table)
+        finally:
+            engine.dispose()
+        assert db.offsets(group) == {("orders", 0): 3}
+        # a mixed first batch creates the table from the record that has fields
+        assert write_like_runner(sink, [fake_batch(3, 6, [(3, 3, {}), (4, 4, {"id": 4}), (5, 5, {})])]) == []
+        assert db.rows(f"SELECT count(*), count(id), max(id) FROM {db.q(table)}") == [(3, 1, 4)]
+        assert db.offsets(group) == {("orders", 0): 6}
+    # with metadata columns there is something to create the table from
+    table2, group2 = db.table("nofieldsmeta"), db.group("nofieldsmeta")
+    with sink_on(db, table2, group2, metadata_columns=["_offset"]) as sink:
+        assert write_like_runner(sink, [fake_batch(0, 3, empty)]) == []
+        assert sorted(r[0] for r in db.rows(f"SELECT _offset FROM {db.q(table2)}")) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("kind", ALL_DBS)
 def test_tombstones_delete_only_their_keys_and_skipped_ones_nothing(dbs, kind):
     db = dbs(kind)
     table, group = db.table("tombs"), db.group("tombs")

@@ -610,7 +610,7 @@ class SqlSink(Sink):
             self._metadata_clash(b)
         named = {self.name_of(f): f for f in fields}  # column -> field
         known = {c.name for c in self.columns}
-        if named.keys() - known:
+        if named.keys() - known or self.table is None:  # no table yet: even records of no fields make one
             self._evolve(b, {f for n, f in named.items() if n in known})
         # self.columns is in table order; metadata columns are written for every record. A
         # reflected column under a mapped name learns its field here.
@@ -682,6 +682,11 @@ class SqlSink(Sink):
                     for c in new_cols for name in [self.name_of(c.name)]]
         if self.table is None:
             cols = new_cols + [Column(m, METADATA_TYPES[m]) for m in self.metadata_names]
+            if not cols:  # records of no fields ({}), and nothing else to make a column of
+                raise BadRecordError.in_batch(
+                    f"table {self._qualified()} does not exist and this record has no field to create a "
+                    f"column from; declare columns, set metadata_columns, or let a record with fields come "
+                    f"first", b, at)
             missing_keys = [k for k, n in zip(self.key, self.key_columns) if n not in {c.name for c in cols}]
             if missing_keys:
                 raise BadRecordError.in_batch(f"key field(s) {missing_keys} missing from the records", b, at)
