@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from kpipe.api import Capabilities
 from kpipe.runtime.consumer import consumer_config, prefetch_bounds
 from kpipe.runtime.fakes import FakeCluster, Store, fake_spec, recording_registry
-from kpipe.runtime.memory import Backpressure, SizeEstimate, deep_size, pin_mmap_threshold
+from kpipe.runtime.memory import Backpressure, SizeEstimate, deep_size
 from kpipe.runtime.retry import Backoff
 from kpipe.runtime.runner import Runner
 
@@ -279,9 +279,3 @@ def test_prefetch_is_bounded_from_the_setting_and_the_spec_options_win():
             "queued.min.messages": 7}
     conf = consumer_config(fake_spec(options=mine))
     assert {k: conf[k] for k in mine} == mine and "max.partition.fetch.bytes" not in conf
-
-
-def test_the_mmap_threshold_is_pinned_unless_the_environment_sets_it(monkeypatch):
-    assert pin_mmap_threshold()  # glibc: mallopt answers 1
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    assert not pin_mmap_threshold()  # the operator's setting stands

@@ -15,8 +15,6 @@ from typing import Any, Callable, Protocol
 from confluent_kafka import Consumer, KafkaError
 from confluent_kafka import TopicPartition as KafkaTP
 
-from kpipe.runtime.memory import pin_mmap_threshold
-
 __all__ = ["ConsumerLike", "ConsumerFactory", "kafka_consumer", "consumer_config", "prefetch_bounds", "KAFKA_DEFAULTS",
            "topic_partitions", "group_offsets"]
 
@@ -42,7 +40,6 @@ ConsumerFactory = Callable[[dict], ConsumerLike]
 
 
 def kafka_consumer(conf: dict) -> Consumer:
-    pin_mmap_threshold()  # its fetch buffers are MiBs each: mapped, and unmapped when freed
     return Consumer(conf)
 
 

@@ -12,16 +12,12 @@ them: consuming stops while the records held (buffered, and in writes in flight)
 worker pauses its consumer while a task cannot take more and Quix Streams' PausingManager does
 for a sink's backpressure. The consumer keeps being polled meanwhile, so the group membership,
 rebalances and commit answers go on.
-
-``pin_mmap_threshold`` keeps glibc from holding freed large buffers in the heap.
 """
 from __future__ import annotations
 
-import ctypes
-import os
 import sys
 
-__all__ = ["SizeEstimate", "Backpressure", "deep_size", "pin_mmap_threshold", "MESSAGE_OVERHEAD", "MMAP_THRESHOLD"]
+__all__ = ["SizeEstimate", "Backpressure", "deep_size", "MESSAGE_OVERHEAD"]
 
 # Bytes a held record costs besides its value bytes and decoded value: the Message object, the
 # bytes object's header, its slots in the buffer's lists (measured with sys.getsizeof, rounded up).
@@ -126,24 +122,3 @@ class Backpressure:
     def forget(self, tps) -> None:
         """``tps`` left the assignment: librdkafka forgets their pause with them."""
         self.paused.difference_update(tps)
-
-
-# glibc serves blocks of its mmap threshold or more with mmap, and gives them back on free. The
-# threshold starts at 128 KiB but rises to the size of every mapped block freed (up to 32 MiB):
-# after librdkafka's first fetch buffer of a few MiB, fetch buffers, chunk lists and COPY pieces
-# all came from the heap, where freed space stays resident. Pinned at 1 MiB (benchmarks/memory.py,
-# 100 KB values into PostgreSQL: 253-257 -> 231-236 MiB peak; 1M x 100 B: CPU per message alike).
-MMAP_THRESHOLD = 1 << 20
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
-
-
-def pin_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
-    """Pin glibc's mmap threshold, for the whole process; False where there is no ``mallopt``
-    (not glibc) or the environment sets it (``MALLOC_MMAP_THRESHOLD_`` wins)."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return mallopt(_M_MMAP_THRESHOLD, size) == 1
