@@ -97,7 +97,8 @@ def test_a_slow_sink_keeps_memory_flat_whatever_the_backlog(brokers, tmp_path):
     # What the runner counts stays near the bound (a slice of a chunk may go over it)...
     assert max(small["held"], large["held"]) < LIMIT * 3 // 2, mib
     # ...and the process's peak does not follow the backlog: 4 x the backlog, about the same
-    # growth (measured: 84 and 92 MiB, the estimate at 34-35). It holds the bound, librdkafka's
-    # prefetch (a quarter of it, and one fetch), a consume call's raw values, the allocator's slack.
+    # growth (measured: 84 and 92-101 MiB, the estimate at 33-35). It holds the bound,
+    # librdkafka's prefetch (a quarter of it, and one fetch), a consume call's raw values, and
+    # the allocator's slack.
     assert large["growth"] < small["growth"] + (32 << 20), mib
     assert large["growth"] < 200 << 20, mib
