@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kpipe.api import Batch, BadRecordError, FatalError, SinkContext
@@ -114,10 +114,22 @@ def batches_of(records, owner, cuts, order) -> list[Batch]:
     return result
 
 
-def expected(records: list[dict]) -> dict:
+def json_text_fields(batches: list[Batch]) -> set:
+    """The object fields stored as JSON text: those whose first batch with an object in them
+    had only ``{}`` there (Parquet has no struct without fields, so such a new column is text,
+    kpipe.formats.dataset._settle, and stays text)."""
+    settled: dict = {}
+    for b in batches:
+        for k in {k for v in b.values for k, x in v.items() if type(x) is dict} - settled.keys():
+            settled[k] = all(x == {} for v in b.values if type(x := v.get(k)) is dict)
+    return {k for k, text in settled.items() if text}
+
+
+def expected(records: list[dict], text_fields: set = frozenset()) -> dict:
     """The model: every field any record has is a column; a record without it reads null; a
     number field with a float anywhere in the stream reads as floats; a struct field a record
-    lacks reads null."""
+    lacks reads null, unless the field is stored as JSON text (``text_fields``): then each
+    object reads back as it was written."""
     columns: dict[str, None] = {}
     floats: set = set()
     subfields: dict[str, set] = {}
@@ -135,7 +147,7 @@ def expected(records: list[dict]) -> dict:
             v = r.get(k)
             if k in floats and type(v) is int:
                 v = float(v)
-            if type(v) is dict:
+            if type(v) is dict and k not in text_fields:
                 v = {s: v.get(s) for s in subfields[k]}
             row[k] = v
         out[r["id"]] = row
@@ -160,13 +172,16 @@ PROPS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
 
 @PROPS
 @given(streams())
+# {} alone in a field's first batch makes it JSON text; a struct with a field comes later
+@example(stream=([{"id": 0, "c": {}}, {"id": 1, "c": None}, {"id": 2, "c": {"x": 0}}], [0, 0, 0], [1], [0]))
 def test_any_stream_reads_back_as_one_table(tmp_path_factory, stream):
     records, owner, cuts, order = stream
     path = tmp_path_factory.mktemp("lake")
     s = files_sink(path)
-    for b in batches_of(records, owner, cuts, order):
+    batches = batches_of(records, owner, cuts, order)
+    for b in batches:
         s.write([b])
-    want = expected(records)
+    want = expected(records, json_text_fields(batches))
     same_rows(by_id(read_dataset(path)), want)
     rows = read_duckdb(path)
     if rows is not None:
