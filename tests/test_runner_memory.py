@@ -11,10 +11,13 @@ import json
 import threading
 import time
 
+from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kpipe.api import Capabilities
+from kpipe.runtime.backpressure import MemoryBound
+from kpipe.runtime.buffer import PartitionBuffer
 from kpipe.runtime.consumer import consumer_config, prefetch_bounds
 from kpipe.runtime.fakes import FakeCluster, Store, fake_spec, recording_registry
 from kpipe.runtime.memory import Backpressure, SizeEstimate, deep_size
@@ -70,7 +73,7 @@ def run(spec, cluster, store, caps=Capabilities(), pause_after: float = 0.0, **k
     watch = Watch(cluster, store)
     runner = Runner(spec, consumer_factory=watch.factory, plugins=recording_registry(store, caps),
                     backoff=FAST, until_caught_up=True, **kw)
-    runner.pause_after = pause_after
+    runner.memory.pause_after = pause_after
     return runner, runner.run(), watch
 
 
@@ -94,7 +97,7 @@ def test_a_slow_sink_pauses_consuming_and_memory_stays_bounded():
     assert watch.peak <= limit, (watch.peak, limit)
     kinds = [k for k, _ in cluster.consumers[0].pauses]
     assert "pause" in kinds and "resume" in kinds
-    assert not runner.pressure.paused
+    assert not runner.memory.pressure.paused
 
 
 def test_a_sink_that_keeps_up_is_waited_for_not_paused():
@@ -176,7 +179,7 @@ def test_a_revoke_while_paused_forgets_the_pause_and_the_new_assignment_is_bound
     assert store.rows == {("t", p): list(range(300)) for p in range(2)}
     assert watch.peak <= limit
     consumer = cluster.consumers[0]
-    assert not consumer.paused and not runner.pressure.paused
+    assert not consumer.paused and not runner.memory.pressure.paused
 
 
 def test_writes_in_flight_count_toward_the_bound():
@@ -216,7 +219,7 @@ def test_writes_in_flight_count_toward_the_bound():
     runner = Runner(spec, consumer_factory=factory_with_check,
                     plugins=recording_registry(store, Capabilities(max_in_flight=2)), backoff=FAST,
                     until_caught_up=True)
-    runner.pause_after = 0.0
+    runner.memory.pause_after = 0.0
     result = runner.run()
     assert result.exit_code == 0, result.reason
     assert store.rows == {("t", p): list(range(200)) for p in range(2)}
@@ -250,6 +253,44 @@ def test_backpressure_pauses_over_the_limit_and_resumes_at_half():
     bp.to_pause(200, ["a"])
     bp.forget(["a"])
     assert bp.to_resume(0) == []
+
+
+class Idle:
+    """A Writer with nothing in flight: only an early write can free memory."""
+    in_flight = 0
+    held = 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(contents=st.lists(st.lists(st.integers(1, 3000), max_size=20), min_size=1, max_size=6),
+       limit=st.integers(1 << 10, 64 << 10))
+def test_with_nothing_in_flight_the_largest_buffers_are_written_whole_until_half_the_bound(contents, limit):
+    buffers = {}
+    for p, sizes in enumerate(contents):
+        buf = buffers[("t", p)] = PartitionBuffer("t", p, 0)
+        if sizes:
+            msgs = [Message(topic="t", partition=p, offset=i, value=b"x" * n) for i, n in enumerate(sizes)]
+            buf.add(msgs, [None] * len(sizes), sizes, 0.0)
+    written: list = []
+    memory = MemoryBound(limit, buffers, write=written.extend, settle_one=set)
+    memory.writer = Idle()
+    price = {tp: memory.sizes.held(len(b.msgs), b.nbytes) for tp, b in buffers.items()}
+    over = sum(price.values()) > limit
+    memory.make_room([])
+    # The model: largest first (raw bytes), each whole, until what stays is within half the bound.
+    expected, left = [], sum(price.values())
+    if over:
+        for tp in sorted(buffers, key=lambda tp: -sum(contents[tp[1]])):
+            if left <= limit // 2:
+                break
+            left -= price[tp]
+            if contents[tp[1]]:
+                expected.append(tp)
+    assert [(b.topic, b.partition) for b in written] == expected
+    for b in written:
+        assert (b.start_offset, b.next_offset, len(b)) == (0, len(contents[b.partition]), len(contents[b.partition]))
+    assert memory.held() == left
+    assert memory.held() <= limit
 
 
 def test_the_estimate_follows_the_decoded_size():

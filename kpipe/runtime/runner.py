@@ -5,7 +5,8 @@ with retries, bad-record narrowing and the sink stage of the error policy; the `
 (kpipe.runtime.offsets) holds every position, and ``GroupCommits`` (kpipe.runtime.commits)
 mirrors its durable ones to the group; ``Rebalance`` (kpipe.runtime.rebalance) handles the
 group's assignment, and ``Drain`` (kpipe.runtime.drain) the end offsets --until-caught-up
-reads to. The consumer comes from an
+reads to; ``MemoryBound`` (kpipe.runtime.backpressure) keeps the records held within
+``batch.max_buffered_bytes``. The consumer comes from an
 injected factory (kpipe.runtime.consumer) and the plugins from a registry passed in, so the loop
 runs in tests on a fake consumer (kpipe.runtime.fakes).
 
@@ -38,13 +39,13 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from kpipe.api import HOUSEKEEP_EVERY, BadRecordError, FatalError, RetryableError, Sink, SinkContext
 from kpipe.plugins import Registry, registry
+from kpipe.runtime.backpressure import MemoryBound
 from kpipe.runtime.buffer import PartitionBuffer
 from kpipe.runtime.commits import GroupCommits
 from kpipe.runtime.consumer import (KAFKA_DEFAULTS, ConsumerFactory, consumer_config, group_offsets, kafka_consumer,
                                     topic_partitions)
 from kpipe.runtime.dlq import DeadLetterQueue
 from kpipe.runtime.drain import Drain
-from kpipe.runtime.memory import Backpressure, SizeEstimate
 from kpipe.runtime.offsets import OffsetBook, resume_positions
 from kpipe.runtime.rebalance import Rebalance
 from kpipe.runtime.stages import Stages
@@ -67,10 +68,6 @@ _CHUNK_SHARE = 8
 # brought, and the chunk is decoded slice by slice within the bound (``_ingest``).
 _FIRST_VALUE_BYTES = 1_000_000
 _FIRST_SHARE = 2
-# Over batch.max_buffered_bytes with writes in flight: wait this long for one to complete before
-# pausing. A pause makes librdkafka drop what it prefetched and fetch it again on resume, which
-# cost a fast sink 5 x its throughput (measured); a sink slower than this is paused.
-PAUSE_AFTER = 1.0
 _COMMIT_POLL = 0.01  # seconds consume() waits while a commit awaits its answer
 # After a stop signal, how long a sink call may still take before it is given up: the write
 # in flight, the drain. Well inside the 10 s an orchestrator usually allows.
@@ -172,10 +169,9 @@ class Runner:
         self.consumer = None
         self.buffers: dict[tuple, PartitionBuffer] = {}
         # What the records held cost in memory, and the partitions paused to bound it.
-        self.sizes = SizeEstimate()
-        self.pressure = Backpressure(spec.max_buffered_bytes)
+        self.memory = MemoryBound(spec.max_buffered_bytes, self.buffers, write=self._write,
+                                  settle_one=self._settle_one)
         self._value_bytes: float | None = None  # raw bytes per value, moving average
-        self.pause_after = PAUSE_AFTER
         self.result = RunResult()                # totals and live figures, read by watchers
         # Every position of every partition; watchers read its consumed and committed ones.
         self.book = OffsetBook(self.result.positions, self.result.committed)
@@ -201,7 +197,7 @@ class Runner:
                             stored_positions=self._stored_positions) if until_caught_up else None)
         # The group's assignment: the rebalance callbacks, and the watch on one that never comes.
         self.rebalance = Rebalance(spec, buffers=self.buffers, book=self.book, result=self.result,
-                                   commits=self.commits, pressure=self.pressure, settle=self._settle,
+                                   commits=self.commits, pressure=self.memory.pressure, settle=self._settle,
                                    stored_positions=self._stored_positions, drain=self.drain,
                                    on_assigned=self._refresh_ends)
 
@@ -254,7 +250,8 @@ class Runner:
                 self.dlq = self.writer.dlq = self.dlq_factory(spec, kafka_log)
             self.consumer = self.consumer_factory({**consumer_config(spec), "error_cb": self._on_kafka_error,
                                                    "on_commit": self.commits.answered, "logger": kafka_log})
-            self.commits.consumer = self.consumer
+            self.commits.consumer = self.memory.consumer = self.consumer
+            self.memory.writer = self.writer
             self.rebalance.writer = self.writer
             parts = self._reach_brokers()
             if self.drain is not None:
@@ -361,11 +358,11 @@ class Runner:
             self._tick()
             while self.writer.oldest_done():
                 self._settle_one()  # commit promptly, not only when the next batch is ready
-            self._bound_memory()
+            self.memory.bound()
             # A commit's answer is served inside consume() but does not end its wait: while one
             # is in flight, wait briefly, or --until-caught-up would exit up to `timeout` late.
             # Paused for memory: wait briefly too, to resume as soon as a write completes.
-            wait = _COMMIT_POLL if self.commits.inflight or self.pressure.paused else timeout
+            wait = _COMMIT_POLL if self.commits.inflight or self.memory.pressure.paused else timeout
             count = self._chunk()
             if self.drain is not None:
                 count, wait = self.drain.ask(count, wait)
@@ -414,13 +411,8 @@ class Runner:
     # -- memory ----------------------------------------------------------------------------
 
     def _held(self) -> int:
-        """Estimated bytes of the records held: buffered, and in the writes in flight."""
-        held = self.sizes.held
-        return sum(held(len(b.msgs), b.nbytes) for b in self.buffers.values()) + self.writer.held
-
-    def _held_in(self, batches: list) -> int:
-        held = self.sizes.held
-        return sum(held(len(b.values), b.nbytes) for b in batches)
+        """Estimated bytes of the records held (``MemoryBound.held``); tests and benchmarks read it."""
+        return self.memory.held()
 
     def _chunk(self) -> int:
         """Messages to ask of the next consume call: ``_CHUNK``, or fewer when that many would
@@ -428,75 +420,8 @@ class Runner:
         was seen: as many values of ``_FIRST_VALUE_BYTES`` as fill a ``_FIRST_SHARE``-th of it."""
         if self._value_bytes is None:
             return max(1, min(_CHUNK, self.spec.max_buffered_bytes // _FIRST_SHARE // _FIRST_VALUE_BYTES))
-        per = self.sizes.held(1, int(self._value_bytes))
+        per = self.memory.sizes.held(1, int(self._value_bytes))
         return max(1, min(_CHUNK, int(self.spec.max_buffered_bytes // _CHUNK_SHARE // per)))
-
-    def _bound_memory(self) -> None:
-        """Keep the records held within ``batch.max_buffered_bytes``. Over it, wait for the
-        oldest write in flight (``pause_after`` at most), and pause every assigned partition when
-        it takes longer; resume them at half of it. With nothing being written, nothing would
-        free memory, so the largest buffers are written early (as ``max_age`` would)."""
-        pressure = self.pressure
-        held = self._held()
-        while pressure.over(held) and not pressure.paused and self.writer.in_flight:
-            if not self.writer.wait_oldest(self.pause_after):
-                break  # a slow write: pause below, and keep polling the consumer meanwhile
-            self._settle_one()
-            held = self._held()
-        if (pressure.over(held) or pressure.paused) and not self.writer.in_flight:
-            early = self._cut_largest(held)
-            if early:
-                self._write(early)
-            held = self._held()
-        pause = pressure.to_pause(held, self.buffers)
-        if pause:
-            self._pause_resume("pause", pause, held)
-        resume = pressure.to_resume(held)
-        if resume:
-            self._pause_resume("resume", resume, held)
-
-    def _cut_largest(self, held: int) -> list:
-        """Batches of the largest buffers, whole, until what stays buffered is within half of
-        ``batch.max_buffered_bytes``: written early, because nothing else would free memory."""
-        early: list = []
-        target = self.pressure.limit // 2
-        for tp, buf in sorted(self.buffers.items(), key=lambda kv: -kv[1].nbytes):
-            if held <= target:
-                break
-            held -= self.sizes.held(len(buf.msgs), buf.nbytes)
-            buf.take_all(early)
-        if early:
-            log.debug("memory: over half of batch.max_buffered_bytes with nothing being written; "
-                      "writing %d partitions early", len(early))
-        return early
-
-    def _make_room(self, ready: list) -> None:
-        """Inside a consumed chunk, over ``batch.max_buffered_bytes``: write what is cut, and wait
-        for writes (or write the largest buffers early) until the records held fit again,
-        before decoding more of it. Pausing would not help here: the chunk is already read."""
-        if ready:
-            cut = ready[:]  # the Writer keeps the list it is given: hand it a copy to keep
-            ready.clear()
-            self._write(cut)
-        held = self._held()
-        while self.pressure.over(held):
-            if self.writer.in_flight:
-                self._settle_one()
-            else:
-                early = self._cut_largest(held)
-                if not early:
-                    break
-                self._write(early)
-            held = self._held()
-
-    def _pause_resume(self, what: str, tps: list, held: int) -> None:
-        log.debug("memory: %d bytes held (batch.max_buffered_bytes %d): %s %s", held, self.pressure.limit,
-                  what, ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
-        try:
-            getattr(self.consumer, what)([TopicPartition(*tp) for tp in tps])
-        except KafkaException as exc:  # not assigned any more: a rebalance is under way
-            log.debug("%s %s: %s", what, tps, exc)
-            self.pressure.forget(tps)
 
     def _tick(self, force: bool = False) -> None:
         """The loop turned: say so to watchers, let the sink housekeep, and refresh end offsets
@@ -576,8 +501,8 @@ class Runner:
                     return bad
                 lo = hi
                 left -= len(part)
-                if left and self.pressure.over(self._held() + self._held_in(ready)):
-                    self._make_room(ready)  # before decoding more of this chunk
+                if left and self.memory.over(ready):
+                    self.memory.make_room(ready)  # before decoding more of this chunk
         return None
 
     def _abandoning(self) -> bool:
@@ -651,7 +576,7 @@ class Runner:
             sizes = [sizes[i] for i in kept]
             buf.add([lst[i] for i in kept], out.values, sizes, now, out.keys)
         if kept is None or kept:
-            self.sizes.observe(buf.nbytes - before, out.values, sizes)
+            self.memory.sizes.observe(buf.nbytes - before, out.values, sizes)
         if failure is not None:
             i, stage, exc = failure
             m = lst[i]
@@ -699,7 +624,7 @@ class Runner:
             self.dlq.ensure_delivered()  # the write stores offsets past every dead letter so far
         for b in batches:
             self.book.handed((b.topic, b.partition), b.next_offset)
-        writer.submit(batches, self._held_in(batches))
+        writer.submit(batches, self.memory.held_in(batches))
 
     def _settle(self) -> None:
         """Settle every write in flight, oldest first (see ``_settle_one``)."""
