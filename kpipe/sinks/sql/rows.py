@@ -16,7 +16,7 @@ from kpipe.formats.jsontext import NotJson, dumps
 
 from .columns import Column, field_getter, parse_timestamp
 
-__all__ = ["coerce_key", "copy_text", "copy_chunks", "copy_text_lines", "param_rows", "metadata_values", "metadata_text", "JsonText",
+__all__ = ["coerce_key", "copy_text", "copy_chunks", "CopyPieces", "copy_text_lines", "param_rows", "metadata_values", "metadata_text", "JsonText",
            "json_serializer"]
 
 _UTC = dt.timezone.utc
@@ -354,9 +354,30 @@ _INT_CHARS = b"0123456789-,"
 
 
 def _clean(strs) -> bool:
-    """True when no str in ``strs`` needs ``_esc``: one scan over all of them."""
-    s = "".join(strs)
-    return not ("\\" in s or "\t" in s or "\n" in s or "\r" in s)
+    """True when no str in ``strs`` needs ``_esc``: one scan over all of them, which also finds
+    a lone surrogate (``UnicodeEncodeError``: it cannot go over the wire)."""
+    clean = True
+    for s in _slices(strs):
+        if not s.isascii():
+            s.encode()
+        if clean and ("\\" in s or "\t" in s or "\n" in s or "\r" in s):
+            clean = False
+    return clean
+
+
+def _encodable(strs: list[str]) -> list[str]:
+    """``strs``, once none of them holds a lone surrogate (``UnicodeEncodeError`` otherwise)."""
+    for s in _slices(strs):
+        if not s.isascii():
+            s.encode()
+    return strs
+
+
+def _slices(strs: list[str]):
+    """``strs`` joined, in texts of about ``CHUNK_CHARS`` (a scan, not a copy of the column)."""
+    step = max(1, CHUNK_CHARS // (len(strs[0]) + 1)) if strs else 1
+    for lo in range(0, len(strs), step):
+        yield "".join(strs[lo:lo + step])
 
 
 def _convert_column(conv, vals: list) -> list:
@@ -401,7 +422,7 @@ def _convert_column(conv, vals: list) -> list:
     elif conv is _c_bool:
         if types == _BOOL:
             return list(map(_BOOL_TEXT, vals))
-    return list(map(conv, vals))
+    return _encodable(list(map(conv, vals)))  # the paths above give ASCII, or _clean checked it
 
 
 CHUNK_CHARS = 1 << 20  # COPY text is built, and sent, in pieces of about this many characters
@@ -412,19 +433,19 @@ def copy_text(batch: Batch, columns: list[Column], seq: bool = False) -> str:
     return "".join(copy_chunks(batch, columns, seq))
 
 
-def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False) -> list[str]:
+def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False) -> "CopyPieces | list[str]":
     """The batch as COPY text: one line per record, columns in the given order, each line
     ending in a newline; with ``seq``, one more column numbering the records from 0.
 
-    The text comes as pieces of whole lines of about ``CHUNK_CHARS`` each, so that the sink
-    sends it a piece at a time: never the whole text and a second, encoded copy of it. Each
-    piece is joined once, from the columns, which are let go as it goes. COPY text never holds
-    a bare newline inside a line (``_esc``), so ``copy_text_lines`` can split the pieces back
-    when a bad record must be narrowed down.
+    The text comes as pieces of whole lines of about ``CHUNK_CHARS`` each, joined from the
+    columns only as the sink sends them (``CopyPieces``): one piece at a time in memory, never
+    the whole text. COPY text never holds a bare newline inside a line (``_esc``), so
+    ``copy_text_lines`` can split the pieces back when a bad record must be narrowed down.
 
-    A value that does not fit its column (see ``_Unfit``) raises ``BadRecordError`` at its
-    record's index: the whole batch is tried a column at a time first, and only when that
-    fails is it converted record by record, to find the record.
+    A value that does not fit its column (see ``_Unfit``), a lone surrogate included, raises
+    ``BadRecordError`` at its record's index here, before anything is sent: the whole batch is
+    tried a column at a time first, and only when that fails is it converted record by record,
+    to find the record.
     """
     _require_objects(batch)
     n = len(batch.values)
@@ -436,7 +457,7 @@ def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False) -> list[
             cols.append(list(map(str, range(n))))
         if not cols:
             return ["\n" * n]
-        return _join_in_steps(cols, n)
+        return CopyPieces(cols, n)
     except Exception:
         lines = _copy_lines_by_record(batch, columns)
         if seq:
@@ -444,27 +465,29 @@ def copy_chunks(batch: Batch, columns: list[Column], seq: bool = False) -> list[
         return ["".join(lines)]
 
 
-def _join_in_steps(cols: list[list[str]], n: int) -> list[str]:
-    """The lines of ``cols`` (one list of texts per column) in pieces of about ``CHUNK_CHARS``;
-    the columns are emptied as the pieces are made, so the text is held about once."""
-    chunks, done = [], 0
-    size = sum(map(len, (c[0] for c in cols))) + len(cols)  # the first line: a guess of a line
-    step = max(1, min(n, CHUNK_CHARS // size))
-    while done < n:
-        take = min(step, n - done)
-        if len(cols) == 1:
-            text = "\n".join(cols[0][:take]) + "\n"
-        else:
-            text = "\n".join(map("\t".join, zip(*(c[:take] for c in cols)))) + "\n"
-        if not text.isascii():
-            text.encode()  # a lone surrogate cannot go over the wire: find its record by record
-        chunks.append(text)
-        done += take
-        if done < n:
-            for c in cols:
-                del c[:take]
+class CopyPieces:
+    """A batch's COPY text as its columns' texts, joined into pieces of about ``CHUNK_CHARS``
+    each time it is iterated: a retry or a narrowing can send it again."""
+
+    __slots__ = ("cols", "n")
+
+    def __init__(self, cols: list[list[str]], n: int):
+        self.cols, self.n = cols, n
+
+    def __iter__(self):
+        cols, n, done = self.cols, self.n, 0
+        size = sum(map(len, (c[0] for c in cols))) + len(cols)  # the first line: a guess of a line
+        step = max(1, min(n, CHUNK_CHARS // size))
+        while done < n:
+            take = min(step, n - done)
+            if len(cols) == 1:
+                text = "\n".join(cols[0][done:done + take]) + "\n"
+            else:
+                text = "\n".join(map("\t".join, zip(*(c[done:done + take] for c in cols)))) + "\n"
+            done += take
             step = max(1, CHUNK_CHARS * take // len(text))
-    return chunks
+            yield text
+            del text  # let the piece go while the next one is joined
 
 
 def copy_text_lines(text) -> list[str]:
@@ -481,7 +504,8 @@ def _text_columns(batch: Batch, columns: list[Column]) -> list[list[str]]:
     cols = []
     for c in columns:
         if not c.path:
-            cols.append(metadata_text(batch, c.name))
+            text = metadata_text(batch, c.name)
+            cols.append(_encodable(text) if c.name == "_key" else text)  # the rest are ASCII
             continue
         if wide is not None and len(c.path) == 1:
             vals = wide[c.path[0]]

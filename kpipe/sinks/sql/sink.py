@@ -443,12 +443,14 @@ class SqlSink(Sink):
                             else:
                                 self._delete(conn, prepared[id(p)])
                 return conflicts
-            for rows, cols, payload in self._runs(live, prepared):
+            for rows, cols, payloads in self._runs(live, prepared):
                 if not rows:
-                    self._delete(conn, payload)
+                    self._delete(conn, payloads)
                     continue
                 try:
-                    self._insert(conn, cols, payload)
+                    # COPY's pieces are joined only as they are sent (rows.CopyPieces)
+                    self._insert(conn, cols, itertools.chain.from_iterable(payloads) if self.fast else
+                                 [r for p in payloads for r in p])
                 except Exception as exc:  # SQLAlchemy's, or psycopg's from the raw COPY
                     if is_data_error(exc):
                         raise _Redo() from exc
@@ -557,11 +559,11 @@ class SqlSink(Sink):
                     continue
                 cols, payload = prepared[id(p)]
                 if run and self.mode == "insert" and run[1] == cols:
-                    run[2].extend(payload)  # COPY pieces, or parameter rows
+                    run[2].append(payload)  # COPY pieces, or parameter rows
                 else:
                     if run:
                         yield run
-                    run = (True, cols, list(payload))
+                    run = (True, cols, [payload])
         if run:
             yield run
 
@@ -807,19 +809,28 @@ class SqlSink(Sink):
             self.engine = None
 
 
-def _send(cp, chunks: list[str]) -> None:
-    """COPY's data a piece of about ``CHUNK_CHARS`` at a time: one piece's bytes in memory at
-    once, not the whole text's; the small pieces of many partitions' batches are joined first,
-    so a write of 512 small batches is a few sends, not 512."""
+def _send(cp, chunks) -> None:
+    """COPY's data a piece of about ``CHUNK_CHARS`` at a time: one piece's text and bytes in
+    memory at once, not the whole text's (``chunks`` is lazy: rows.CopyPieces); the small pieces
+    of many partitions' batches are joined first, so a write of 512 small batches is a few
+    sends, not 512."""
     run, size = [], 0
     for chunk in chunks:
         run.append(chunk)
         size += len(chunk)
+        del chunk
         if size >= CHUNK_CHARS:
-            cp.write("".join(run).encode())
-            run, size = [], 0
+            cp.write(_encoded(run))
+            size = 0
     if run:
-        cp.write("".join(run).encode())
+        cp.write(_encoded(run))
+
+
+def _encoded(run: list[str]) -> bytes:
+    """``run``'s texts as one UTF-8 text, emptying ``run`` so that only the bytes stay alive."""
+    text = run[0] if len(run) == 1 else "".join(run)
+    run.clear()
+    return text.encode()
 
 
 def _decoded(b: Batch) -> Batch:
