@@ -64,8 +64,13 @@ def sqlite_rows(path) -> Counter:
 
 def sqlite_offsets(path, group) -> dict:
     with sqlite3.connect(path) as conn:
-        return dict(conn.execute("SELECT kafka_partition, next_offset FROM kpipe_offsets WHERE group_id = ?",
-                                 (group,)))
+        try:
+            return dict(conn.execute("SELECT kafka_partition, next_offset FROM kpipe_offsets WHERE group_id = ?",
+                                     (group,)))
+        except sqlite3.OperationalError as exc:  # a run is starting: the file is there, the table not yet
+            if "no such table" not in str(exc):
+                raise
+            return {}
 
 
 def sqlite_spec(tmp_path, brokers, topic, group, db):

@@ -74,11 +74,12 @@ def test_kpipe_finds_it_through_its_entry_point(lite):
 
 def test_the_pipeline_lands_a_topic_exactly_once_through_a_kill(lite, brokers, topic, tmp_path):
     project, site = lite
-    produced = seal_events(brokers, topic, len(produce_events(brokers, topic, 20_000)))
+    # Enough batches that the kill lands mid-run: 20,000 records drained within its 0.3 s jitter.
+    produced = seal_events(brokers, topic, len(produce_events(brokers, topic, 60_000)))
     spec = tmp_path / "orders-to-lite.yaml"
     doc = yaml.safe_load((project / "orders-to-lite.yaml").read_text())
     doc["source"]["options"] = SESSION  # the bundled broker's quick group join
-    doc["batch"] = {"max_records": 500}
+    doc["batch"] = {"max_records": 200}
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
     env = env_with(site, KAFKA_BROKERS=brokers, TOPIC=topic)
     checked = run_kpipe("validate", str(spec), env=env)
@@ -100,7 +101,7 @@ def test_the_pipeline_lands_a_topic_exactly_once_through_a_kill(lite, brokers, t
 
     first = Proc(tmp_path / "logs", "first", "run", str(spec), "--until-caught-up", "--no-progress", env=env)
     kill_when(first, random.Random(7), "progress", (0, 0), lambda: rows()[0] > 0, "rows",
-              jitter=0.3, interval=0.02, run=1)
+              jitter=0.1, interval=0.02, run=1)
     again = run_kpipe("run", str(spec), "--until-caught-up", "--no-progress", env=env, timeout=180)
     assert again.returncode == 0, again.stderr[-3000:]
     total, distinct = rows()
