@@ -287,6 +287,16 @@ class TcpProxy:
 
     close = cut
 
+    @contextlib.contextmanager
+    def down(self):
+        """The target unreachable for the block (``cut``), reachable again after it
+        (``restore``): what a conformance kit's ``destination_down`` hook gives."""
+        self.cut()
+        try:
+            yield
+        finally:
+            self.restore()
+
 
 @pytest.fixture
 def dbs(tmp_path):

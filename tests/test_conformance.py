@@ -8,7 +8,6 @@ The files sink runs the kit in each of its formats: every one refuses a value it
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,15 +90,10 @@ class _Sql(SinkConformance):
             return []
         return [{"id": i} for (i,) in self.db.rows(f"SELECT id FROM {self.db.q(config['table'])}")]
 
-    @contextmanager
     def destination_down(self, config):
         if self.proxy is None:
             pytest.skip(f"{self.kind}: no transient failure to provoke")
-        self.proxy.cut()
-        try:
-            yield
-        finally:
-            self.proxy.restore()
+        return self.proxy.down()
 
 
 class TestPostgresSink(_Sql):
@@ -139,13 +133,8 @@ class TestS3Sink(SinkConformance):
         got = objects(self.s3, config["bucket"], config["prefix"] + "/")
         return [r for key in sorted(got) for r in read_records(key, got[key])]
 
-    @contextmanager
     def destination_down(self, config):
-        self.proxy.cut()
-        try:
-            yield
-        finally:
-            self.proxy.restore()
+        return self.proxy.down()
 
 
 class TestS3SinkPerRecordPaths(TestS3Sink):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from contextlib import contextmanager
 
 import pyarrow.dataset as ds
 import pytest
@@ -89,13 +88,8 @@ class TestIcebergSinkPostgresS3(TestIcebergSink):
         yield
         self.proxy.cut()
 
-    @contextmanager
     def destination_down(self, config):
-        self.proxy.cut()
-        try:
-            yield
-        finally:
-            self.proxy.restore()
+        return self.proxy.down()
 
     def config(self, tmp_path):
         return {"catalog": {"name": self.catalog_name, "type": "sql",
