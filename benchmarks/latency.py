@@ -59,7 +59,7 @@ def percentiles(lat_ms: list[float]) -> dict:
     return {"n": len(lat), "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "max": round(lat[-1], 1)}
 
 
-def value(i: int, partitions: int) -> bytes:
+def value(i: int) -> bytes:
     return (b'{"order_id":%d,"customer":"c%03d","country":"DE","amount":%d.%02d,"sent_us":%d}'
             % (i, i % 200, i % 500, i % 100, int(time.time() * 1e6)))
 
@@ -79,7 +79,7 @@ def produce_at_rate(bootstrap: str, topic: str, partitions: int, rate: int, seco
         if due > now:
             time.sleep(due - now)
         for _ in range(per_step):
-            p.produce(topic, value(i, partitions), partition=i % partitions)
+            p.produce(topic, value(i), partition=i % partitions)
             i += 1
         p.poll(0)
     if p.flush(60):
