@@ -10,6 +10,11 @@ collector set as the runner sets it, best of ``--rounds`` interleaved rounds; a 
 includes freeing what it made) and adds them up per path, next to that budget. The steps' sum
 is a floor: the runner's loop, the transaction and the thread handoff come on top.
 
+The steps reuse one batch, decoded once into a fresh heap. The last table runs PostgreSQL's
+steps as a pipeline meets them: each batch decoded anew into a heap that earlier batches were
+freed into, its COPY text made on the same thread, and on a second thread it is handed to as
+the runner hands it to the sink writer.
+
 For each path two sums are shown: kpipe's own steps as they are, and a lower bound, the same
 work done by the fastest C-level route available to Python here (msgspec's typed decode into
 Structs instead of dicts; COPY text from msgspec's encoder instead of per-column Python work).
@@ -26,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import queue
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -184,6 +191,45 @@ class RawBaseline:
         self.broker.stop()
 
 
+def fresh_records(n: int, batches: int = 50) -> dict:
+    """The PostgreSQL steps on fresh records, as in a pipeline: every batch decoded anew into a
+    heap that earlier batches have been freed into, its COPY text made on the same thread and,
+    again, on a second thread it is handed to (the sink writer's place). CPU µs per record
+    (``thread_time``)."""
+    raws = [[bench.make_value(b * n + i) for i in range(n)] for b in range(4)]
+    dec = JsonDeserializer({})
+    spent = {"decode": 0.0, "COPY text, same thread": 0.0, "COPY text, handed to a second thread": 0.0}
+
+    def fresh(i):
+        t = time.thread_time()
+        b = Batch("orders", 0, 0, n, dec.deserialize(raws[i % 4]), [None] * n)
+        spent["decode"] += time.thread_time() - t
+        return b
+
+    def copy_text(b, key):
+        t = time.thread_time()
+        for piece in rows.copy_chunks(b, COLUMNS):
+            piece.encode()
+        spent[key] += time.thread_time() - t
+
+    for i in range(batches):
+        copy_text(fresh(i), "COPY text, same thread")
+    q: queue.Queue = queue.Queue(maxsize=2)
+
+    def writer():
+        while (b := q.get()) is not None:
+            copy_text(b, "COPY text, handed to a second thread")
+
+    th = threading.Thread(target=writer)
+    th.start()
+    for i in range(batches):
+        q.put(fresh(i))
+    q.put(None)
+    th.join()
+    spent["decode"] /= 2  # both halves decoded
+    return {k: v / (batches * n) * 1e6 for k, v in spent.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,6 +263,13 @@ def main(argv=None) -> int:
         total = [sum(_step(found, prefix)[0] for prefix in names) for names in (ours, floor)]
         print(f"| {path} | {total[0]:.2f} | {total[1]:.2f} | {budget:.2f} | "
               f"{(args.raw_us + total[0]) / args.raw_us:.2f} |")
+    runs = [fresh_records(args.records) for _ in range(3)]
+    print("\npostgres steps on fresh records (µs/record, mean of 50 batches, 3 runs), beside the "
+          "steps above (median round):\n")
+    print("| step | fresh records, 3 runs | one batch reused (above) |\n|---|---:|---:|")
+    for key, step in (("decode", "decode: json"), ("COPY text, same thread", "postgres: COPY"),
+                      ("COPY text, handed to a second thread", "postgres: COPY")):
+        print(f"| {key} | {', '.join(f'{r[key]:.3f}' for r in runs)} | {_step(found, step)[1]:.3f} |")
     return 0
 
 
