@@ -392,7 +392,9 @@ def advertised_broker(port: int, advertised_port: int):
 
 def kill_under_producer(brokers: str, topic: str, spec: Path, logs: Path, rng, kills: int, run_for: tuple) -> int:
     """The table sinks' crash loop: under a live producer, ``kills`` runs of ``spec`` one after
-    another, each SIGKILLed after ``rng.uniform(*run_for)`` seconds, the group left to forget it
+    another, each SIGKILLed ``rng.uniform(*run_for)`` seconds after its partitions were assigned
+    (not after it started: joining the group alone takes about 3 s, more on a loaded machine,
+    and a run killed before it is assigned anything tests nothing), the group left to forget it
     before the next. Returns how many events were produced."""
     producer = BurstProducer(brokers, topic, 0, burst=200, pause=0.05)
     producer.start()
@@ -401,7 +403,9 @@ def kill_under_producer(brokers: str, topic: str, spec: Path, logs: Path, rng, k
         for i in range(kills):
             proc = Proc(logs, f"kill{i}", "run", str(spec))
             procs.append(proc)
-            let_run(proc, rng.uniform(*run_for))
+            wait_for(lambda: "kpipe.run: assigned " in proc.stderr(), 60, f"{proc.tag} assigned", procs=[proc])
+            time.sleep(rng.uniform(*run_for))
+            assert proc.alive(), f"{proc.tag} exited early:\n{proc.stderr()[-3000:]}"
             sigkill(proc)
             time.sleep(FAST_SESSION["session.timeout.ms"] / 1000 + 0.5)  # the group forgets it
     finally:

@@ -49,7 +49,7 @@ def test_sigkill_under_a_live_producer_leaves_every_record_exactly_once(brokers,
     uri = tmp_path / "table"
     name = unique("deltacrash")
     spec = delta_spec(tmp_path, brokers, topic, uri, name)
-    produced = kill_under_producer(brokers, topic, spec, tmp_path / "logs", random.Random(seed), 5, (1.5, 4.0))
+    produced = kill_under_producer(brokers, topic, spec, tmp_path / "logs", random.Random(seed), 5, (1.0, 3.0))
     assert DeltaTable.is_deltatable(str(uri)), "no run wrote anything before its kill"
     produced = seal_events(brokers, topic, produced)
     final_run(spec, tmp_path / "logs")

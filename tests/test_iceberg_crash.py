@@ -66,7 +66,7 @@ def test_sigkill_under_a_live_producer_leaves_every_record_exactly_once(brokers,
     print(f"crash test seed: {seed} (rerun with KPIPE_CRASH_SEED={seed})")
     name = unique("icebergcrash")
     spec = iceberg_spec(tmp_path, brokers, topic, name)
-    produced = kill_under_producer(brokers, topic, spec, tmp_path / "logs", random.Random(seed), 4, (2.0, 4.0))
+    produced = kill_under_producer(brokers, topic, spec, tmp_path / "logs", random.Random(seed), 4, (1.0, 3.0))
     assert table(tmp_path) is not None, "no run wrote anything before its kill"
     produced = seal_events(brokers, topic, produced)
     final_run(spec, tmp_path / "logs")
