@@ -85,6 +85,18 @@ def say(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+def proc_cpu(path: str) -> tuple[str, float] | None:
+    """(comm, utime + stime in seconds) from a /proc stat file, or None when it cannot be read
+    (the process or thread is gone, or this is not Linux)."""
+    try:
+        with open(path) as f:
+            head, tail = f.read().rsplit(")", 1)
+        fields = tail.split()
+        return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class BrokerCPU:
     """CPU seconds used so far by the embedded broker process (Linux /proc), else None."""
 
@@ -94,12 +106,8 @@ class BrokerCPU:
     def __call__(self) -> float | None:
         if self.pid is None:
             return None
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
-        except (OSError, IndexError, ValueError):
-            return None
+        found = proc_cpu(f"/proc/{self.pid}/stat")
+        return None if found is None else found[1]
 
 
 class PostgresCPU:
@@ -120,15 +128,9 @@ class PostgresCPU:
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    head, tail = f.read().rsplit(")", 1)
-                if not head.endswith("(postgres"):
-                    continue
-                fields = tail.split()
-                out[int(pid)] = (int(fields[11]) + int(fields[12])) / _TICK
-            except (OSError, IndexError, ValueError):
-                continue
+            found = proc_cpu(f"/proc/{pid}/stat")
+            if found is not None and found[0] == "postgres":
+                out[int(pid)] = found[1]
         return out or None
 
     @staticmethod
@@ -248,15 +250,11 @@ def thread_cpu() -> dict | None:
         return None
     main = str(os.getpid())
     for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                head, tail = f.read().rsplit(")", 1)
-        except OSError:
+        found = proc_cpu(f"/proc/self/task/{tid}/stat")
+        if found is None:
             continue
-        fields = tail.split()
-        cpu = (int(fields[11]) + int(fields[12])) / _TICK
-        kind = "loop" if tid == main else "librdkafka" if head.split("(", 1)[1].startswith("rdk:") else "python"
-        out[kind] += cpu
+        comm, cpu = found
+        out["loop" if tid == main else "librdkafka" if comm.startswith("rdk:") else "python"] += cpu
     return out
 
 
