@@ -20,9 +20,9 @@ work done by the fastest C-level route available to Python here (msgspec's typed
 Structs instead of dicts; COPY text from msgspec's encoder instead of per-column Python work).
 
 R is measured in the same run, between the rounds of the steps, since this machine's speed
-drifts by as much as 1.5 × over minutes: a raw consume of ``--messages`` from the bundled
-broker (assigned, not subscribed: no group join), as bench.py's raw consumer does it, with
-kpipe's librdkafka defaults, touching every value. ``--raw-us`` gives R instead.
+drifts by as much as 1.5 × over minutes: bench.py's raw consume (``bench_raw``: kpipe's
+librdkafka defaults, every value touched, CPU from the first message on) of ``--messages``
+from the bundled broker. ``--raw-us`` gives R instead.
 
     .venv/bin/python benchmarks/floor.py                    # starts the bundled broker for R
     .venv/bin/python benchmarks/floor.py --raw-us 0.64      # R from elsewhere (bench.py's raw row)
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import msgspec
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -145,31 +145,6 @@ def measure(cases: dict, n: int, rounds: int, between=None) -> dict:
     return {name: (min(ts), statistics.median(ts)) for name, ts in times.items()}
 
 
-def raw_consume_us(bootstrap: str, topic: str, n: int, partitions: int) -> float:
-    """CPU µs per message of a raw consume of the whole topic (bench.py's raw loop)."""
-    from kpipe.runtime.runner import KAFKA_DEFAULTS
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "floor", "enable.auto.commit": False,
-                  **KAFKA_DEFAULTS})
-    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    seen, cpu0, deadline = 0, None, time.monotonic() + 60
-    try:
-        while seen < n:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"raw consume: {seen} of {n} messages in 60 s")
-            msgs = c.consume(bench.CHUNK, 1.0)
-            if msgs and cpu0 is None:
-                cpu0 = time.process_time()
-            for m in msgs:
-                if m.error() is not None:
-                    continue
-                len(m.value())
-                seen += 1
-        return (time.process_time() - cpu0) / n * 1e6
-    finally:
-        c.close()
-
-
 class RawBaseline:
     """The bundled broker with ``n`` of bench.py's orders in 4 partitions, consumed raw on demand."""
 
@@ -185,7 +160,8 @@ class RawBaseline:
         self.runs: list = []
 
     def __call__(self) -> None:
-        self.runs.append(raw_consume_us(self.broker.bootstrap, self.topic, self.n, self.partitions))
+        row = bench.bench_raw(self.broker.bootstrap, self.topic, self.n, bench.BrokerCPU(None), {})
+        self.runs.append(row["cpu_us_per_msg"])
 
     def close(self) -> None:
         self.broker.stop()
